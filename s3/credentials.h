@@ -1,0 +1,48 @@
+/* The AWS credential chain, in order: environment, shared credentials and
+ * config files (profile), container credentials, web identity (STS
+ * AssumeRoleWithWebIdentity), EC2 instance metadata (IMDSv2). Temporary
+ * credentials are refreshed before they expire. Thread-safe. Never logs a
+ * secret. */
+#ifndef BOOKMARKFS_S3_CREDENTIALS_H
+#define BOOKMARKFS_S3_CREDENTIALS_H
+
+#include <stdint.h>
+
+struct aws_credentials {
+    char *access_key;
+    char *secret_key;
+    char *session_token; /* NULL when not temporary */
+    int64_t expiration;  /* seconds since 1970 UTC; 0 = does not expire */
+    char source[32];     /* "environment", "shared-files", "container",
+                            "web-identity", "imds" */
+};
+
+struct cred_provider;
+
+struct cred_options {
+    const char *profile;   /* NULL: AWS_PROFILE, else "default" */
+    const char *ca_file;   /* extra CA bundle for HTTPS providers (STS) */
+    long timeout_ms;       /* per request to a credential endpoint */
+};
+
+/* Creates the chain. Nothing is fetched yet. */
+struct cred_provider *cred_provider_new(const struct cred_options *opts);
+
+/* Copies the current credentials into out (caller clears them with
+ * aws_credentials_clear). Resolves the chain on first use and refreshes
+ * temporary credentials within 5 minutes of expiry; force_refresh refreshes
+ * now (after an ExpiredToken answer). Returns 0, or -EACCES when no provider
+ * has credentials (msg says why, one plain sentence), -EIO/-ETIMEDOUT. */
+int cred_provider_get(struct cred_provider *p, struct aws_credentials *out,
+                      int force_refresh, char *msg, size_t msglen);
+
+void cred_provider_free(struct cred_provider *p);
+
+/* Wipes the secrets and frees the strings. */
+void aws_credentials_clear(struct aws_credentials *c);
+
+/* Region from the config file for the profile (AWS_CONFIG_FILE or
+ * ~/.aws/config, section "profile NAME" or "default"); malloc'd or NULL. */
+char *aws_config_region(const char *profile);
+
+#endif

@@ -1,0 +1,83 @@
+/* The object-store interface between the filesystem (fs/) and the stores:
+ * S3 (s3/) and a local directory (store/dir.c). Three operations: list by
+ * prefix with pagination, get, put. Every call returns 0 or a negative
+ * errno; implementations log the details of a failure themselves.
+ *
+ * errno mapping shared by all stores:
+ *   -ENOENT     get: no such key           -ENXIO      no such bucket
+ *   -EACCES     access denied / bad creds  -ETIMEDOUT  time-out after retries
+ *   -EIO        anything else (after retries, for transient faults)
+ *   -EINVAL     a key the store cannot hold   -ENOMEM  allocation failed
+ * Implementations must be safe to call from many threads at once. */
+#ifndef BOOKMARKFS_STORE_STORE_H
+#define BOOKMARKFS_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_ETAG_MAX 80
+
+struct store_object {
+    char *key;                 /* object key (UTF-8), owned */
+    int64_t last_modified_ms;  /* LastModified, ms since 1970 UTC */
+    uint64_t size;
+    char etag[STORE_ETAG_MAX]; /* without surrounding quotes */
+};
+
+/* One page of a listing, keys in byte order. */
+struct store_page {
+    struct store_object *objects; /* owned array of `count` objects */
+    size_t count;
+    char *next_token;             /* owned; NULL when this was the last page */
+};
+
+struct store_put_result {
+    char etag[STORE_ETAG_MAX];    /* without quotes */
+    int attempts;                 /* requests sent, retries included */
+};
+
+struct store;
+
+struct store_ops {
+    /* List keys beginning with `prefix` (may be ""), starting after the page
+     * that handed out `token` (NULL for the first page). */
+    int (*list_page)(struct store *st, const char *bucket, const char *prefix,
+                     const char *token, struct store_page *out);
+    /* Fetch a whole object into a malloc'd buffer (*data, *len); *data is
+     * NUL-terminated one byte past *len for convenience. */
+    int (*get)(struct store *st, const char *bucket, const char *key,
+               char **data, size_t *len);
+    /* Store a whole object atomically (application/json). */
+    int (*put)(struct store *st, const char *bucket, const char *key,
+               const void *body, size_t len, struct store_put_result *res);
+    /* Mount-time check that `bucket` is reachable with the credentials;
+     * on failure writes one plain sentence for the user into msg. */
+    int (*check_bucket)(struct store *st, const char *bucket, char *msg,
+                        size_t msglen);
+    void (*destroy)(struct store *st);
+};
+
+struct store {
+    const struct store_ops *ops;
+    const char *kind; /* "s3" or "dir" */
+};
+
+/* Calls cb for every object under prefix, page after page. Stops early and
+ * returns cb's value when it returns non-zero. */
+int store_list_all(struct store *st, const char *bucket, const char *prefix,
+                   int (*cb)(const struct store_object *obj, void *arg),
+                   void *arg);
+
+void store_page_free(struct store_page *page);
+
+static inline void store_destroy(struct store *st)
+{
+    if (st)
+        st->ops->destroy(st);
+}
+
+/* The local directory store: objects at ROOT/<bucket>/<key>. Bucket
+ * directories are created when missing. Returns NULL with a message in err. */
+struct store *store_dir_new(const char *root, char *err, size_t errlen);
+
+#endif
