@@ -1,1 +1,513 @@
-/* placeholder */
+#include "fs/jobs.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/log.h"
+
+static void iso_time(int64_t ms, char out[64])
+{
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    if (!gmtime_r(&secs, &tm)) {
+        snprintf(out, 64, "?");
+        return;
+    }
+    snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (int)(ms % 1000));
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct jobs *jobs_new(struct store *store, const struct layout *layout,
+                      const char *lz_bucket, const char *dlz_bucket)
+{
+    struct jobs *j = calloc(1, sizeof *j);
+    if (!j)
+        return NULL;
+    j->store = store;
+    j->layout = *layout;
+    j->lz_bucket = strdup(lz_bucket);
+    j->dlz_bucket = strdup(dlz_bucket);
+    j->table = strmap_new();
+    if (!j->lz_bucket || !j->dlz_bucket || !j->table ||
+        pthread_mutex_init(&j->lock, NULL) != 0) {
+        free(j->lz_bucket);
+        free(j->dlz_bucket);
+        strmap_free(j->table, NULL);
+        free(j);
+        return NULL;
+    }
+    if (pthread_mutex_init(&j->load_lock, NULL) != 0) {
+        pthread_mutex_destroy(&j->lock);
+        free(j->lz_bucket);
+        free(j->dlz_bucket);
+        strmap_free(j->table, NULL);
+        free(j);
+        return NULL;
+    }
+    return j;
+}
+
+static void scratch_free(void *p)
+{
+    struct scratch *s = p;
+    if (s) {
+        free(s->data);
+        free(s);
+    }
+}
+
+static void job_destroy(struct job *job)
+{
+    if (!job)
+        return;
+    state_free(job->state);
+    strmap_free(job->scratch, scratch_free);
+    strmap_free(job->pending, NULL);
+    json_decref(job->loaded);
+    json_decref(job->last_upload[0]);
+    json_decref(job->last_upload[1]);
+    pthread_mutex_destroy(&job->lock);
+    pthread_mutex_destroy(&job->upload_lock);
+    free(job->name);
+    free(job);
+}
+
+static void job_destroy_cb(void *p) { job_destroy(p); }
+
+void jobs_free(struct jobs *j)
+{
+    if (!j)
+        return;
+    strmap_free(j->table, job_destroy_cb);
+    pthread_mutex_destroy(&j->lock);
+    pthread_mutex_destroy(&j->load_lock);
+    free(j->lz_bucket);
+    free(j->dlz_bucket);
+    free(j);
+}
+
+static struct job *job_new(const char *name)
+{
+    struct job *job = calloc(1, sizeof *job);
+    if (!job)
+        return NULL;
+    if (pthread_mutex_init(&job->lock, NULL) != 0) {
+        free(job);
+        return NULL;
+    }
+    if (pthread_mutex_init(&job->upload_lock, NULL) != 0) {
+        pthread_mutex_destroy(&job->lock);
+        free(job);
+        return NULL;
+    }
+    job->name = strdup(name);
+    job->state = state_new();
+    job->scratch = strmap_new();
+    job->pending = strmap_new();
+    job->loaded = json_object();
+    job->last_upload[0] = json_object();
+    job->last_upload[1] = json_object();
+    clock_gettime(CLOCK_REALTIME, &job->mtime);
+    if (!job->name || !job->state || !job->scratch || !job->pending ||
+        !job->loaded || !job->last_upload[0] || !job->last_upload[1]) {
+        job_destroy(job);
+        return NULL;
+    }
+    job->refs = 1; /* the table's */
+    return job;
+}
+
+void job_ref(struct jobs *j, struct job *job)
+{
+    pthread_mutex_lock(&j->lock);
+    job->refs++;
+    pthread_mutex_unlock(&j->lock);
+}
+
+void job_unref(struct jobs *j, struct job *job)
+{
+    if (!job)
+        return;
+    pthread_mutex_lock(&j->lock);
+    int last = --job->refs == 0;
+    pthread_mutex_unlock(&j->lock);
+    if (last)
+        job_destroy(job);
+}
+
+struct job *jobs_find_loaded(struct jobs *j, const char *name)
+{
+    pthread_mutex_lock(&j->lock);
+    struct job *job = strmap_get(j->table, name);
+    if (job)
+        job->refs++;
+    pthread_mutex_unlock(&j->lock);
+    return job;
+}
+
+/* Search of the newest candidate of one job across both buckets. */
+struct find_ctx {
+    const struct layout *layout;
+    const char *job;
+    const char *bucket;
+    struct candidate best;
+    int found;
+    int err;
+};
+
+static int find_cb(const struct store_object *obj, void *arg)
+{
+    struct find_ctx *fc = arg;
+    char *job = NULL;
+    enum upload_kind kind;
+    const char *date;
+    size_t date_len;
+    int m = layout_match(fc->layout, obj->key, 0, &job, &kind, &date, &date_len);
+    if (m < 0)
+        return m;
+    if (m == 0)
+        return 0;
+    int same = strcmp(job, fc->job) == 0;
+    free(job);
+    if (!same)
+        return 0;
+    struct candidate c = {
+        .bucket = (char *)fc->bucket,
+        .key = obj->key,
+        .upload_date = strndup(date, date_len),
+        .last_modified_ms = obj->last_modified_ms,
+        .kind = kind,
+    };
+    if (!c.upload_date)
+        return -ENOMEM;
+    if (!fc->found || candidate_cmp(&c, &fc->best) > 0) {
+        char *b = strdup(fc->bucket), *k = strdup(obj->key);
+        if (!b || !k) {
+            free(b);
+            free(k);
+            free(c.upload_date);
+            return -ENOMEM;
+        }
+        candidate_clear(&fc->best);
+        fc->best = c;
+        fc->best.bucket = b;
+        fc->best.key = k;
+        fc->found = 1;
+    } else {
+        free(c.upload_date);
+    }
+    return 0;
+}
+
+/* Loads the newest candidate of `name` into a new job. *out NULL and 0 when
+ * the store has none. */
+static int load_from_store(struct jobs *j, const char *name, struct job **out)
+{
+    *out = NULL;
+    char *prefix = layout_dataset_prefix(&j->layout);
+    if (!prefix)
+        return -ENOMEM;
+    struct find_ctx fc = {.layout = &j->layout, .job = name};
+    const char *buckets[2] = {j->dlz_bucket, j->lz_bucket};
+    int nb = strcmp(j->dlz_bucket, j->lz_bucket) == 0 ? 1 : 2;
+    int rc = 0;
+    for (int i = 0; i < nb && rc == 0; i++) {
+        fc.bucket = buckets[i];
+        rc = store_list_all(j->store, buckets[i], prefix, find_cb, &fc);
+    }
+    free(prefix);
+    if (rc < 0) {
+        log_error("job '%s': listing the store failed: %s", name, strerror(-rc));
+        candidate_clear(&fc.best);
+        return rc;
+    }
+    if (!fc.found)
+        return 0;
+
+    char *body = NULL;
+    size_t len = 0;
+    rc = j->store->ops->get(j->store, fc.best.bucket, fc.best.key, &body, &len);
+    if (rc < 0) {
+        log_error("job '%s': reading s3://%s/%s failed: %s", name, fc.best.bucket,
+                  fc.best.key, strerror(-rc));
+        candidate_clear(&fc.best);
+        return rc == -ENOENT ? -EIO : rc;
+    }
+    struct job *job = job_new(name);
+    if (!job) {
+        free(body);
+        candidate_clear(&fc.best);
+        return -ENOMEM;
+    }
+    char why[160] = "";
+    rc = state_from_bytes(job->state, body, len, why, sizeof why);
+    free(body);
+    if (rc < 0) {
+        log_error("job '%s': s3://%s/%s is not a JSON object (%s); refusing to "
+                  "start the job from an empty state",
+                  name, fc.best.bucket, fc.best.key, why);
+        candidate_clear(&fc.best);
+        job_destroy(job);
+        return rc == -ENOMEM ? rc : -EIO;
+    }
+    char when[64];
+    iso_time(fc.best.last_modified_ms, when);
+    json_t *info = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "bucket",
+                             fc.best.bucket, "key", fc.best.key, "kind",
+                             fc.best.kind == UPLOAD_COMPLETED ? "completed" : "running",
+                             "last_modified", when, "bytes", (json_int_t)len, "keys",
+                             (json_int_t)state_count(job->state));
+    if (info) {
+        json_decref(job->loaded);
+        job->loaded = info;
+    }
+    log_info("job '%s': loaded %zu keys from s3://%s/%s", name,
+             state_count(job->state), fc.best.bucket, fc.best.key);
+    candidate_clear(&fc.best);
+    *out = job;
+    return 0;
+}
+
+int jobs_get(struct jobs *j, const char *name, int create, struct job **out)
+{
+    *out = jobs_find_loaded(j, name);
+    if (*out)
+        return create ? -EEXIST : 0;
+
+    /* One load at a time: a second thread asking for the same job waits
+     * and then finds it in the table. */
+    pthread_mutex_lock(&j->load_lock);
+    *out = jobs_find_loaded(j, name);
+    if (*out) {
+        pthread_mutex_unlock(&j->load_lock);
+        return create ? -EEXIST : 0;
+    }
+    struct job *job = NULL;
+    int rc = load_from_store(j, name, &job);
+    int existed = job != NULL;
+    if (rc == 0 && !job) {
+        if (!create) {
+            pthread_mutex_unlock(&j->load_lock);
+            return -ENOENT;
+        }
+        job = job_new(name);
+        if (!job)
+            rc = -ENOMEM;
+    }
+    if (rc == 0) {
+        pthread_mutex_lock(&j->lock);
+        rc = strmap_put(j->table, name, job, NULL);
+        if (rc == 0)
+            job->refs++; /* the caller's */
+        pthread_mutex_unlock(&j->lock);
+        if (rc < 0)
+            job_destroy(job);
+        else
+            *out = job;
+    }
+    pthread_mutex_unlock(&j->load_lock);
+    if (rc == 0 && create && existed)
+        return -EEXIST;
+    return rc;
+}
+
+int jobs_forget(struct jobs *j, const char *name)
+{
+    struct job *job = jobs_find_loaded(j, name);
+    if (!job)
+        return -ENOENT;
+    pthread_mutex_lock(&job->lock);
+    int busy = state_count(job->state) > 0 || strmap_count(job->scratch) > 0 ||
+               strmap_count(job->pending) > 0;
+    pthread_mutex_unlock(&job->lock);
+    int rc = -ENOTEMPTY;
+    if (!busy) {
+        pthread_mutex_lock(&j->lock);
+        if (strmap_get(j->table, name) == job) {
+            strmap_remove(j->table, name);
+            job->refs--; /* the table's; ours remains */
+        }
+        pthread_mutex_unlock(&j->lock);
+        rc = 0;
+    }
+    job_unref(j, job);
+    return rc;
+}
+
+struct names_ctx {
+    const struct layout *layout;
+    json_t *seen; /* object used as a set */
+};
+
+static int names_cb(const struct store_object *obj, void *arg)
+{
+    struct names_ctx *nc = arg;
+    char *job = NULL;
+    enum upload_kind kind;
+    const char *date;
+    size_t date_len;
+    int m = layout_match(nc->layout, obj->key, 1, &job, &kind, &date, &date_len);
+    if (m <= 0)
+        return m;
+    /* A name with '/' or over 255 bytes cannot be a directory; jansson
+     * refuses names that are not UTF-8. Such objects are skipped. */
+    if (!strchr(job, '/') && strlen(job) <= 255)
+        json_object_set_new(nc->seen, job, json_true());
+    free(job);
+    return 0;
+}
+
+static int add_loaded(const char *key, void *value, void *arg)
+{
+    (void)value;
+    json_object_set_new(arg, key, json_true());
+    return 0;
+}
+
+json_t *jobs_list_names(struct jobs *j, int *err)
+{
+    *err = 0;
+    json_t *seen = json_object();
+    if (!seen) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    pthread_mutex_lock(&j->lock);
+    strmap_each(j->table, add_loaded, seen);
+    pthread_mutex_unlock(&j->lock);
+
+    char *prefix = layout_dataset_prefix(&j->layout);
+    if (!prefix) {
+        json_decref(seen);
+        *err = -ENOMEM;
+        return NULL;
+    }
+    struct names_ctx nc = {.layout = &j->layout, .seen = seen};
+    int rc = store_list_all(j->store, j->lz_bucket, prefix, names_cb, &nc);
+    if (rc == 0 && strcmp(j->lz_bucket, j->dlz_bucket) != 0)
+        rc = store_list_all(j->store, j->dlz_bucket, prefix, names_cb, &nc);
+    free(prefix);
+    if (rc < 0)
+        log_warn("listing jobs in the store failed (%s); showing loaded jobs only",
+                 strerror(-rc));
+
+    json_t *names = json_array();
+    const char *k;
+    json_t *v;
+    if (names)
+        json_object_foreach(seen, k, v) json_array_append_new(names, json_string(k));
+    json_decref(seen);
+    if (!names)
+        *err = -ENOMEM;
+    return names;
+}
+
+void job_touch(struct job *job)
+{
+    pthread_mutex_lock(&job->lock);
+    clock_gettime(CLOCK_REALTIME, &job->mtime);
+    pthread_mutex_unlock(&job->lock);
+}
+
+static void record_error(struct jobs *j, const char *fmt, const char *job,
+                         const char *what)
+{
+    pthread_mutex_lock(&j->lock);
+    j->stats.uploads_failed++;
+    snprintf(j->stats.last_error, sizeof j->stats.last_error, fmt, job, what);
+    j->stats.last_error_time = time(NULL);
+    pthread_mutex_unlock(&j->lock);
+}
+
+int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
+{
+    const char *kname = kind == UPLOAD_COMPLETED ? "completed" : "running";
+    pthread_mutex_lock(&job->upload_lock);
+    int64_t started = mono_ms();
+    int64_t wall = now_ms();
+    char *key = layout_upload_key(&j->layout, job->name, kind, wall / 1000);
+    size_t len = 0;
+    char *body = state_to_bytes(job->state, &len);
+    if (!key || !body) {
+        free(key);
+        free(body);
+        pthread_mutex_unlock(&job->upload_lock);
+        return -ENOMEM;
+    }
+    struct store_put_result res = {0};
+    int rc = j->store->ops->put(j->store, j->lz_bucket, key, body, len, &res);
+    long ms = (long)(mono_ms() - started);
+    if (rc == 0) {
+        char when[64];
+        iso_time(wall, when);
+        json_t *info = json_pack("{s:s, s:s, s:I, s:s, s:s, s:I, s:i, s:I}", "bucket",
+                                 j->lz_bucket, "key", key, "bytes", (json_int_t)len,
+                                 "etag", res.etag, "time", when, "epoch",
+                                 (json_int_t)(wall / 1000), "attempts", res.attempts,
+                                 "keys", (json_int_t)state_count(job->state));
+        pthread_mutex_lock(&job->lock);
+        if (info) {
+            json_decref(job->last_upload[kind]);
+            job->last_upload[kind] = info;
+        }
+        pthread_mutex_unlock(&job->lock);
+        pthread_mutex_lock(&j->lock);
+        j->stats.uploads_ok++;
+        j->stats.bytes_uploaded += len;
+        pthread_mutex_unlock(&j->lock);
+        log_info("job '%s': %s uploaded s3://%s/%s (%zu bytes, %ld ms, %d attempts)",
+                 job->name, kname, j->lz_bucket, key, len, ms, res.attempts);
+    } else {
+        log_error("job '%s': %s upload to s3://%s/%s failed after %ld ms: %s",
+                  job->name, kname, j->lz_bucket, key, ms, strerror(-rc));
+        record_error(j, "upload of job '%s' failed: %s", job->name, strerror(-rc));
+        if (rc != -EACCES && rc != -ETIMEDOUT && rc != -ENOMEM)
+            rc = -EIO;
+    }
+    free(key);
+    free(body);
+    pthread_mutex_unlock(&job->upload_lock);
+    return rc;
+}
+
+char *job_control_text(struct job *job, enum upload_kind kind, size_t *len)
+{
+    pthread_mutex_lock(&job->lock);
+    json_t *doc = json_pack("{s:s, s:s, s:O, s:O}", "job", job->name, "kind",
+                            kind == UPLOAD_COMPLETED ? "completed" : "running",
+                            "last_upload", job->last_upload[kind], "loaded",
+                            job->loaded);
+    pthread_mutex_unlock(&job->lock);
+    if (!doc)
+        return NULL;
+    char *text = json_dumps(doc, JSON_INDENT(2));
+    json_decref(doc);
+    if (!text)
+        return NULL;
+    size_t n = strlen(text);
+    char *out = realloc(text, n + 2);
+    if (!out) {
+        free(text);
+        return NULL;
+    }
+    out[n] = '\n';
+    out[n + 1] = '\0';
+    *len = n + 1;
+    return out;
+}

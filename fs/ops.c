@@ -1,1 +1,1115 @@
-/* placeholder */
+#include "fs/ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include "util/log.h"
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+/* What a name inside a job directory is. */
+enum etype { E_KEY, E_SCRATCH, E_STATE, E_RUNNING, E_COMPLETED };
+
+static const char STATE_FILE[] = ".state.json";
+
+static enum etype classify(const char *name)
+{
+    if (strcmp(name, "running") == 0)
+        return E_RUNNING;
+    if (strcmp(name, "completed") == 0)
+        return E_COMPLETED;
+    if (strcmp(name, STATE_FILE) == 0)
+        return E_STATE;
+    return name[0] == '.' ? E_SCRATCH : E_KEY;
+}
+
+static int is_control(enum etype t) { return t == E_RUNNING || t == E_COMPLETED; }
+
+static enum upload_kind control_kind(enum etype t)
+{
+    return t == E_COMPLETED ? UPLOAD_COMPLETED : UPLOAD_RUNNING;
+}
+
+/* A path split into its job and entry: depth 0 is the root, 1 a job, 2 an
+ * entry of a job. */
+struct fspath {
+    int depth;
+    char job[256];
+    char name[256];
+};
+
+static int parse_path(const char *path, struct fspath *p)
+{
+    p->depth = 0;
+    p->job[0] = p->name[0] = '\0';
+    const char *s = path;
+    while (*s == '/')
+        s++;
+    if (!*s)
+        return 0;
+    const char *slash = strchr(s, '/');
+    size_t n = slash ? (size_t)(slash - s) : strlen(s);
+    if (n > 255)
+        return -ENAMETOOLONG;
+    memcpy(p->job, s, n);
+    p->job[n] = '\0';
+    p->depth = 1;
+    if (!slash)
+        return 0;
+    s = slash + 1;
+    if (!*s)
+        return 0;
+    slash = strchr(s, '/');
+    n = slash ? (size_t)(slash - s) : strlen(s);
+    if (n > 255)
+        return -ENAMETOOLONG;
+    if (slash && slash[1])
+        return -ENOENT; /* nothing lives below an entry */
+    memcpy(p->name, s, n);
+    p->name[n] = '\0';
+    p->depth = 2;
+    return 0;
+}
+
+static struct fsctx *ctx(void) { return fuse_get_context()->private_data; }
+
+/* Names go into JSON (keys) and S3 object keys: both need UTF-8. */
+static int valid_utf8(const char *name)
+{
+    json_t *s = json_string(name);
+    json_decref(s);
+    return s != NULL;
+}
+
+static int get_job(const char *name, struct job **job)
+{
+    return jobs_get(ctx()->jobs, name, 0, job);
+}
+
+static void put_job(struct job *job) { job_unref(ctx()->jobs, job); }
+
+/* ---- scratch files: refcounted so open handles survive unlink/rename. */
+
+struct scratch_ref {
+    struct scratch s;
+    size_t cap;
+    int refs; /* guarded by the job lock */
+};
+
+static struct scratch_ref *scratch_new(void)
+{
+    struct scratch_ref *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->refs = 1;
+    clock_gettime(CLOCK_REALTIME, &r->s.mtime);
+    return r;
+}
+
+/* Caller holds the job lock. */
+static void scratch_unref(struct scratch_ref *r)
+{
+    if (r && --r->refs == 0) {
+        free(r->s.data);
+        free(r);
+    }
+}
+
+/* Puts r into the job's map (the map takes a reference it already has),
+ * dropping whatever was there. Caller holds the job lock. */
+static int scratch_install(struct job *job, const char *name, struct scratch_ref *r)
+{
+    void *old = NULL;
+    int rc = strmap_put(job->scratch, name, r, &old);
+    if (rc == 0)
+        scratch_unref(old);
+    return rc;
+}
+
+/* ---- open file handles */
+
+struct handle {
+    enum etype type;
+    struct job *job;
+    char *name;
+    pthread_mutex_t lock;
+    char *buf; /* keys and .state.json: the bytes while open */
+    size_t len, cap;
+    int dirty;
+    int append;
+    int created;     /* a new key, pending until committed or released */
+    int failed;      /* a commit of this new key failed: it never existed */
+    struct scratch_ref *scratch;
+};
+
+static struct handle *fh(struct fuse_file_info *fi)
+{
+    return (struct handle *)(uintptr_t)fi->fh;
+}
+
+static int bytes_write(char **data, size_t *len, size_t *cap, const char *src,
+                       size_t size, off_t off, size_t limit)
+{
+    if (off < 0)
+        return -EINVAL;
+    if ((uint64_t)off + size > limit)
+        return -EFBIG;
+    size_t end = (size_t)off + size;
+    if (end > *cap) {
+        size_t c = *cap ? *cap : 256;
+        while (c < end)
+            c *= 2;
+        char *b = realloc(*data, c);
+        if (!b)
+            return -ENOMEM;
+        *data = b;
+        *cap = c;
+    }
+    if ((size_t)off > *len)
+        memset(*data + *len, 0, (size_t)off - *len);
+    memcpy(*data + off, src, size);
+    if (end > *len)
+        *len = end;
+    return (int)size;
+}
+
+static int commit_key(struct job *job, const char *key, const char *buf, size_t len);
+
+/* Caller holds h->lock. */
+static void pending_leave(struct handle *h)
+{
+    if (!h->created)
+        return;
+    h->created = 0;
+    pthread_mutex_lock(&h->job->lock);
+    intptr_t n = (intptr_t)strmap_get(h->job->pending, h->name);
+    if (n > 1)
+        strmap_put(h->job->pending, h->name, (void *)(n - 1), NULL);
+    else if (n == 1)
+        strmap_remove(h->job->pending, h->name);
+    pthread_mutex_unlock(&h->job->lock);
+}
+
+static void handle_free(struct handle *h)
+{
+    if (!h)
+        return;
+    /* A new key closed with no content holds null. */
+    if (h->created && !h->failed && commit_key(h->job, h->name, "", 0) != 0)
+        log_error("job '%s' key '%s': cannot create it", h->job->name, h->name);
+    if (h->scratch) {
+        pthread_mutex_lock(&h->job->lock);
+        scratch_unref(h->scratch);
+        pthread_mutex_unlock(&h->job->lock);
+    }
+    pending_leave(h);
+    if (h->job)
+        put_job(h->job);
+    pthread_mutex_destroy(&h->lock);
+    free(h->name);
+    free(h->buf);
+    free(h);
+}
+
+static struct handle *handle_new(enum etype type, struct job *job, const char *name)
+{
+    struct handle *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    if (pthread_mutex_init(&h->lock, NULL) != 0) {
+        free(h);
+        return NULL;
+    }
+    h->type = type;
+    h->name = strdup(name);
+    if (!h->name) {
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+        return NULL;
+    }
+    h->job = job;
+    return h;
+}
+
+/* ---- commits: what close() of a key or .state.json does */
+
+static int all_space(const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != ' ' && b[i] != '\t' && b[i] != '\n' && b[i] != '\r')
+            return 0;
+    return 1;
+}
+
+static int commit_key(struct job *job, const char *key, const char *buf, size_t len)
+{
+    json_t *v;
+    if (all_space(buf, len)) {
+        v = json_null(); /* closed with no content */
+    } else {
+        char why[160];
+        v = state_parse_value(buf, len, why, sizeof why);
+        if (!v) {
+            log_error("job '%s' key '%s': not one JSON value (%s); old value kept",
+                      job->name, key, why);
+            return -EINVAL;
+        }
+    }
+    int rc = state_set(job->state, key, v);
+    if (rc == 0)
+        job_touch(job);
+    return rc;
+}
+
+static int commit_state(struct job *job, const char *buf, size_t len)
+{
+    char why[160] = "";
+    int rc = state_from_bytes(job->state, buf, len, why, sizeof why);
+    if (rc == -EINVAL)
+        log_error("job '%s' .state.json: not a JSON object (%s); state kept",
+                  job->name, why);
+    if (rc == 0)
+        job_touch(job);
+    return rc;
+}
+
+/* ---- attributes */
+
+static void fill_dir(struct stat *st, const struct timespec *t)
+{
+    st->st_mode = S_IFDIR | 0755;
+    st->st_nlink = 2;
+    st->st_uid = ctx()->uid;
+    st->st_gid = ctx()->gid;
+    st->st_mtim = st->st_ctim = st->st_atim = *t;
+}
+
+static void fill_file(struct stat *st, off_t size, const struct timespec *t)
+{
+    st->st_mode = S_IFREG | 0644;
+    st->st_nlink = 1;
+    st->st_size = size;
+    st->st_blksize = 4096;
+    st->st_blocks = (size + 511) / 512;
+    st->st_uid = ctx()->uid;
+    st->st_gid = ctx()->gid;
+    st->st_mtim = st->st_ctim = st->st_atim = *t;
+}
+
+/* A key created and not yet closed reads as null (the value it gets when
+ * closed with no content), but is not part of the state until then. */
+static const char PENDING_TEXT[] = "null\n";
+
+static int key_pending(struct job *job, const char *name)
+{
+    pthread_mutex_lock(&job->lock);
+    int pending = strmap_get(job->pending, name) != NULL;
+    pthread_mutex_unlock(&job->lock);
+    return pending;
+}
+
+/* The text of a key, or of a pending key; NULL with *rc set. */
+static char *key_text(struct job *job, const char *name, size_t *len, int *rc)
+{
+    char *text = state_value_text(job->state, name, len);
+    if (text)
+        return text;
+    *rc = errno == ENOENT ? -ENOENT : -ENOMEM;
+    if (*rc == -ENOENT && key_pending(job, name)) {
+        text = strdup(PENDING_TEXT);
+        *rc = text ? 0 : -ENOMEM;
+        *len = text ? strlen(text) : 0;
+    }
+    return text;
+}
+
+/* Size of an entry, or -ENOENT. Caller holds a job reference. */
+static off_t entry_size(struct job *job, const char *name, enum etype t)
+{
+    size_t len = 0;
+    switch (t) {
+    case E_RUNNING:
+    case E_COMPLETED: {
+        char *text = job_control_text(job, control_kind(t), &len);
+        if (!text)
+            return -ENOMEM;
+        free(text);
+        return (off_t)len;
+    }
+    case E_STATE: {
+        char *text = state_to_bytes(job->state, &len);
+        if (!text)
+            return -ENOMEM;
+        free(text);
+        return (off_t)len + 1;
+    }
+    case E_SCRATCH: {
+        pthread_mutex_lock(&job->lock);
+        struct scratch_ref *r = strmap_get(job->scratch, name);
+        off_t n = r ? (off_t)r->s.len : -ENOENT;
+        pthread_mutex_unlock(&job->lock);
+        return n;
+    }
+    case E_KEY: {
+        ssize_t n = state_value_size(job->state, name);
+        if (n >= 0)
+            return n;
+        return key_pending(job, name) ? (off_t)strlen(PENDING_TEXT) : -ENOENT;
+    }
+    }
+    return -ENOENT;
+}
+
+static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+    struct fspath p;
+    int rc = parse_path(path, &p);
+    if (rc < 0)
+        return rc;
+    memset(st, 0, sizeof *st);
+    if (p.depth == 0) {
+        fill_dir(st, &ctx()->mounted);
+        return 0;
+    }
+    struct job *job;
+    if (fi && fh(fi)) {
+        job = fh(fi)->job;
+        job_ref(ctx()->jobs, job);
+    } else if ((rc = get_job(p.job, &job)) < 0) {
+        return rc;
+    }
+    pthread_mutex_lock(&job->lock);
+    struct timespec t = job->mtime;
+    pthread_mutex_unlock(&job->lock);
+    if (p.depth == 1) {
+        fill_dir(st, &t);
+        put_job(job);
+        return 0;
+    }
+    enum etype type = classify(p.name);
+    off_t size;
+    struct handle *h = fi ? fh(fi) : NULL;
+    if (h && (h->type == E_KEY || h->type == E_STATE)) {
+        pthread_mutex_lock(&h->lock);
+        size = (off_t)h->len; /* what this open file holds */
+        pthread_mutex_unlock(&h->lock);
+    } else {
+        size = entry_size(job, p.name, type);
+    }
+    put_job(job);
+    if (size < 0)
+        return (int)size;
+    fill_file(st, size, &t);
+    return 0;
+}
+
+/* ---- directories */
+
+struct fill_ctx {
+    void *buf;
+    fuse_fill_dir_t filler;
+    struct state *state;
+};
+
+static int fill_each(const char *key, void *value, void *arg)
+{
+    (void)value;
+    struct fill_ctx *fc = arg;
+    return fc->filler(fc->buf, key, NULL, 0, 0) ? 1 : 0;
+}
+
+/* Keys created and still open for their first write: listed like the empty
+ * files they are, unless the state has them already. */
+static int fill_pending(const char *key, void *value, void *arg)
+{
+    struct fill_ctx *fc = arg;
+    return state_has(fc->state, key) ? 0 : fill_each(key, value, arg);
+}
+
+static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
+                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+    (void)off;
+    (void)fi;
+    (void)flags;
+    struct fspath p;
+    int rc = parse_path(path, &p);
+    if (rc < 0)
+        return rc;
+    if (p.depth == 2)
+        return -ENOTDIR;
+    filler(buf, ".", NULL, 0, 0);
+    filler(buf, "..", NULL, 0, 0);
+    if (p.depth == 0) {
+        int err = 0;
+        json_t *names = jobs_list_names(ctx()->jobs, &err);
+        if (!names)
+            return err;
+        size_t i;
+        json_t *v;
+        json_array_foreach(names, i, v) {
+            if (filler(buf, json_string_value(v), NULL, 0, 0))
+                break;
+        }
+        json_decref(names);
+        return 0;
+    }
+    struct job *job;
+    if ((rc = get_job(p.job, &job)) < 0)
+        return rc;
+    filler(buf, "running", NULL, 0, 0);
+    filler(buf, "completed", NULL, 0, 0);
+    filler(buf, STATE_FILE, NULL, 0, 0);
+    size_t n = 0;
+    char **keys = state_keys(job->state, &n);
+    if (!keys && n) {
+        put_job(job);
+        return -ENOMEM;
+    }
+    int full = 0;
+    for (size_t i = 0; i < n && !full; i++)
+        full = filler(buf, keys[i], NULL, 0, 0);
+    state_keys_free(keys, n);
+    if (!full) {
+        struct fill_ctx fc = {.buf = buf, .filler = filler, .state = job->state};
+        pthread_mutex_lock(&job->lock);
+        if (strmap_each(job->pending, fill_pending, &fc) == 0) {
+            fc.state = NULL;
+            strmap_each(job->scratch, fill_each, &fc);
+        }
+        pthread_mutex_unlock(&job->lock);
+    }
+    put_job(job);
+    return 0;
+}
+
+static size_t upload_key_len(const char *job)
+{
+    const struct layout *l = &ctx()->jobs->layout;
+    /* "<d>/<ds>/upload_date=<20 digits>/<user>/<ft>/<job>_completed.json" */
+    return strlen(l->domain) + strlen(l->dataset) + strlen(l->user) +
+           strlen(l->file_type) + strlen(job) + 4 + 12 + 20 + strlen("_completed.json");
+}
+
+static int op_mkdir(const char *path, mode_t mode)
+{
+    (void)mode;
+    struct fspath p;
+    int rc = parse_path(path, &p);
+    if (rc < 0)
+        return rc;
+    if (p.depth != 1)
+        return p.depth == 0 ? -EEXIST : -EPERM;
+    if (!valid_utf8(p.job))
+        return -EILSEQ;
+    if (upload_key_len(p.job) > OBJECT_KEY_MAX)
+        return -ENAMETOOLONG;
+    struct job *job = NULL;
+    rc = jobs_get(ctx()->jobs, p.job, 1, &job);
+    if (job)
+        put_job(job);
+    return rc;
+}
+
+static int op_rmdir(const char *path)
+{
+    struct fspath p;
+    int rc = parse_path(path, &p);
+    if (rc < 0)
+        return rc;
+    if (p.depth == 0)
+        return -EBUSY;
+    if (p.depth == 2) {
+        struct job *job;
+        if ((rc = get_job(p.job, &job)) < 0)
+            return rc;
+        off_t size = entry_size(job, p.name, classify(p.name));
+        put_job(job);
+        return size < 0 ? (int)size : -ENOTDIR;
+    }
+    rc = jobs_forget(ctx()->jobs, p.job);
+    if (rc == -ENOENT) {
+        /* A job only in the store: nothing to forget locally. */
+        struct job *job;
+        if ((rc = get_job(p.job, &job)) < 0)
+            return rc;
+        put_job(job);
+        rc = jobs_forget(ctx()->jobs, p.job);
+    }
+    return rc;
+}
+
+/* ---- files */
+
+static int open_entry(const char *path, struct fuse_file_info *fi, int create)
+{
+    struct fspath p;
+    int rc = parse_path(path, &p);
+    if (rc < 0)
+        return rc;
+    if (p.depth == 0)
+        return -EISDIR;
+    if (p.depth == 1)
+        return create ? -EISDIR : -EISDIR;
+    struct job *job;
+    if ((rc = get_job(p.job, &job)) < 0)
+        return rc;
+    enum etype type = classify(p.name);
+    struct handle *h = handle_new(type, job, p.name);
+    if (!h) {
+        put_job(job);
+        return -ENOMEM;
+    }
+    int acc = fi->flags & O_ACCMODE;
+    int trunc = (fi->flags & O_TRUNC) && acc != O_RDONLY;
+    h->append = (fi->flags & O_APPEND) != 0;
+    switch (type) {
+    case E_RUNNING:
+    case E_COMPLETED: {
+        size_t len = 0;
+        h->buf = job_control_text(job, control_kind(type), &len);
+        if (!h->buf)
+            rc = -ENOMEM;
+        h->len = h->cap = len;
+        break;
+    }
+    case E_STATE:
+        /* O_TRUNC empties this descriptor's bytes; nothing is committed
+         * until something is written (shells flush a duplicate first). */
+        if (!trunc) {
+            size_t len = 0;
+            h->buf = state_to_bytes(job->state, &len);
+            if (!h->buf) {
+                rc = -ENOMEM;
+                break;
+            }
+            h->len = len;
+            h->cap = len + 1;
+            h->buf[len] = '\n';
+            h->len = len + 1;
+        }
+        break;
+    case E_KEY: {
+        if (create && !state_has(job->state, p.name)) {
+            if (!valid_utf8(p.name)) {
+                rc = -EILSEQ;
+                break;
+            }
+            pthread_mutex_lock(&job->lock);
+            intptr_t n = (intptr_t)strmap_get(job->pending, p.name);
+            rc = strmap_put(job->pending, p.name, (void *)(n + 1), NULL);
+            pthread_mutex_unlock(&job->lock);
+            if (rc == 0)
+                h->created = 1;
+            break;
+        }
+        size_t len = 0;
+        h->buf = key_text(job, p.name, &len, &rc);
+        h->len = h->cap = len;
+        if (trunc)
+            h->len = 0;
+        break;
+    }
+    case E_SCRATCH: {
+        pthread_mutex_lock(&job->lock);
+        struct scratch_ref *r = strmap_get(job->scratch, p.name);
+        if (!r && create) {
+            r = scratch_new();
+            if (!r || scratch_install(job, p.name, r) < 0) {
+                free(r);
+                r = NULL;
+                rc = -ENOMEM;
+            }
+        } else if (!r) {
+            rc = -ENOENT;
+        }
+        if (r) {
+            if (trunc) {
+                r->s.len = 0;
+                clock_gettime(CLOCK_REALTIME, &r->s.mtime);
+            }
+            r->refs++;
+            h->scratch = r;
+        }
+        pthread_mutex_unlock(&job->lock);
+        break;
+    }
+    }
+    if (rc < 0) {
+        handle_free(h);
+        return rc;
+    }
+    fi->fh = (uint64_t)(uintptr_t)h;
+    fi->direct_io = 1; /* sizes change at close: never serve stale pages */
+    return 0;
+}
+
+static int op_open(const char *path, struct fuse_file_info *fi)
+{
+    return open_entry(path, fi, 0);
+}
+
+static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+    (void)mode;
+    struct fspath p;
+    int rc = parse_path(path, &p);
+    if (rc < 0)
+        return rc;
+    if (p.depth != 2)
+        return -EPERM; /* only files inside a job */
+    return open_entry(path, fi, 1);
+}
+
+static int op_read(const char *path, char *buf, size_t size, off_t off,
+                   struct fuse_file_info *fi)
+{
+    (void)path;
+    struct handle *h = fh(fi);
+    if (off < 0)
+        return -EINVAL;
+    if (h->type == E_SCRATCH) {
+        pthread_mutex_lock(&h->job->lock);
+        struct scratch *s = &h->scratch->s;
+        size_t n = (size_t)off >= s->len ? 0 : s->len - (size_t)off;
+        if (n > size)
+            n = size;
+        if (n)
+            memcpy(buf, s->data + off, n);
+        pthread_mutex_unlock(&h->job->lock);
+        return (int)n;
+    }
+    pthread_mutex_lock(&h->lock);
+    size_t n = (size_t)off >= h->len ? 0 : h->len - (size_t)off;
+    if (n > size)
+        n = size;
+    if (n)
+        memcpy(buf, h->buf + off, n);
+    pthread_mutex_unlock(&h->lock);
+    return (int)n;
+}
+
+static int op_write(const char *path, const char *data, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    (void)path;
+    struct handle *h = fh(fi);
+    int rc;
+    switch (h->type) {
+    case E_RUNNING:
+    case E_COMPLETED:
+        /* update()/complete(): the bytes do not matter, the upload does. */
+        rc = job_upload(ctx()->jobs, h->job, control_kind(h->type));
+        return rc < 0 ? rc : (int)size;
+    case E_SCRATCH: {
+        pthread_mutex_lock(&h->job->lock);
+        struct scratch_ref *r = h->scratch;
+        if (h->append)
+            off = (off_t)r->s.len;
+        rc = bytes_write(&r->s.data, &r->s.len, &r->cap, data, size, off,
+                         KEY_VALUE_MAX);
+        clock_gettime(CLOCK_REALTIME, &r->s.mtime);
+        pthread_mutex_unlock(&h->job->lock);
+        return rc;
+    }
+    default:
+        break;
+    }
+    pthread_mutex_lock(&h->lock);
+    if (h->append)
+        off = (off_t)h->len;
+    rc = bytes_write(&h->buf, &h->len, &h->cap, data, size, off,
+                     h->type == E_STATE ? STATE_TEXT_MAX : KEY_VALUE_MAX);
+    if (rc >= 0)
+        h->dirty = 1;
+    pthread_mutex_unlock(&h->lock);
+    return rc;
+}
+
+static int op_flush(const char *path, struct fuse_file_info *fi)
+{
+    (void)path;
+    struct handle *h = fh(fi);
+    int rc = 0;
+    pthread_mutex_lock(&h->lock);
+    switch (h->type) {
+    case E_KEY:
+        if (h->dirty) {
+            rc = commit_key(h->job, h->name, h->buf ? h->buf : "", h->len);
+            h->dirty = 0;
+            if (rc == 0)
+                pending_leave(h); /* it is in the state now */
+            else
+                h->failed = 1;
+        }
+        break;
+    case E_STATE:
+        if (h->dirty && (rc = commit_state(h->job, h->buf, h->len)) == 0)
+            h->dirty = 0;
+        break;
+    case E_RUNNING:
+    case E_COMPLETED:
+    case E_SCRATCH:
+        /* Control files upload in write(), truncate() and utimens(), where
+         * the error reaches the caller. An O_TRUNC open is not an upload:
+         * shells close a duplicate of the descriptor before writing, so
+         * uploading at that flush would upload twice. */
+        break;
+    }
+    pthread_mutex_unlock(&h->lock);
+    return rc;
+}
+
+static int op_release(const char *path, struct fuse_file_info *fi)
+{
+    (void)path;
+    handle_free(fh(fi));
+    return 0;
+}
+
+static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+    (void)path;
+    (void)datasync;
+    (void)fi;
+    return 0;
+}
+
+/* Truncate the text of an entry that is not open, then commit it. */
+static int truncate_entry(struct job *job, const char *name, enum etype type, off_t size)
+{
+    if (size < 0)
+        return -EINVAL;
+    if (is_control(type))
+        return job_upload(ctx()->jobs, job, control_kind(type));
+    if (type == E_SCRATCH) {
+        pthread_mutex_lock(&job->lock);
+        struct scratch_ref *r = strmap_get(job->scratch, name);
+        int rc = -ENOENT;
+        if (r) {
+            rc = 0;
+            if ((size_t)size > r->s.len) {
+                char zero = 0;
+                rc = bytes_write(&r->s.data, &r->s.len, &r->cap, &zero, 1, size - 1,
+                                 KEY_VALUE_MAX);
+                rc = rc < 0 ? rc : 0;
+            } else {
+                r->s.len = (size_t)size;
+            }
+            clock_gettime(CLOCK_REALTIME, &r->s.mtime);
+        }
+        pthread_mutex_unlock(&job->lock);
+        return rc;
+    }
+    size_t len = 0;
+    char *text = type == E_STATE ? state_to_bytes(job->state, &len)
+                                 : state_value_text(job->state, name, &len);
+    if (!text)
+        return type == E_KEY && errno == ENOENT ? -ENOENT : -ENOMEM;
+    if (type == E_STATE)
+        text[len++] = '\n'; /* over the NUL: the file's own last byte */
+    size_t cap = len;
+    int rc = 0;
+    if ((size_t)size > len) {
+        char zero = 0;
+        rc = bytes_write(&text, &len, &cap, &zero, 1, size - 1,
+                         type == E_STATE ? STATE_TEXT_MAX : KEY_VALUE_MAX);
+    } else {
+        len = (size_t)size;
+    }
+    if (rc >= 0)
+        rc = type == E_STATE ? commit_state(job, text, len)
+                             : commit_key(job, name, text, len);
+    free(text);
+    return rc;
+}
+
+static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+    struct fspath p;
+    int rc = parse_path(path, &p);
+    if (rc < 0)
+        return rc;
+    if (p.depth < 2)
+        return -EISDIR;
+    struct handle *h = fi ? fh(fi) : NULL;
+    if (h && (h->type == E_KEY || h->type == E_STATE)) {
+        if (size < 0)
+            return -EINVAL;
+        pthread_mutex_lock(&h->lock);
+        if ((size_t)size > h->len) {
+            char zero = 0;
+            rc = bytes_write(&h->buf, &h->len, &h->cap, &zero, 1, size - 1,
+                             h->type == E_STATE ? STATE_TEXT_MAX : KEY_VALUE_MAX);
+            rc = rc < 0 ? rc : 0;
+        } else {
+            h->len = (size_t)size;
+        }
+        if (rc == 0)
+            h->dirty = 1;
+        pthread_mutex_unlock(&h->lock);
+        return rc;
+    }
+    struct job *job;
+    if ((rc = get_job(p.job, &job)) < 0)
+        return rc;
+    rc = truncate_entry(job, p.name, classify(p.name), size);
+    put_job(job);
+    return rc;
+}
+
+static int op_unlink(const char *path)
+{
+    struct fspath p;
+    int rc = parse_path(path, &p);
+    if (rc < 0)
+        return rc;
+    if (p.depth < 2)
+        return -EISDIR;
+    struct job *job;
+    if ((rc = get_job(p.job, &job)) < 0)
+        return rc;
+    switch (classify(p.name)) {
+    case E_RUNNING:
+    case E_COMPLETED:
+    case E_STATE:
+        rc = -EPERM;
+        break;
+    case E_KEY:
+        rc = state_remove(job->state, p.name);
+        if (rc == -ENOENT) {
+            pthread_mutex_lock(&job->lock);
+            if (strmap_get(job->pending, p.name))
+                rc = -EBUSY; /* being created: it exists once closed */
+            pthread_mutex_unlock(&job->lock);
+        }
+        break;
+    case E_SCRATCH:
+        pthread_mutex_lock(&job->lock);
+        struct scratch_ref *r = strmap_remove(job->scratch, p.name);
+        scratch_unref(r);
+        pthread_mutex_unlock(&job->lock);
+        rc = r ? 0 : -ENOENT;
+        break;
+    }
+    if (rc == 0)
+        job_touch(job);
+    put_job(job);
+    return rc;
+}
+
+/* Does `name` exist in the job? */
+static int entry_exists(struct job *job, const char *name)
+{
+    return entry_size(job, name, classify(name)) >= 0;
+}
+
+static int rename_in_job(struct job *job, const char *from, const char *to,
+                         unsigned int flags)
+{
+    enum etype tf = classify(from), tt = classify(to);
+    if (tf != E_KEY && tf != E_SCRATCH)
+        return entry_exists(job, from) ? -EPERM : -ENOENT;
+    if (tt != E_KEY && tt != E_SCRATCH)
+        return -EPERM;
+    if (!entry_exists(job, from))
+        return -ENOENT;
+    if ((flags & RENAME_NOREPLACE) && entry_exists(job, to))
+        return -EEXIST;
+    if (strcmp(from, to) == 0)
+        return 0;
+    if (!valid_utf8(to))
+        return -EILSEQ;
+    int rc = 0;
+    if (tf == E_KEY && tt == E_KEY) {
+        rc = state_rename(job->state, from, to);
+    } else if (tf == E_KEY) { /* key -> scratch: its text becomes bytes */
+        size_t len = 0;
+        char *text = state_value_text(job->state, from, &len);
+        if (!text)
+            return errno == ENOENT ? -ENOENT : -ENOMEM;
+        struct scratch_ref *r = scratch_new();
+        if (!r) {
+            free(text);
+            return -ENOMEM;
+        }
+        r->s.data = text;
+        r->s.len = r->cap = len;
+        pthread_mutex_lock(&job->lock);
+        rc = scratch_install(job, to, r);
+        if (rc < 0)
+            scratch_unref(r);
+        else
+            state_remove(job->state, from);
+        pthread_mutex_unlock(&job->lock);
+    } else if (tt == E_KEY) { /* scratch -> key: the write-then-rename idiom */
+        pthread_mutex_lock(&job->lock);
+        struct scratch_ref *r = strmap_get(job->scratch, from);
+        if (!r) {
+            rc = -ENOENT;
+        } else {
+            rc = commit_key(job, to, r->s.data ? r->s.data : "", r->s.len);
+            if (rc == 0)
+                scratch_unref(strmap_remove(job->scratch, from));
+        }
+        pthread_mutex_unlock(&job->lock);
+    } else {
+        pthread_mutex_lock(&job->lock);
+        struct scratch_ref *r = strmap_remove(job->scratch, from);
+        if (!r) {
+            rc = -ENOENT;
+        } else if ((rc = scratch_install(job, to, r)) < 0) {
+            strmap_put(job->scratch, from, r, NULL);
+        }
+        pthread_mutex_unlock(&job->lock);
+    }
+    if (rc == 0)
+        job_touch(job);
+    return rc;
+}
+
+static int op_rename(const char *from, const char *to, unsigned int flags)
+{
+    struct fspath a, b;
+    int rc = parse_path(from, &a);
+    if (rc == 0)
+        rc = parse_path(to, &b);
+    if (rc < 0)
+        return rc;
+    if (flags & RENAME_EXCHANGE)
+        return -EINVAL;
+    if (a.depth == 0 || b.depth == 0)
+        return -EBUSY;
+    if (a.depth == 1 || b.depth == 1)
+        return a.depth == b.depth ? -EPERM : (a.depth == 1 ? -ENOTDIR : -EISDIR);
+    if (strcmp(a.job, b.job) != 0)
+        return -EXDEV; /* mv falls back to copy and unlink */
+    struct job *job;
+    if ((rc = get_job(a.job, &job)) < 0)
+        return rc;
+    rc = rename_in_job(job, a.name, b.name, flags);
+    put_job(job);
+    return rc;
+}
+
+static int op_utimens(const char *path, const struct timespec tv[2],
+                      struct fuse_file_info *fi)
+{
+    (void)tv;
+    (void)fi;
+    struct fspath p;
+    int rc = parse_path(path, &p);
+    if (rc < 0 || p.depth == 0)
+        return rc;
+    struct job *job;
+    if ((rc = get_job(p.job, &job)) < 0)
+        return rc;
+    if (p.depth == 2) {
+        enum etype t = classify(p.name);
+        if (!entry_exists(job, p.name))
+            rc = -ENOENT;
+        else if (is_control(t))
+            rc = job_upload(ctx()->jobs, job, control_kind(t)); /* touch */
+        else
+            job_touch(job);
+    }
+    put_job(job);
+    return rc;
+}
+
+/* Permissions are the mount's (private to its owner unless allow_other);
+ * chmod and chown are accepted so that cp -p and editors work. */
+static int op_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+    (void)mode;
+    struct stat st;
+    return op_getattr(path, &st, fi);
+}
+
+static int op_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
+{
+    (void)uid;
+    (void)gid;
+    struct stat st;
+    return op_getattr(path, &st, fi);
+}
+
+static int op_statfs(const char *path, struct statvfs *sv)
+{
+    (void)path;
+    memset(sv, 0, sizeof *sv);
+    sv->f_bsize = sv->f_frsize = 4096;
+    sv->f_namemax = 255;
+    return 0;
+}
+
+static int op_not_here(void) { return -EPERM; }
+
+static int op_mknod(const char *path, mode_t mode, dev_t dev)
+{
+    (void)path;
+    (void)mode;
+    (void)dev;
+    return op_not_here();
+}
+
+static int op_symlink(const char *target, const char *path)
+{
+    (void)target;
+    (void)path;
+    return op_not_here();
+}
+
+static int op_link(const char *from, const char *to)
+{
+    (void)from;
+    (void)to;
+    return op_not_here();
+}
+
+static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+    if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+        conn->want |= FUSE_CAP_ATOMIC_O_TRUNC; /* O_TRUNC is not a truncate */
+    cfg->hard_remove = 1; /* no .fuse_hidden renames of open files */
+    cfg->direct_io = 1;
+    cfg->entry_timeout = 0;
+    cfg->attr_timeout = 0;
+    cfg->negative_timeout = 0;
+    cfg->use_ino = 0;
+    return fuse_get_context()->private_data;
+}
+
+const struct fuse_operations bookmarkfs_ops = {
+    .init = op_init,
+    .getattr = op_getattr,
+    .readdir = op_readdir,
+    .mkdir = op_mkdir,
+    .rmdir = op_rmdir,
+    .open = op_open,
+    .create = op_create,
+    .read = op_read,
+    .write = op_write,
+    .flush = op_flush,
+    .release = op_release,
+    .fsync = op_fsync,
+    .truncate = op_truncate,
+    .unlink = op_unlink,
+    .rename = op_rename,
+    .utimens = op_utimens,
+    .chmod = op_chmod,
+    .chown = op_chown,
+    .statfs = op_statfs,
+    .mknod = op_mknod,
+    .symlink = op_symlink,
+    .link = op_link,
+};

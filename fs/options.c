@@ -1,1 +1,320 @@
-/* placeholder */
+#include "fs/options.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { KEY_HELP, KEY_VERSION, KEY_PATH_STYLE };
+
+#define OPT(dashed, underscored, field)                                     \
+    {dashed "=%s", offsetof(struct options, field), 0},                     \
+    {underscored "=%s", offsetof(struct options, field), 0}
+
+static const struct fuse_opt opt_spec[] = {
+    OPT("--store", "store", store),
+    OPT("--lz-bucket", "lz_bucket", lz_bucket),
+    OPT("--dlz-bucket", "dlz_bucket", dlz_bucket),
+    OPT("--domain", "domain", domain),
+    OPT("--dataset", "dataset", dataset),
+    OPT("--user", "user", user),
+    OPT("--file-type", "file_type", file_type),
+    OPT("--resume-from", "resume_from", resume_from),
+    OPT("--endpoint", "endpoint", endpoint),
+    OPT("--region", "region", region),
+    OPT("--profile", "profile", profile),
+    OPT("--ca-file", "ca_file", ca_file),
+    OPT("--cache-dir", "cache_dir", cache_dir),
+    OPT("--connect-timeout", "connect_timeout", connect_timeout),
+    OPT("--timeout", "timeout", timeout),
+    OPT("--retries", "retries", retries),
+    OPT("--retry-time", "retry_time", retry_time),
+    FUSE_OPT_KEY("--path-style", KEY_PATH_STYLE),
+    FUSE_OPT_KEY("path_style", KEY_PATH_STYLE),
+    FUSE_OPT_KEY("-h", KEY_HELP),
+    FUSE_OPT_KEY("--help", KEY_HELP),
+    FUSE_OPT_KEY("-V", KEY_VERSION),
+    FUSE_OPT_KEY("--version", KEY_VERSION),
+    FUSE_OPT_END,
+};
+
+/* fuse_opt_parse hands the same pointer to the option offsets and to proc:
+ * the options come first so that their offsets hold. */
+struct parse_state {
+    struct options opts;
+
+    char *err;
+    size_t errlen;
+    int failed;
+    char *nonopts[3];
+    int nnonopts;
+};
+
+static int proc(void *data, const char *arg, int key, struct fuse_args *out)
+{
+    (void)out;
+    struct parse_state *ps = data;
+    switch (key) {
+    case KEY_HELP:
+        ps->opts.show_help = 1;
+        return 0;
+    case KEY_VERSION:
+        ps->opts.show_version = 1;
+        return 0;
+    case KEY_PATH_STYLE:
+        ps->opts.path_style = 1;
+        return 0;
+    case FUSE_OPT_KEY_NONOPT:
+        if (ps->nnonopts >= 2) {
+            if (!ps->failed)
+                snprintf(ps->err, ps->errlen, "unexpected argument '%s'", arg);
+            ps->failed = 1;
+            return 0;
+        }
+        ps->nonopts[ps->nnonopts] = strdup(arg);
+        if (!ps->nonopts[ps->nnonopts])
+            return -1;
+        ps->nnonopts++;
+        return 0; /* the mountpoint is added back after parsing */
+    case FUSE_OPT_KEY_OPT:
+        if (strncmp(arg, "--", 2) == 0) {
+            if (!ps->failed) {
+                const char *eq = strchr(arg, '=');
+                snprintf(ps->err, ps->errlen, "unknown option '%.*s' (see --help)",
+                         (int)(eq ? eq - arg : (long)strlen(arg)), arg);
+            }
+            ps->failed = 1;
+            return 0;
+        }
+        return 1; /* FUSE's own (-f, -d, -o allow_other, ...) */
+    default:
+        return 1;
+    }
+}
+
+static char *dup_default(char **field, const char *value)
+{
+    if (!*field)
+        *field = strdup(value);
+    return *field;
+}
+
+static const char *home_dir(void)
+{
+    const char *h = getenv("HOME");
+    if (h && *h)
+        return h;
+    struct passwd *pw = getpwuid(geteuid());
+    return pw ? pw->pw_dir : "/";
+}
+
+/* $XDG_<var> or ~/<fallback>, plus "/bookmarkfs". */
+static char *xdg_dir(const char *var, const char *fallback)
+{
+    const char *x = getenv(var);
+    char *out = NULL;
+    int n = x && *x ? asprintf(&out, "%s/bookmarkfs", x)
+                    : asprintf(&out, "%s/%s/bookmarkfs", home_dir(), fallback);
+    return n < 0 ? NULL : out;
+}
+
+static int parse_ms(const char *name, const char *value, long *out, long min,
+                    char *err, size_t errlen)
+{
+    if (!value)
+        return 0;
+    char *end;
+    errno = 0;
+    long v = strtol(value, &end, 10);
+    if (errno || end == value || *end || v < min) {
+        snprintf(err, errlen, "invalid --%s '%s': expected a whole number >= %ld", name,
+                 value, min);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* A dataset path segment: not empty, no '/', not "." or "..". */
+static int bad_segment(const char *name, const char *value, char *err, size_t errlen)
+{
+    if (!*value || strchr(value, '/') || strcmp(value, ".") == 0 ||
+        strcmp(value, "..") == 0) {
+        snprintf(err, errlen, "invalid --%s '%s': must be one path segment", name, value);
+        return -1;
+    }
+    return 0;
+}
+
+static int bad_bucket(const char *name, const char *value, char *err, size_t errlen)
+{
+    if (!*value || strchr(value, '/') || value[0] == '.' || strlen(value) > 255) {
+        snprintf(err, errlen, "invalid --%s '%s': not a bucket name", name, value);
+        return -1;
+    }
+    return 0;
+}
+
+int options_parse(struct fuse_args *args, struct options *o, char *err, size_t errlen)
+{
+    struct parse_state ps = {.err = err, .errlen = errlen};
+    err[0] = '\0';
+    int parsed = fuse_opt_parse(args, &ps, opt_spec, proc);
+    *o = ps.opts;
+    if (parsed != 0) {
+        if (!ps.failed)
+            snprintf(err, errlen, "cannot parse the command line");
+        for (int i = 0; i < ps.nnonopts; i++)
+            free(ps.nonopts[i]);
+        return -1;
+    }
+    /* mount(8) runs "bookmarkfs SOURCE MOUNTPOINT -o ...": keep the last. */
+    int rc = 0;
+    if (ps.nnonopts == 2) {
+        o->source = ps.nonopts[0];
+        ps.nonopts[0] = NULL;
+    }
+    if (ps.nnonopts > 0 && !ps.failed &&
+        fuse_opt_add_arg(args, ps.nonopts[ps.nnonopts - 1]) != 0) {
+        snprintf(err, errlen, "out of memory");
+        rc = -1;
+    }
+    for (int i = 0; i < ps.nnonopts; i++)
+        free(ps.nonopts[i]);
+    if (ps.failed || rc)
+        return -1;
+    if (o->show_help || o->show_version)
+        return 0;
+
+    /* Which store. */
+    if (!o->store)
+        o->is_s3 = o->lz_bucket != NULL;
+    else if (strcmp(o->store, "s3") == 0)
+        o->is_s3 = 1;
+    else if (strncmp(o->store, "dir:", 4) == 0)
+        o->is_s3 = 0;
+    else {
+        snprintf(err, errlen, "invalid --store '%s': expected s3 or dir:PATH", o->store);
+        return -1;
+    }
+
+    if (o->is_s3) {
+        const char *missing = !o->lz_bucket ? "--lz-bucket"
+                              : !o->domain  ? "--domain"
+                              : !o->dataset ? "--dataset"
+                              : !o->user    ? "--user"
+                                            : NULL;
+        if (missing) {
+            snprintf(err, errlen, "missing %s (required with --store=s3)", missing);
+            return -1;
+        }
+    } else {
+        const char *s3only = o->endpoint  ? "--endpoint"
+                             : o->region  ? "--region"
+                             : o->profile ? "--profile"
+                             : o->ca_file ? "--ca-file"
+                             : o->path_style ? "--path-style"
+                                             : NULL;
+        if (s3only) {
+            snprintf(err, errlen, "%s applies to --store=s3 only", s3only);
+            return -1;
+        }
+        if (o->store && !o->store[4]) {
+            snprintf(err, errlen, "invalid --store 'dir:': missing PATH");
+            return -1;
+        }
+        o->dir_root = o->store ? strdup(o->store + 4) : xdg_dir("XDG_DATA_HOME", ".local/share");
+        struct passwd *pw = getpwuid(geteuid());
+        if (!o->dir_root || !dup_default(&o->lz_bucket, "lz") ||
+            !dup_default(&o->domain, "state") || !dup_default(&o->dataset, "bookmarks") ||
+            !dup_default(&o->user, pw ? pw->pw_name : "user")) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+    if (!dup_default(&o->dlz_bucket, o->lz_bucket) || !dup_default(&o->file_type, "others") ||
+        !dup_default(&o->resume_from, "completed")) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (strcmp(o->resume_from, "completed") == 0)
+        o->resume_running = 0;
+    else if (strcmp(o->resume_from, "running") == 0)
+        o->resume_running = 1;
+    else {
+        snprintf(err, errlen, "invalid --resume-from '%s': expected completed or running",
+                 o->resume_from);
+        return -1;
+    }
+    if (bad_bucket("lz-bucket", o->lz_bucket, err, errlen) ||
+        bad_bucket("dlz-bucket", o->dlz_bucket, err, errlen) ||
+        bad_segment("domain", o->domain, err, errlen) ||
+        bad_segment("dataset", o->dataset, err, errlen) ||
+        bad_segment("user", o->user, err, errlen) ||
+        bad_segment("file-type", o->file_type, err, errlen))
+        return -1;
+    o->connect_timeout_ms = 5000;
+    o->timeout_ms = 30000;
+    o->max_attempts = 5;
+    o->max_retry_ms = 60000;
+    if (parse_ms("connect-timeout", o->connect_timeout, &o->connect_timeout_ms, 1, err, errlen) ||
+        parse_ms("timeout", o->timeout, &o->timeout_ms, 1, err, errlen) ||
+        parse_ms("retries", o->retries, &o->max_attempts, 1, err, errlen) ||
+        parse_ms("retry-time", o->retry_time, &o->max_retry_ms, 0, err, errlen))
+        return -1;
+    if (!o->cache_dir && !(o->cache_dir = xdg_dir("XDG_STATE_HOME", ".local/state"))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+void options_free(struct options *o)
+{
+    char **fields[] = {&o->store,    &o->lz_bucket, &o->dlz_bucket, &o->domain,
+                       &o->dataset,  &o->user,      &o->file_type,  &o->resume_from,
+                       &o->endpoint, &o->region,    &o->profile,    &o->ca_file,
+                       &o->cache_dir, &o->connect_timeout, &o->timeout, &o->retries,
+                       &o->retry_time, &o->source,  &o->dir_root};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        free(*fields[i]);
+        *fields[i] = NULL;
+    }
+}
+
+void options_usage(const char *prog)
+{
+    printf("usage: %s [OPTIONS] MOUNTPOINT\n\n"
+           "Bookmark state of ETL jobs as files, kept in an Amorphic dataset on S3.\n"
+           "Every --name=value option also works as -o name=value (dashes as underscores).\n\n"
+           "  --store=s3|dir:PATH     object store (default: dir:$XDG_DATA_HOME/bookmarkfs\n"
+           "                          when no bucket is given, else s3)\n"
+           "  --lz-bucket=NAME        bucket uploads go to (required for s3; dir: lz)\n"
+           "  --dlz-bucket=NAME       bucket get_or_create also reads (default: the LZ bucket)\n"
+           "  --domain=NAME           dataset domain (required for s3; dir: state)\n"
+           "  --dataset=NAME          dataset name (required for s3; dir: bookmarks)\n"
+           "  --user=NAME             Amorphic user id (required for s3; dir: login name)\n"
+           "  --file-type=NAME        file type segment (default: others)\n"
+           "  --resume-from=completed|running  objects get_or_create considers (default: completed)\n"
+           "  --endpoint=URL          S3 endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL,\n"
+           "                          else https://s3.REGION.amazonaws.com)\n"
+           "  --region=NAME           signing region (default: AWS_REGION, AWS_DEFAULT_REGION,\n"
+           "                          profile, us-east-1)\n"
+           "  --path-style            path-style addressing (MinIO, local servers)\n"
+           "  --profile=NAME          credentials/config profile (default: AWS_PROFILE, default)\n"
+           "  --ca-file=PATH          extra CA bundle (default: the system bundle)\n"
+           "  --cache-dir=PATH        local journal (default: $XDG_STATE_HOME/bookmarkfs)\n"
+           "  --connect-timeout=MS    S3 connect time-out (default: 5000)\n"
+           "  --timeout=MS            S3 time-out per request (default: 30000)\n"
+           "  --retries=N             S3 attempts per operation (default: 5)\n"
+           "  --retry-time=MS         S3 time bound per operation, retries included (default: 60000)\n"
+           "  -f                      stay in the foreground\n"
+           "  -d                      debug (implies -f)\n"
+           "  -o OPT[,OPT...]         mount options (allow_other, ...)\n"
+           "  -h, --help              this help\n"
+           "  -V, --version           version\n",
+           prog);
+}

@@ -1,0 +1,89 @@
+/* Jobs: the table of loaded jobs, get_or_create against the store, and the
+ * synchronous upload of a job's snapshot. Knows nothing of FUSE. */
+#ifndef BOOKMARKFS_FS_JOBS_H
+#define BOOKMARKFS_FS_JOBS_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "fs/layout.h"
+#include "fs/state.h"
+#include "store/store.h"
+#include "util/strmap.h"
+
+/* A local scratch file (dot-named, never uploaded): plain bytes. */
+struct scratch {
+    char *data;
+    size_t len;
+    struct timespec mtime;
+};
+
+struct job {
+    char *name;
+    struct state *state;
+    int refs;                  /* guarded by the table lock */
+    pthread_mutex_t lock;      /* scratch, pending, info, mtime */
+    pthread_mutex_t upload_lock; /* one upload at a time per job */
+    struct strmap *scratch;    /* name -> struct scratch */
+    struct strmap *pending;    /* created, not yet closed keys -> open count */
+    json_t *loaded;            /* what get_or_create loaded, {} when none */
+    json_t *last_upload[2];    /* per enum upload_kind, {} when none */
+    struct timespec mtime;
+};
+
+struct jobs_stats {
+    uint64_t uploads_ok, uploads_failed, bytes_uploaded;
+    char last_error[256];
+    time_t last_error_time;
+};
+
+struct jobs {
+    struct store *store;
+    struct layout layout;
+    char *lz_bucket;
+    char *dlz_bucket;
+    pthread_mutex_t lock;      /* the table and the stats */
+    pthread_mutex_t load_lock; /* serializes loads from the store */
+    struct strmap *table;      /* name -> struct job */
+    struct jobs_stats stats;
+};
+
+/* Takes ownership of nothing; copies what it keeps. */
+struct jobs *jobs_new(struct store *store, const struct layout *layout,
+                      const char *lz_bucket, const char *dlz_bucket);
+void jobs_free(struct jobs *j);
+
+/* get_or_create. Finds a loaded job, or loads it from the store. When the
+ * store has no candidate: creates an empty job if `create`, else -ENOENT.
+ * With `create`, an already existing job gives -EEXIST (it is still
+ * returned in *out, with a reference). Errors: -EIO when the newest object
+ * is not a JSON object, store errors. On success *out holds a reference. */
+int jobs_get(struct jobs *j, const char *name, int create, struct job **out);
+
+/* Only a job that is loaded already; NULL otherwise (with a reference). */
+struct job *jobs_find_loaded(struct jobs *j, const char *name);
+
+void job_ref(struct jobs *j, struct job *job);
+void job_unref(struct jobs *j, struct job *job);
+
+/* rmdir: -ENOTEMPTY when the job has keys, scratch or pending files. */
+int jobs_forget(struct jobs *j, const char *name);
+
+/* Names of loaded jobs and of jobs with objects in the store, each once:
+ * a jansson array of strings (new reference) or NULL with *err set. */
+json_t *jobs_list_names(struct jobs *j, int *err);
+
+/* update()/complete(): uploads one snapshot synchronously. 0 or -errno. */
+int job_upload(struct jobs *j, struct job *job, enum upload_kind kind);
+
+/* The read-out of a control file (§3): malloc'd JSON text plus newline. */
+char *job_control_text(struct job *job, enum upload_kind kind, size_t *len);
+
+void job_touch(struct job *job);
+
+/* Maximum length of one S3 object key. */
+#define OBJECT_KEY_MAX 1024
+
+#endif

@@ -1,0 +1,24 @@
+/* The FUSE operations (high-level, path-based API). */
+#ifndef BOOKMARKFS_FS_OPS_H
+#define BOOKMARKFS_FS_OPS_H
+
+#include <fuse.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "fs/jobs.h"
+
+struct fsctx {
+    struct jobs *jobs;
+    uid_t uid;
+    gid_t gid;
+    struct timespec mounted;
+};
+
+extern const struct fuse_operations bookmarkfs_ops;
+
+/* Largest value a key file may hold, and largest .state.json write. */
+#define KEY_VALUE_MAX (16u << 20)
+#define STATE_TEXT_MAX (512u << 20)
+
+#endif

@@ -1,0 +1,32 @@
+/* The command line (SPEC §4), parsed with libfuse's option parser: every
+ * long option --name=value also works as -o name=value (dashes as
+ * underscores). */
+#ifndef BOOKMARKFS_FS_OPTIONS_H
+#define BOOKMARKFS_FS_OPTIONS_H
+
+#include <fuse.h>
+#include <stddef.h>
+
+struct options {
+    /* as given (owned, may be NULL) */
+    char *store, *lz_bucket, *dlz_bucket, *domain, *dataset, *user, *file_type;
+    char *resume_from, *endpoint, *region, *profile, *ca_file, *cache_dir;
+    char *connect_timeout, *timeout, *retries, *retry_time;
+    int path_style;
+    int show_help, show_version;
+    char *source; /* the "device" argument mount(8) passes, ignored */
+    /* resolved */
+    int is_s3;
+    char *dir_root; /* for dir: */
+    int resume_running;
+    long connect_timeout_ms, timeout_ms, max_attempts, max_retry_ms;
+};
+
+/* Parses our options out of args (leaving FUSE's own), applies defaults and
+ * checks them. 0 on success; on a missing or contradictory option returns
+ * -1 with one line in err. */
+int options_parse(struct fuse_args *args, struct options *o, char *err, size_t errlen);
+void options_free(struct options *o);
+void options_usage(const char *prog);
+
+#endif
