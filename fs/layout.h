@@ -37,7 +37,7 @@ struct candidate {
  * dataset prefix, has a segment upload_date=<one or more digits> (the first
  * such segment counts), and its last segment is exactly <job>_completed.json
  * (or <job>_running.json when resume_running). On a match returns 1 and sets
- * *job (malloc'd job name), *kind and *date_start/*date_len (the digits,
+ * *job (malloc'd job name), *kind, *date_start and *date_len (the digits,
  * inside key). Returns 0 when not a candidate, -ENOMEM on failure.
  * match_any_kind=1 accepts both kinds regardless of resume_running (used to
  * list the jobs that have objects in the store). */

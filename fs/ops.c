@@ -954,13 +954,24 @@ static int rename_in_job(struct job *job, const char *from, const char *to,
     } else if (tt == E_KEY) { /* scratch -> key: the write-then-rename idiom */
         pthread_mutex_lock(&job->lock);
         struct scratch_ref *r = strmap_get(job->scratch, from);
-        if (!r) {
-            rc = -ENOENT;
-        } else {
-            rc = commit_key(job, to, r->s.data ? r->s.data : "", r->s.len);
-            if (rc == 0)
-                scratch_unref(strmap_remove(job->scratch, from));
-        }
+        char *copy = NULL;
+        size_t len = r ? r->s.len : 0;
+        if (r && !(copy = malloc(len + 1)))
+            rc = -ENOMEM;
+        else if (r)
+            memcpy(copy, r->s.data ? r->s.data : "", len);
+        if (r)
+            r->refs++;
+        pthread_mutex_unlock(&job->lock);
+        if (!r)
+            return -ENOENT;
+        if (rc == 0)
+            rc = commit_key(job, to, copy, len); /* takes the job lock itself */
+        free(copy);
+        pthread_mutex_lock(&job->lock);
+        if (rc == 0 && strmap_get(job->scratch, from) == r)
+            scratch_unref(strmap_remove(job->scratch, from));
+        scratch_unref(r);
         pthread_mutex_unlock(&job->lock);
     } else {
         pthread_mutex_lock(&job->lock);

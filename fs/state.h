@@ -15,7 +15,8 @@ struct state *state_new(void);
 void state_free(struct state *st);
 
 /* add_element: sets key to value (steals the reference, even on failure).
- * An existing key keeps its position. 0 or -ENOMEM. */
+ * An existing key keeps its position. 0 or -ENOMEM; -EINVAL when key is
+ * not valid UTF-8 (JSON cannot hold it). */
 int state_set(struct state *st, const char *key, json_t *value);
 
 /* New reference to the value of key, or NULL when absent. */
@@ -28,7 +29,8 @@ int state_has(struct state *st, const char *key);
 int state_remove(struct state *st, const char *key);
 
 /* Moves the value of `from` to `to` in one step, replacing `to` if present
- * (keeping to's position), else appending. 0 or -ENOENT / -ENOMEM. */
+ * (keeping to's position), else appending. 0 or -ENOENT / -ENOMEM
+ * (-EINVAL when `to` is not valid UTF-8). */
 int state_rename(struct state *st, const char *from, const char *to);
 
 /* reset: removes every key. */

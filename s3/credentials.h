@@ -6,6 +6,7 @@
 #ifndef BOOKMARKFS_S3_CREDENTIALS_H
 #define BOOKMARKFS_S3_CREDENTIALS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct aws_credentials {

@@ -1,1 +1,497 @@
-/* placeholder */
+/* libcurl transport: pooled easy handles, time-outs, TLS, retries. */
+#include "s3/http.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <openssl/rand.h>
+
+#include "s3/xml.h"
+#include "util/log.h"
+
+#define POOL_MAX 32
+#define BODY_MAX ((size_t)1 << 30) /* refuse answers above 1 GiB */
+
+struct s3_http {
+    struct s3_http_options o;
+    char *ca_file;
+    pthread_mutex_t lock;
+    CURL *pool[POOL_MAX];
+    size_t npool;
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc = CURLE_OK;
+
+static void curl_init_once(void)
+{
+    curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+struct s3_http *s3_http_new(const struct s3_http_options *opts)
+{
+    pthread_once(&curl_once, curl_init_once);
+    if (curl_init_rc != CURLE_OK) {
+        log_error("libcurl initialisation failed: %s", curl_easy_strerror(curl_init_rc));
+        return NULL;
+    }
+    s3_xml_init();
+    struct s3_http *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    if (opts)
+        h->o = *opts;
+    if (h->o.connect_timeout_ms <= 0)
+        h->o.connect_timeout_ms = 5000;
+    if (h->o.timeout_ms <= 0)
+        h->o.timeout_ms = 30000;
+    if (h->o.max_attempts <= 0)
+        h->o.max_attempts = 5;
+    if (h->o.max_retry_ms <= 0)
+        h->o.max_retry_ms = 60000;
+    if (h->o.backoff_base_ms <= 0)
+        h->o.backoff_base_ms = 100;
+    if (h->o.backoff_cap_ms <= 0)
+        h->o.backoff_cap_ms = 5000;
+    h->o.ca_file = NULL;
+    if (opts && opts->ca_file && opts->ca_file[0]) {
+        h->ca_file = strdup(opts->ca_file);
+        if (!h->ca_file) {
+            free(h);
+            return NULL;
+        }
+    }
+    if (pthread_mutex_init(&h->lock, NULL) != 0) {
+        free(h->ca_file);
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+void s3_http_free(struct s3_http *h)
+{
+    if (!h)
+        return;
+    for (size_t i = 0; i < h->npool; i++)
+        curl_easy_cleanup(h->pool[i]);
+    pthread_mutex_destroy(&h->lock);
+    free(h->ca_file);
+    free(h);
+}
+
+static CURL *pool_get(struct s3_http *h)
+{
+    CURL *c = NULL;
+    if (pthread_mutex_lock(&h->lock) == 0) {
+        if (h->npool > 0)
+            c = h->pool[--h->npool];
+        pthread_mutex_unlock(&h->lock);
+    }
+    if (!c)
+        c = curl_easy_init();
+    else
+        curl_easy_reset(c); /* keeps its live connections and DNS cache */
+    return c;
+}
+
+static void pool_put(struct s3_http *h, CURL *c)
+{
+    if (!c)
+        return;
+    if (pthread_mutex_lock(&h->lock) == 0) {
+        if (h->npool < POOL_MAX) {
+            h->pool[h->npool++] = c;
+            c = NULL;
+        }
+        pthread_mutex_unlock(&h->lock);
+    }
+    if (c)
+        curl_easy_cleanup(c);
+}
+
+void s3_http_response_free(struct s3_http_response *resp)
+{
+    if (!resp)
+        return;
+    free(resp->body);
+    resp->body = NULL;
+    resp->body_len = 0;
+}
+
+int s3_http_retryable_status(long status, const char *code)
+{
+    switch (status) {
+    case 429: case 500: case 502: case 503: case 504:
+        return 1;
+    case 400:
+        return code && strcmp(code, "RequestTimeout") == 0;
+    default:
+        return 0;
+    }
+}
+
+static uint64_t random_u64(void)
+{
+    uint64_t v = 0;
+    if (RAND_bytes((unsigned char *)&v, sizeof v) != 1) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        v = (uint64_t)ts.tv_nsec * 2654435761u;
+    }
+    return v;
+}
+
+long s3_http_backoff_ms(long base_ms, long cap_ms, int retry)
+{
+    if (base_ms <= 0 || cap_ms <= 0)
+        return 0;
+    long ceiling = base_ms;
+    for (int i = 1; i < retry && ceiling < cap_ms; i++)
+        ceiling = ceiling > cap_ms / 2 ? cap_ms : ceiling * 2;
+    if (ceiling > cap_ms)
+        ceiling = cap_ms;
+    return (long)(random_u64() % ((uint64_t)ceiling + 1));
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+struct body_buf {
+    char *data;
+    size_t len, cap;
+    int too_big;
+};
+
+static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    struct body_buf *b = userdata;
+    size_t n = size * nmemb;
+    if (n == 0)
+        return 0;
+    if (n > BODY_MAX - b->len) {
+        b->too_big = 1;
+        return 0;
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *d = realloc(b->data, cap);
+        if (!d)
+            return 0;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, ptr, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return n;
+}
+
+struct upload {
+    const char *data;
+    size_t len, off;
+};
+
+static size_t on_read(char *buf, size_t size, size_t nitems, void *userdata)
+{
+    struct upload *u = userdata;
+    size_t room = size * nitems, left = u->len - u->off;
+    size_t n = left < room ? left : room;
+    if (n) {
+        memcpy(buf, u->data + u->off, n);
+        u->off += n;
+    }
+    return n;
+}
+
+static int on_seek(void *userdata, curl_off_t offset, int origin)
+{
+    struct upload *u = userdata;
+    if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > u->len)
+        return CURL_SEEKFUNC_CANTSEEK;
+    u->off = (size_t)offset;
+    return CURL_SEEKFUNC_OK;
+}
+
+static enum s3_http_fail classify(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_OK:
+        return S3_HTTP_OK;
+    case CURLE_COULDNT_CONNECT:
+        return S3_HTTP_CONNECT;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return S3_HTTP_RESOLVE;
+    case CURLE_OPERATION_TIMEDOUT:
+        return S3_HTTP_TIMEOUT;
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_USE_SSL_FAILED:
+        return S3_HTTP_TLS;
+    case CURLE_OUT_OF_MEMORY:
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_BAD_FUNCTION_ARGUMENT:
+    case CURLE_WRITE_ERROR:
+    case CURLE_READ_ERROR:
+    case CURLE_ABORTED_BY_CALLBACK:
+    case CURLE_NOT_BUILT_IN:
+    case CURLE_UNKNOWN_OPTION:
+        return S3_HTTP_OTHER;
+    default:
+        return S3_HTTP_NETWORK;
+    }
+}
+
+static void free_headers(char **hdrs, size_t n)
+{
+    if (!hdrs)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(hdrs[i]);
+    free(hdrs);
+}
+
+static void copy_header(CURL *c, const char *name, char *dst, size_t dstlen, int unquote)
+{
+    struct curl_header *hd = NULL;
+    dst[0] = '\0';
+    if (curl_easy_header(c, name, 0, CURLH_HEADER, -1, &hd) != CURLHE_OK || !hd ||
+        !hd->value)
+        return;
+    const char *v = hd->value;
+    size_t n = strlen(v);
+    if (unquote && n >= 2 && v[0] == '"' && v[n - 1] == '"') {
+        v++;
+        n -= 2;
+    }
+    if (n >= dstlen)
+        n = dstlen - 1;
+    memcpy(dst, v, n);
+    dst[n] = '\0';
+}
+
+/* One try. Returns 0 when the try ran (resp->fail tells how), or a
+ * negative errno for a local failure (nothing was sent). */
+static int one_try(struct s3_http *h, const struct s3_http_request *req,
+                   int force_refresh, struct s3_http_response *resp)
+{
+    char *url = NULL;
+    char **hdrs = NULL;
+    size_t nhdrs = 0;
+    int rc = req->build(req->arg, force_refresh, &url, &hdrs, &nhdrs);
+    if (rc < 0) {
+        free(url);
+        free_headers(hdrs, nhdrs);
+        return rc;
+    }
+    struct curl_slist *list = NULL;
+    rc = 0;
+    for (size_t i = 0; i < nhdrs && rc == 0; i++) {
+        struct curl_slist *nl = curl_slist_append(list, hdrs[i]);
+        if (!nl)
+            rc = -ENOMEM;
+        else
+            list = nl;
+    }
+    /* No "Expect: 100-continue" round trip before bodies. */
+    if (rc == 0) {
+        struct curl_slist *nl = curl_slist_append(list, "Expect:");
+        if (!nl)
+            rc = -ENOMEM;
+        else
+            list = nl;
+    }
+    free_headers(hdrs, nhdrs);
+    CURL *c = rc == 0 ? pool_get(h) : NULL;
+    if (rc == 0 && !c)
+        rc = -ENOMEM;
+    if (rc < 0) {
+        curl_slist_free_all(list);
+        free(url);
+        return rc;
+    }
+
+    char errbuf[CURL_ERROR_SIZE];
+    errbuf[0] = '\0';
+    struct body_buf body = {0};
+    struct upload up = {req->body, req->body ? req->body_len : 0, 0};
+    CURLcode cc = CURLE_OK;
+#define SET(opt, val)                                     \
+    do {                                                  \
+        if (cc == CURLE_OK)                               \
+            cc = curl_easy_setopt(c, opt, val);           \
+    } while (0)
+    SET(CURLOPT_URL, url);
+    SET(CURLOPT_PATH_AS_IS, 1L); /* keys may hold "." and ".." segments */
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_ERRORBUFFER, errbuf);
+    SET(CURLOPT_HTTPHEADER, list);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, h->o.connect_timeout_ms);
+    SET(CURLOPT_TIMEOUT_MS, h->o.timeout_ms);
+    SET(CURLOPT_SSL_VERIFYPEER, 1L);
+    SET(CURLOPT_SSL_VERIFYHOST, 2L);
+    if (h->ca_file)
+        SET(CURLOPT_CAINFO, h->ca_file);
+    SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    SET(CURLOPT_WRITEFUNCTION, on_write);
+    SET(CURLOPT_WRITEDATA, &body);
+    if (strcmp(req->method, "GET") == 0) {
+        SET(CURLOPT_HTTPGET, 1L);
+    } else if (strcmp(req->method, "HEAD") == 0) {
+        SET(CURLOPT_NOBODY, 1L);
+    } else if (strcmp(req->method, "PUT") == 0) {
+        SET(CURLOPT_UPLOAD, 1L);
+        SET(CURLOPT_READFUNCTION, on_read);
+        SET(CURLOPT_READDATA, &up);
+        SET(CURLOPT_SEEKFUNCTION, on_seek);
+        SET(CURLOPT_SEEKDATA, &up);
+        SET(CURLOPT_INFILESIZE_LARGE, (curl_off_t)up.len);
+    } else {
+        SET(CURLOPT_CUSTOMREQUEST, req->method);
+    }
+#undef SET
+    if (cc == CURLE_OK)
+        cc = curl_easy_perform(c);
+    resp->fail = classify(cc);
+    if (cc == CURLE_OK) {
+        long status = 0;
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+        resp->status = status;
+        copy_header(c, "ETag", resp->etag, sizeof resp->etag, 1);
+        copy_header(c, "x-amz-request-id", resp->request_id, sizeof resp->request_id, 0);
+        resp->body = body.data;
+        resp->body_len = body.len;
+        body.data = NULL;
+        if (!resp->body) {
+            resp->body = calloc(1, 1);
+            if (!resp->body) {
+                resp->fail = S3_HTTP_OTHER;
+                snprintf(resp->error, sizeof resp->error, "out of memory");
+            }
+        }
+    } else {
+        resp->status = 0;
+        if (body.too_big)
+            snprintf(resp->error, sizeof resp->error, "answer larger than %zu bytes",
+                     BODY_MAX);
+        else
+            snprintf(resp->error, sizeof resp->error, "%s",
+                     errbuf[0] ? errbuf : curl_easy_strerror(cc));
+    }
+    free(body.data);
+    pool_put(h, c);
+    curl_slist_free_all(list);
+    free(url);
+    return 0;
+}
+
+static int transport_retryable(enum s3_http_fail f)
+{
+    return f == S3_HTTP_CONNECT || f == S3_HTTP_RESOLVE || f == S3_HTTP_TIMEOUT ||
+           f == S3_HTTP_NETWORK;
+}
+
+int s3_http_perform(struct s3_http *h, const struct s3_http_request *req,
+                    struct s3_http_response *resp)
+{
+    memset(resp, 0, sizeof *resp);
+    const char *what = req->what ? req->what : req->method;
+    int64_t start = now_ms();
+    int refreshed = 0, force = 0;
+    for (int attempt = 1;; attempt++) {
+        s3_http_response_free(resp);
+        resp->status = 0;
+        resp->etag[0] = resp->request_id[0] = resp->error[0] = '\0';
+        resp->fail = S3_HTTP_OK;
+        int rc = one_try(h, req, force, resp);
+        force = 0;
+        if (rc < 0) {
+            resp->fail = S3_HTTP_OTHER;
+            return rc;
+        }
+        resp->attempts = attempt;
+
+        int retry = 0;
+        char reason[S3_HTTP_ERR_MAX + 64];
+        if (resp->fail != S3_HTTP_OK) {
+            retry = transport_retryable(resp->fail);
+            snprintf(reason, sizeof reason, "%s", resp->error);
+        } else if (resp->status >= 400) {
+            struct s3_error_doc doc;
+            const char *code = NULL;
+            if (s3_xml_parse_error(resp->body, resp->body_len, &doc) == 0 && doc.code[0])
+                code = doc.code;
+            if ((resp->status == 400 || resp->status == 403) && code &&
+                strcmp(code, "ExpiredToken") == 0) {
+                if (!refreshed && attempt < h->o.max_attempts) {
+                    refreshed = 1;
+                    force = 1;
+                    log_info("%s: credentials expired, refreshing them", what);
+                    continue;
+                }
+            } else {
+                retry = s3_http_retryable_status(resp->status, code);
+            }
+            snprintf(reason, sizeof reason, "HTTP %ld%s%s", resp->status,
+                     code ? " " : "", code ? code : "");
+        }
+        if (!retry)
+            break;
+        if (attempt >= h->o.max_attempts) {
+            log_warn("%s: %s; giving up after %d attempts", what, reason, attempt);
+            break;
+        }
+        long delay = s3_http_backoff_ms(h->o.backoff_base_ms, h->o.backoff_cap_ms, attempt);
+        int64_t elapsed = now_ms() - start;
+        if (elapsed + delay > h->o.max_retry_ms) {
+            log_warn("%s: %s; giving up after %d attempts (%lld ms)", what, reason,
+                     attempt, (long long)elapsed);
+            break;
+        }
+        log_warn("%s: %s; retrying in %ld ms (attempt %d of %d)", what, reason, delay,
+                 attempt + 1, h->o.max_attempts);
+        sleep_ms(delay);
+    }
+    switch (resp->fail) {
+    case S3_HTTP_OK:
+        return 0;
+    case S3_HTTP_TIMEOUT:
+        return -ETIMEDOUT;
+    case S3_HTTP_OTHER:
+        return strcmp(resp->error, "out of memory") == 0 ? -ENOMEM : -EIO;
+    default:
+        return -EIO;
+    }
+}

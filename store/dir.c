@@ -1,1 +1,725 @@
-/* placeholder */
+/* The local directory store: object KEY of bucket B is the file
+ * ROOT/B/KEY, key segments being directories. Writes go to a temp file in
+ * ROOT/.tmp/, are fsync'd and renamed into place, so a reader sees either
+ * the old object or the new one, whole. Listing walks only the part of the
+ * tree a prefix can reach, and follows no symlinks (S3 has none, and a loop
+ * must not hang a listing).
+ *
+ * The store keeps no mutable state, so it is safe from any thread. */
+#include "store/store.h"
+#include "util/log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PAGE_MAX 1000
+#define SEGMENT_MAX 255
+#define DIR_MODE 0700
+#define FILE_MODE 0600 /* state may be private */
+#define TMP_DIR ".tmp"
+
+struct dir_store {
+    struct store base;
+    char *root; /* absolute, no trailing slash (unless "/") */
+};
+
+static struct dir_store *ds(struct store *st) { return (struct dir_store *)st; }
+
+static void put_msg(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void put_msg(char *buf, size_t len, const char *fmt, ...)
+{
+    if (!buf || len == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, len, fmt, ap);
+    va_end(ap);
+}
+
+static char *path_join(const char *a, const char *b)
+{
+    char *s;
+    if (asprintf(&s, "%s/%s", a, b) < 0)
+        return NULL;
+    return s;
+}
+
+static int valid_segment(const char *s, size_t n)
+{
+    return n > 0 && n <= SEGMENT_MAX && !(n == 1 && s[0] == '.') &&
+           !(n == 2 && s[0] == '.' && s[1] == '.');
+}
+
+/* A key the directory can hold: non-empty, relative, every segment a valid
+ * file name. Anything else could escape the bucket or alias another key. */
+static int valid_key(const char *key)
+{
+    if (!key || !*key)
+        return 0;
+    const char *seg = key;
+    for (;;) {
+        const char *end = strchr(seg, '/');
+        size_t n = end ? (size_t)(end - seg) : strlen(seg);
+        if (!valid_segment(seg, n))
+            return 0;
+        if (!end)
+            return 1;
+        seg = end + 1;
+    }
+}
+
+/* Bucket names never start with '.', which keeps ROOT/.tmp out of reach. */
+static int valid_bucket(const char *bucket)
+{
+    return bucket && bucket[0] && bucket[0] != '.' && !strchr(bucket, '/') &&
+           strlen(bucket) <= SEGMENT_MAX;
+}
+
+static int errno_to_store(int e)
+{
+    switch (e) {
+    case ENOMEM:
+        return -ENOMEM;
+    case EACCES:
+    case EPERM:
+    case EROFS:
+        return -EACCES;
+    case ENOTDIR:
+    case EISDIR:
+    case ENAMETOOLONG:
+    case EEXIST:
+        return -EINVAL; /* a file and a "directory" key collide */
+    default:
+        return -EIO;
+    }
+}
+
+static int fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+/* mkdir -p, fsyncing the parent of every directory it creates so a later
+ * rename into it survives power loss. 0 or -1 with errno. */
+static int mkdir_p(const char *path)
+{
+    char *p = strdup(path);
+    if (!p)
+        return -1;
+    int rc = 0;
+    size_t n = strlen(p);
+    for (size_t i = 1; i <= n && rc == 0; i++) {
+        if (p[i] != '/' && p[i] != '\0')
+            continue;
+        char c = p[i];
+        p[i] = '\0';
+        if (mkdir(p, DIR_MODE) == 0) {
+            char *slash = strrchr(p, '/');
+            if (slash && slash != p) {
+                *slash = '\0';
+                rc = fsync_dir(p);
+                *slash = '/';
+            } else if (slash) {
+                rc = fsync_dir("/");
+            }
+        } else if (errno != EEXIST) {
+            rc = -1;
+        } else {
+            struct stat sb;
+            if (stat(p, &sb) != 0)
+                rc = -1;
+            else if (!S_ISDIR(sb.st_mode)) {
+                errno = ENOTDIR;
+                rc = -1;
+            }
+        }
+        p[i] = c;
+    }
+    int e = errno;
+    free(p);
+    errno = e;
+    return rc;
+}
+
+static void md5_hex(const unsigned char *md, unsigned n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (unsigned i = 0; i < n; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int md5_buf(const void *body, size_t len, char out[STORE_ETAG_MAX])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    if (!EVP_Digest(body, len, md, &n, EVP_md5(), NULL))
+        return -1;
+    md5_hex(md, n, out);
+    return 0;
+}
+
+/* MD5 of a file's content, streamed. 0 or -1. */
+static int md5_file(int dirfd, const char *name, char out[STORE_ETAG_MAX])
+{
+    int fd =
+        openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
+    unsigned char buf[65536];
+    while (ok) {
+        ssize_t r = read(fd, buf, sizeof buf);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            ok = r == 0;
+            break;
+        }
+        ok = EVP_DigestUpdate(ctx, buf, (size_t)r);
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    if (ok)
+        ok = EVP_DigestFinal_ex(ctx, md, &n);
+    EVP_MD_CTX_free(ctx);
+    close(fd);
+    if (!ok)
+        return -1;
+    md5_hex(md, n, out);
+    return 0;
+}
+
+/* Distinguishes "no such key" from "no such bucket" after a lookup failed. */
+static int missing(struct dir_store *d, const char *bucket)
+{
+    char *bdir = path_join(d->root, bucket);
+    if (!bdir)
+        return -ENOMEM;
+    struct stat sb;
+    int rc = stat(bdir, &sb) == 0 && S_ISDIR(sb.st_mode) ? -ENOENT : -ENXIO;
+    free(bdir);
+    return rc;
+}
+
+/* ---- get ---- */
+
+static int read_all(int fd, char **data, size_t *len)
+{
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    if (!buf)
+        return -ENOMEM;
+    for (;;) {
+        if (cap - n < 2) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                return -ENOMEM;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t r = read(fd, buf + n, cap - n - 1);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            int e = errno;
+            free(buf);
+            return -e;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
+    return 0;
+}
+
+static int dir_get(struct store *st, const char *bucket, const char *key,
+                   char **data, size_t *len)
+{
+    struct dir_store *d = ds(st);
+    if (!valid_bucket(bucket) || !valid_key(key))
+        return -EINVAL;
+    char *path;
+    if (asprintf(&path, "%s/%s/%s", d->root, bucket, key) < 0)
+        return -ENOMEM;
+    /* O_NONBLOCK: a FIFO planted in the tree must not hang us. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    int rc = 0;
+    if (fd < 0) {
+        if (errno == ENOENT || errno == ENOTDIR) {
+            rc = missing(d, bucket);
+        } else {
+            rc = errno_to_store(errno);
+            if (rc == -EINVAL)
+                rc = -ENOENT;
+            log_error("dir store: cannot open %s: %s", path, strerror(errno));
+        }
+        free(path);
+        return rc;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        log_error("dir store: cannot stat %s: %s", path, strerror(errno));
+        rc = -EIO;
+    } else if (!S_ISREG(sb.st_mode)) {
+        rc = -ENOENT; /* a directory is a key prefix, not an object */
+    } else {
+        rc = read_all(fd, data, len);
+        if (rc < 0 && rc != -ENOMEM) {
+            log_error("dir store: cannot read %s: %s", path, strerror(-rc));
+            rc = -EIO;
+        }
+    }
+    close(fd);
+    free(path);
+    return rc;
+}
+
+/* ---- put ---- */
+
+static int write_all(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+static int dir_put(struct store *st, const char *bucket, const char *key,
+                   const void *body, size_t len, struct store_put_result *res)
+{
+    struct dir_store *d = ds(st);
+    if (!valid_bucket(bucket) || !valid_key(key)) {
+        log_error("dir store: cannot hold object key \"%s\" in bucket \"%s\"",
+                  key ? key : "", bucket ? bucket : "");
+        return -EINVAL;
+    }
+    char *path = NULL, *tmpdir = NULL, *tmp = NULL;
+    int fd = -1, rc = 0, e = 0;
+    const char *what = "";
+    if (asprintf(&path, "%s/%s/%s", d->root, bucket, key) < 0) {
+        path = NULL;
+        rc = -ENOMEM;
+        goto out;
+    }
+    tmpdir = path_join(d->root, TMP_DIR);
+    if (!tmpdir || asprintf(&tmp, "%s/put-XXXXXX", tmpdir) < 0) {
+        tmp = NULL;
+        rc = -ENOMEM;
+        goto out;
+    }
+    char *slash = strrchr(path, '/'); /* the key's parent directory */
+    *slash = '\0';
+    if (mkdir_p(path) != 0) {
+        what = "create directory";
+        goto fail;
+    }
+    *slash = '/';
+    if (mkdir_p(tmpdir) != 0) {
+        what = "create temp directory";
+        goto fail;
+    }
+    fd = mkostemp(tmp, O_CLOEXEC); /* mode 0600 */
+    if (fd < 0) {
+        what = "create temp file";
+        goto fail;
+    }
+    if (fchmod(fd, FILE_MODE) != 0 || write_all(fd, body, len) != 0 ||
+        fsync(fd) != 0) {
+        what = "write temp file";
+        goto fail_unlink;
+    }
+    int c = close(fd);
+    fd = -1;
+    if (c != 0) {
+        what = "write temp file";
+        goto fail_unlink;
+    }
+    if (rename(tmp, path) != 0) {
+        what = "rename temp file into place";
+        goto fail_unlink;
+    }
+    *slash = '\0';
+    if (fsync_dir(path) != 0) {
+        /* The object is in place; only its durability is in doubt. */
+        what = "sync directory";
+        goto fail;
+    }
+    *slash = '/';
+    if (res) {
+        if (md5_buf(body, len, res->etag) != 0) {
+            log_error("dir store: MD5 unavailable for the ETag");
+            rc = -EIO;
+            goto out;
+        }
+        res->attempts = 1;
+    }
+    goto out;
+
+fail_unlink:
+    e = errno;
+    if (fd >= 0)
+        close(fd);
+    fd = -1;
+    unlink(tmp);
+    errno = e;
+fail:
+    e = errno;
+    rc = errno_to_store(e);
+    log_error("dir store: cannot %s for %s/%s: %s", what, bucket, key,
+              strerror(e));
+out:
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    free(tmpdir);
+    free(tmp);
+    return rc;
+}
+
+/* ---- list ---- */
+
+struct walk {
+    const char *prefix;
+    const char *after; /* token: only keys strictly greater */
+    struct store_object *objs;
+    size_t count, cap;
+};
+
+static int walk_add(struct walk *w, const char *key, const struct stat *sb)
+{
+    if (strncmp(key, w->prefix, strlen(w->prefix)) != 0)
+        return 0;
+    if (w->after && strcmp(key, w->after) <= 0)
+        return 0;
+    if (w->count == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 64;
+        struct store_object *n = realloc(w->objs, cap * sizeof *n);
+        if (!n)
+            return -ENOMEM;
+        w->objs = n;
+        w->cap = cap;
+    }
+    struct store_object *o = &w->objs[w->count];
+    memset(o, 0, sizeof *o);
+    o->key = strdup(key);
+    if (!o->key)
+        return -ENOMEM;
+    o->size = (uint64_t)sb->st_size;
+    o->last_modified_ms =
+        (int64_t)sb->st_mtim.tv_sec * 1000 + sb->st_mtim.tv_nsec / 1000000;
+    w->count++;
+    return 0;
+}
+
+/* Walks the directory `fd` (consumed), whose keys start with `base`
+ * ("" or "a/b/"). */
+static int walk_dir(struct walk *w, int fd, const char *base)
+{
+    DIR *dir = fdopendir(fd);
+    if (!dir) {
+        close(fd);
+        return -errno;
+    }
+    int rc = 0;
+    size_t plen = strlen(w->prefix);
+    for (;;) {
+        errno = 0;
+        struct dirent *de = readdir(dir);
+        if (!de) {
+            if (errno)
+                rc = -errno;
+            break;
+        }
+        const char *name = de->d_name;
+        if (!valid_segment(name, strlen(name)))
+            continue; /* "." and ".." */
+        char *key;
+        if (asprintf(&key, "%s%s", base, name) < 0) {
+            rc = -ENOMEM;
+            break;
+        }
+        /* Prune: a subtree can only hold matches if key and prefix agree
+         * on their common length. */
+        size_t klen = strlen(key), n = klen < plen ? klen : plen;
+        if (memcmp(key, w->prefix, n) != 0) {
+            free(key);
+            continue;
+        }
+        struct stat sb;
+        if (fstatat(dirfd(dir), name, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
+            int e = errno;
+            free(key);
+            if (e == ENOENT)
+                continue; /* removed while we walked */
+            rc = -e;
+            break;
+        }
+        if (S_ISREG(sb.st_mode)) {
+            rc = walk_add(w, key, &sb);
+        } else if (S_ISDIR(sb.st_mode)) {
+            int sub = openat(dirfd(dir), name,
+                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub < 0) {
+                if (errno != ENOENT)
+                    rc = -errno;
+            } else {
+                char *nb;
+                if (asprintf(&nb, "%s/", key) < 0) {
+                    close(sub);
+                    rc = -ENOMEM;
+                } else {
+                    rc = walk_dir(w, sub, nb);
+                    free(nb);
+                }
+            }
+        }
+        free(key);
+        if (rc < 0)
+            break;
+    }
+    closedir(dir);
+    return rc;
+}
+
+static int obj_cmp(const void *a, const void *b)
+{
+    const struct store_object *x = a, *y = b;
+    return strcmp(x->key, y->key);
+}
+
+/* Errors of a listing: a name clash is no reason to answer EINVAL here. */
+static int list_err(int e)
+{
+    int rc = errno_to_store(e);
+    return rc == -EINVAL ? -EIO : rc;
+}
+
+static void free_objs(struct store_object *objs, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++)
+        free(objs[i].key);
+}
+
+static int dir_list_page(struct store *st, const char *bucket,
+                         const char *prefix, const char *token,
+                         struct store_page *out)
+{
+    struct dir_store *d = ds(st);
+    memset(out, 0, sizeof *out);
+    if (!valid_bucket(bucket))
+        return -EINVAL;
+    if (!prefix)
+        prefix = "";
+    char *bdir = path_join(d->root, bucket);
+    if (!bdir)
+        return -ENOMEM;
+    int bfd = open(bdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (bfd < 0) {
+        int e = errno;
+        if (e == ENOENT || e == ENOTDIR) {
+            free(bdir);
+            return -ENXIO;
+        }
+        log_error("dir store: cannot open bucket %s: %s", bdir, strerror(e));
+        free(bdir);
+        return list_err(e);
+    }
+
+    /* Walk only below the deepest directory the prefix names in full:
+     * prefix "a/b/c" starts at BUCKET/a/b/ with keys based at "a/b/". */
+    const char *cut = strrchr(prefix, '/');
+    size_t blen = cut ? (size_t)(cut - prefix) + 1 : 0;
+    char *base = strndup(prefix, blen);
+    if (!base) {
+        close(bfd);
+        free(bdir);
+        return -ENOMEM;
+    }
+    int rc = 0, start = bfd;
+    if (cut) {
+        base[blen - 1] = '\0';
+        start = -1; /* a directory part no key can have matches nothing */
+        if (valid_key(base)) {
+            start = openat(bfd, base,
+                           O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (start < 0 && errno != ENOENT && errno != ENOTDIR &&
+                errno != ELOOP)
+                rc = -errno;
+        }
+        base[blen - 1] = '/';
+        close(bfd);
+    }
+
+    struct walk w = {.prefix = prefix, .after = token};
+    if (rc == 0 && start >= 0)
+        rc = walk_dir(&w, start, base);
+    free(base);
+    if (rc < 0) {
+        if (rc != -ENOMEM)
+            log_error("dir store: cannot list %s under \"%s\": %s", bdir,
+                      prefix, strerror(-rc));
+        free(bdir);
+        free_objs(w.objs, 0, w.count);
+        free(w.objs);
+        return rc == -ENOMEM ? rc : list_err(-rc);
+    }
+
+    if (w.count > 0)
+        qsort(w.objs, w.count, sizeof *w.objs, obj_cmp);
+    size_t n = w.count < PAGE_MAX ? w.count : PAGE_MAX;
+    if (w.count > n) {
+        out->next_token = strdup(w.objs[n - 1].key);
+        if (!out->next_token) {
+            free(bdir);
+            free_objs(w.objs, 0, w.count);
+            free(w.objs);
+            return -ENOMEM;
+        }
+    }
+    free_objs(w.objs, n, w.count);
+    /* ETag: the MD5 of the content, as S3 gives for single-part uploads.
+     * Objects are small; an unreadable one (say, removed meanwhile) gets
+     * an empty ETag rather than failing the whole listing. */
+    for (size_t i = 0; i < n; i++) {
+        char *path = path_join(bdir, w.objs[i].key);
+        if (!path) {
+            free_objs(w.objs, 0, n);
+            free(w.objs);
+            free(out->next_token);
+            out->next_token = NULL;
+            free(bdir);
+            return -ENOMEM;
+        }
+        if (md5_file(AT_FDCWD, path, w.objs[i].etag) != 0)
+            w.objs[i].etag[0] = '\0';
+        free(path);
+    }
+    free(bdir);
+    out->objects = w.objs;
+    out->count = n;
+    if (n == 0) {
+        free(w.objs);
+        out->objects = NULL;
+    }
+    return 0;
+}
+
+/* ---- bucket check, lifecycle ---- */
+
+static int dir_check_bucket(struct store *st, const char *bucket, char *msg,
+                            size_t msglen)
+{
+    struct dir_store *d = ds(st);
+    if (!valid_bucket(bucket)) {
+        put_msg(msg, msglen,
+                "Bucket name \"%s\" cannot be a directory name (empty, "
+                "contains '/', or starts with '.').",
+                bucket ? bucket : "");
+        return -EINVAL;
+    }
+    char *bdir = path_join(d->root, bucket);
+    if (!bdir) {
+        put_msg(msg, msglen, "Out of memory.");
+        return -ENOMEM;
+    }
+    int rc = 0;
+    if (mkdir_p(bdir) != 0) {
+        int e = errno;
+        put_msg(msg, msglen, "Cannot create the store directory %s: %s.",
+                bdir, strerror(e));
+        rc = list_err(e);
+    } else if (access(bdir, R_OK | W_OK | X_OK) != 0) {
+        int e = errno;
+        put_msg(msg, msglen, "Cannot use the store directory %s: %s.", bdir,
+                strerror(e));
+        rc = list_err(e);
+    }
+    free(bdir);
+    return rc;
+}
+
+static void dir_destroy(struct store *st)
+{
+    struct dir_store *d = ds(st);
+    free(d->root);
+    free(d);
+}
+
+static const struct store_ops dir_ops = {
+    .list_page = dir_list_page,
+    .get = dir_get,
+    .put = dir_put,
+    .check_bucket = dir_check_bucket,
+    .destroy = dir_destroy,
+};
+
+struct store *store_dir_new(const char *root, char *err, size_t errlen)
+{
+    if (!root || !*root) {
+        put_msg(err, errlen, "The directory store needs a path.");
+        return NULL;
+    }
+    struct dir_store *d = calloc(1, sizeof *d);
+    if (!d) {
+        put_msg(err, errlen, "Out of memory.");
+        return NULL;
+    }
+    /* Absolute, because the daemon changes its working directory. */
+    if (root[0] == '/') {
+        d->root = strdup(root);
+    } else {
+        char *cwd = getcwd(NULL, 0);
+        if (!cwd) {
+            put_msg(err, errlen, "Cannot resolve the store path %s: %s.", root,
+                    strerror(errno));
+            free(d);
+            return NULL;
+        }
+        d->root = path_join(cwd, root);
+        free(cwd);
+    }
+    if (!d->root) {
+        put_msg(err, errlen, "Out of memory.");
+        free(d);
+        return NULL;
+    }
+    size_t n = strlen(d->root);
+    while (n > 1 && d->root[n - 1] == '/')
+        d->root[--n] = '\0';
+    d->base.ops = &dir_ops;
+    d->base.kind = "dir";
+    return &d->base;
+}

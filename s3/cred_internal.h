@@ -1,0 +1,97 @@
+/* Internals of the credential chain (s3/credentials.c and s3/cred_*.c).
+ * Not for use outside s3/cred*.c.
+ *
+ * Every provider returns 0 with *out filled, CRED_ABSENT when its source is
+ * not configured or holds nothing (note: a short phrase saying why, for the
+ * "nothing found" message), or a negative errno when the source is
+ * configured but failed (note: one plain sentence, the error message).
+ * Notes and log lines never contain a secret. */
+#ifndef BOOKMARKFS_S3_CRED_INTERNAL_H
+#define BOOKMARKFS_S3_CRED_INTERNAL_H
+
+#include "s3/credentials.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#define CRED_ABSENT 1
+
+/* Default per-request time-out when cred_options.timeout_ms is 0. */
+#define CRED_DEFAULT_TIMEOUT_MS 5000L
+
+/* ---- providers ---- */
+int cred_env_get(struct aws_credentials *out, char *note, size_t notelen);
+/* profile: the resolved profile name; named: 1 when the user named it (option
+ * or AWS_PROFILE), so a profile found in neither file is an error. */
+int cred_files_get(const char *profile, int named, struct aws_credentials *out,
+                   char *note, size_t notelen);
+int cred_container_get(const struct cred_options *o, struct aws_credentials *out,
+                       char *note, size_t notelen);
+int cred_web_identity_get(const struct cred_options *o, const char *profile,
+                          struct aws_credentials *out, char *note, size_t notelen);
+int cred_imds_get(const struct cred_options *o, struct aws_credentials *out,
+                  char *note, size_t notelen);
+
+/* ---- helpers (credentials.c) ---- */
+/* getenv, but NULL for unset or empty variables. */
+const char *cred_getenv(const char *name);
+/* Fills out (source and copies of the strings; tok may be NULL or "").
+ * Returns 0 or -ENOMEM (out left cleared). */
+int cred_fill(struct aws_credentials *out, const char *source, const char *ak,
+              const char *sk, const char *tok, int64_t expiration);
+/* Wipes and frees a string that may hold a secret (NULL is fine). */
+void cred_free_secret(char *s);
+/* Wipes and frees a buffer of known length (NULL is fine). */
+void cred_free_buf(void *p, size_t len);
+/* ISO 8601 / RFC 3339 UTC time ("2024-05-01T12:00:00Z", fractions and
+ * +hh:mm offsets allowed) to seconds since 1970. Returns 0 or -EINVAL. */
+int cred_parse_time(const char *s, int64_t *out);
+/* Reads a whole (regular) file of at most max bytes into a NUL-terminated
+ * malloc'd buffer; st receives its stat. Returns 0 or a negative errno
+ * (-EFBIG when larger than max). Free with cred_free_buf(buf, len + 1). */
+int cred_read_file(const char *path, size_t max, char **buf, size_t *len,
+                   struct stat *st);
+/* "~/..." expanded with the home directory; malloc'd, NULL on failure. */
+char *cred_expand_home(const char *path);
+
+/* ---- HTTP (cred_http.c) ---- */
+struct cred_http_req {
+    const char *method;           /* "GET", "PUT", "POST" */
+    const char *url;
+    const char *const *headers;   /* "Name: value", NULL-terminated, or NULL */
+    const char *body;             /* POST/PUT body or NULL */
+    size_t body_len;
+    long connect_timeout_ms;
+    long timeout_ms;
+    const char *ca_file;          /* NULL: system bundle */
+    int no_proxy;                 /* 1: never through a proxy (link-local) */
+};
+
+struct cred_http_resp {
+    long status;
+    char *body;  /* NUL-terminated; may hold secrets: free with _resp_free */
+    size_t len;
+};
+
+/* Performs one request. Returns 0 when an HTTP answer arrived (any status),
+ * -ECONNREFUSED when the server could not be reached, -ETIMEDOUT, -ENOMEM or
+ * -EIO; err then says what happened (no secrets). */
+int cred_http(const struct cred_http_req *rq, struct cred_http_resp *rs,
+              char *err, size_t errlen);
+void cred_http_resp_free(struct cred_http_resp *rs);
+
+/* Parses the JSON document served by the container and IMDS endpoints
+ * (AccessKeyId, SecretAccessKey, Token, Expiration). Returns 0, -EIO (note
+ * says what is wrong, where names the endpoint) or -ENOMEM. */
+int cred_parse_json(const char *body, size_t len, const char *source,
+                    const char *where, struct aws_credentials *out,
+                    char *note, size_t notelen);
+
+/* Per-request time-out from the options. */
+long cred_timeout_ms(const struct cred_options *o);
+
+/* One-time global initialisation of libcurl and libxml2. */
+void cred_global_init(void);
+
+#endif

@@ -1,0 +1,84 @@
+/* HTTP transport for the S3 client, on libcurl: a pool of easy handles
+ * (connections stay alive across requests), time-outs, TLS verification,
+ * and retries with exponential back-off and full jitter. Thread-safe.
+ *
+ * Each try asks the caller to build the request anew (URL and signed
+ * headers), so every try carries a fresh signature and x-amz-date. */
+#ifndef BOOKMARKFS_S3_HTTP_H
+#define BOOKMARKFS_S3_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define S3_HTTP_ETAG_MAX 80 /* as STORE_ETAG_MAX */
+#define S3_HTTP_ERR_MAX 256
+
+struct s3_http_options {
+    long connect_timeout_ms; /* <= 0: 5000 */
+    long timeout_ms;         /* whole request; <= 0: 30000 */
+    const char *ca_file;     /* extra CA bundle, or NULL for the system's */
+    int max_attempts;        /* <= 0: 5 */
+    long max_retry_ms;       /* bound on the whole operation; <= 0: 60000 */
+    long backoff_base_ms;    /* <= 0: 100 */
+    long backoff_cap_ms;     /* <= 0: 5000 */
+};
+
+/* What one try sends. build() fills url and headers ("Name: value" lines,
+ * malloc'd array of malloc'd strings) for the try; force_refresh asks for
+ * fresh credentials (after ExpiredToken). It returns 0 or a negative errno,
+ * which ends the operation with that value. */
+struct s3_http_request {
+    const char *method;          /* "GET", "PUT", "HEAD", ... */
+    const void *body;            /* request body (PUT), may be NULL */
+    size_t body_len;
+    const char *what;            /* for logs, e.g. "GetObject bucket/key" */
+    int (*build)(void *arg, int force_refresh, char **url, char ***headers,
+                 size_t *nheaders);
+    void *arg;
+};
+
+enum s3_http_fail {
+    S3_HTTP_OK = 0,          /* an HTTP answer arrived (any status) */
+    S3_HTTP_CONNECT,         /* connection refused / unreachable */
+    S3_HTTP_RESOLVE,         /* host name not resolved */
+    S3_HTTP_TIMEOUT,         /* connect or request time-out */
+    S3_HTTP_TLS,             /* TLS handshake or verification */
+    S3_HTTP_NETWORK,         /* reset, truncated body, other transport */
+    S3_HTTP_OTHER,           /* local failure (memory, build()) */
+};
+
+struct s3_http_response {
+    long status;                 /* HTTP status of the last try, 0 if none */
+    char *body;                  /* malloc'd, NUL-terminated, may be NULL */
+    size_t body_len;
+    char etag[S3_HTTP_ETAG_MAX]; /* ETag header, quotes removed */
+    char request_id[128];        /* x-amz-request-id header */
+    enum s3_http_fail fail;      /* transport failure of the last try */
+    char error[S3_HTTP_ERR_MAX]; /* transport error text of the last try */
+    int attempts;                /* requests sent, retries included */
+};
+
+struct s3_http;
+
+/* Returns NULL on allocation failure. */
+struct s3_http *s3_http_new(const struct s3_http_options *opts);
+void s3_http_free(struct s3_http *h);
+
+/* Performs req with retries. Returns 0 when an HTTP answer arrived (look at
+ * resp->status; transient failures were retried as far as the bounds
+ * allow), or a negative errno: -ETIMEDOUT (time-outs), -EIO (other
+ * transport failures), -ENOMEM, or build()'s error. resp is always filled
+ * (free it with s3_http_response_free). */
+int s3_http_perform(struct s3_http *h, const struct s3_http_request *req,
+                    struct s3_http_response *resp);
+
+void s3_http_response_free(struct s3_http_response *resp);
+
+/* Whether an answer (status, S3 error code or NULL) is worth another try. */
+int s3_http_retryable_status(long status, const char *code);
+
+/* Full-jitter back-off for the given retry number (1 = first retry):
+ * a uniform random delay in [0, min(cap, base * 2^(retry-1))] ms. */
+long s3_http_backoff_ms(long base_ms, long cap_ms, int retry);
+
+#endif

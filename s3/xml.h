@@ -1,0 +1,32 @@
+/* S3 response documents, parsed with libxml2: ListObjectsV2 results and
+ * error documents. Malformed input is an error, never a crash. */
+#ifndef BOOKMARKFS_S3_XML_H
+#define BOOKMARKFS_S3_XML_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/store.h"
+
+struct s3_error_doc {
+    char code[64];        /* e.g. "NoSuchBucket"; "" when absent */
+    char message[512];
+    char request_id[128];
+};
+
+/* Once per process, before threads use the parser (also done lazily). */
+void s3_xml_init(void);
+
+/* Parses an <Error> document. Returns 0, or -EINVAL when body is not one. */
+int s3_xml_parse_error(const char *body, size_t len, struct s3_error_doc *out);
+
+/* Parses a <ListBucketResult> (ListObjectsV2) into out (objects, count,
+ * next_token when IsTruncated). Returns 0, -EINVAL on a malformed or
+ * inconsistent document, -ENOMEM. On error out is left empty. */
+int s3_xml_parse_list(const char *body, size_t len, struct store_page *out);
+
+/* "2024-05-01T12:34:56.789Z" (fraction and zone optional; "+hh:mm" zones
+ * accepted) into ms since 1970 UTC. Returns 0 or -EINVAL. */
+int s3_parse_iso8601_ms(const char *s, int64_t *out);
+
+#endif

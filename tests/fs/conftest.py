@@ -1,0 +1,38 @@
+"""Every filesystem test runs against both stores: the local directory and
+S3 (a real s3rver on 127.0.0.1)."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.support.mount import DirStore, Mount, S3Store  # noqa: E402
+from tests.support.s3rver import S3rver  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def s3server():
+    with S3rver() as server:
+        yield server
+
+
+@pytest.fixture(params=["dir", "s3"])
+def store(request, tmp_path):
+    if request.param == "dir":
+        return DirStore(tmp_path / "store")
+    return S3Store(request.getfixturevalue("s3server"))
+
+
+@pytest.fixture
+def mount(store, tmp_path):
+    """A started mount; the test may stop and start it again."""
+    m = Mount(store, tmp_path / "mnt")
+    m.start()
+    yield m
+    m.stop()
+
+
+@pytest.fixture
+def mnt(mount):
+    return mount.path

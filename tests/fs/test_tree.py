@@ -1,0 +1,248 @@
+"""SPEC §3: the rules of the tree, one test each, errors included, each with
+proof that the old value and the state are intact afterwards."""
+import errno
+import hashlib
+import json
+import os
+import subprocess
+import threading
+
+import pytest
+
+from tests.support.mount import LZ
+
+
+def state(job):
+    with open(job / ".state.json") as f:
+        return json.load(f)
+
+
+def write(path, text, mode="w"):
+    with open(path, mode) as f:
+        f.write(text)
+
+
+def expect_errno(code, fn, *args):
+    with pytest.raises(OSError) as e:
+        fn(*args)
+    assert e.value.errno == code, e.value
+
+
+@pytest.fixture
+def job(mnt):
+    j = mnt / "job"
+    j.mkdir()
+    write(j / "k", '{ "a" : [1, 2.5, "x"] }')
+    return j
+
+
+def test_key_reads_as_compact_json_plus_newline_with_exact_size(job):
+    for name, text in [("n", " 42 "), ("s", '"caf\u00e9 \u2603"'), ("o", '{"b": {"c": null}}'),
+                       ("l", "[ true , false ]")]:
+        write(job / name, text)
+        expected = json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False) + "\n"
+        data = (job / name).read_bytes()
+        assert data == expected.encode()
+        assert os.stat(job / name).st_size == len(data)
+
+
+def test_invalid_json_fails_at_close_with_einval_and_keeps_the_old_value(mount, job):
+    before = state(job)
+    f = open(job / "k", "w")
+    f.write("{not json")
+    with pytest.raises(OSError) as e:
+        f.close()
+    assert e.value.errno == errno.EINVAL
+    assert state(job) == before
+    assert "job 'job' key 'k'" in mount.log()
+    # two values are not one value either
+    with pytest.raises(OSError):
+        write(job / "k", "1 2")
+    assert state(job) == before
+    # a new key that fails never exists
+    with pytest.raises(OSError):
+        write(job / "newbad", "[1,")
+    assert not (job / "newbad").exists()
+    assert state(job) == before
+
+
+def test_new_key_closed_empty_holds_null(job):
+    open(job / "empty", "w").close()
+    assert (job / "empty").read_text() == "null\n"
+    subprocess.run(["touch", str(job / "touched")], check=True)
+    assert state(job)["touched"] is None and state(job)["empty"] is None
+
+
+def test_offsets_truncate_and_append(job):
+    write(job / "arr", "[1,2,3]")
+    fd = os.open(job / "arr", os.O_WRONLY)
+    os.pwrite(fd, b"9", 1)
+    os.close(fd)
+    assert json.loads((job / "arr").read_text()) == [9, 2, 3]
+    write(job / "num", "12345")
+    os.truncate(job / "num", 3)
+    assert (job / "num").read_text() == "123\n"
+    expect_errno(errno.EINVAL, os.truncate, job / "arr", 3)  # "[9," is not JSON
+    assert json.loads((job / "arr").read_text()) == [9, 2, 3]
+    fd = os.open(job / "num", os.O_RDWR | os.O_APPEND)
+    os.write(fd, b"  ")
+    assert os.pread(fd, 100, 0) == b"123\n  "
+    os.close(fd)
+    fd = os.open(job / "built", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.write(fd, b"[1,")
+    os.pwrite(fd, b"2]", 0)  # O_APPEND: the offset is ignored
+    os.close(fd)
+    assert json.loads((job / "built").read_text()) == [1, 2]
+    expect_errno(errno.EINVAL, write, job / "num", "4", "a")  # "123\n4" is not one value
+    assert (job / "num").read_text() == "123\n"
+    fd = os.open(job / "arr", os.O_WRONLY)
+    os.ftruncate(fd, 0)
+    os.write(fd, b'"fresh"')
+    os.close(fd)
+    assert (job / "arr").read_text() == '"fresh"\n'
+
+
+def test_rename_within_a_job_and_over_a_key(job):
+    write(job / "a", "1")
+    write(job / "b", "2")
+    os.rename(job / "a", job / "c")
+    assert not (job / "a").exists() and (job / "c").read_text() == "1\n"
+    # rename over an existing key: readers see the old or the new value, never nothing
+    seen, stop = set(), threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                seen.add((job / "b").read_text())
+            except OSError as e:
+                seen.add(f"error {e.errno}")
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(30):
+        write(job / "tmpkey", str(100 + i))
+        os.rename(job / "tmpkey", job / "b")
+    stop.set()
+    t.join()
+    assert all(not s.startswith("error") for s in seen), seen
+    assert (job / "b").read_text() == "129\n"
+    assert state(job)["b"] == 129 and "tmpkey" not in state(job)
+    expect_errno(errno.ENOENT, os.rename, job / "missing", job / "x")
+
+
+def test_write_then_rename_of_a_dot_file(job):
+    write(job / ".k.tmp", '{"v": 2}')
+    os.rename(job / ".k.tmp", job / "k")
+    assert state(job)["k"] == {"v": 2}
+    assert not (job / ".k.tmp").exists()
+    before = state(job)
+    write(job / ".k.tmp", "{broken")
+    expect_errno(errno.EINVAL, os.rename, job / ".k.tmp", job / "k")
+    assert state(job) == before
+    assert (job / ".k.tmp").read_text() == "{broken"  # the scratch file stays
+
+
+def test_dot_files_are_local_scratch_never_state_nor_uploaded(store, job):
+    write(job / ".swap", "any bytes \x00 not json")
+    assert (job / ".swap").read_text() == "any bytes \x00 not json"
+    assert ".swap" in os.listdir(job)
+    assert ".swap" not in state(job)
+    write(job / "running", "1")
+    bodies = [json.loads(b) for b in store.objects(LZ).values()]
+    assert bodies and all(".swap" not in b for b in bodies)
+    os.unlink(job / ".swap")
+    assert not (job / ".swap").exists()
+
+
+def test_reserved_names_cannot_be_removed_or_renamed(job):
+    before = state(job)
+    for name in ("running", "completed", ".state.json"):
+        expect_errno(errno.EPERM, os.unlink, job / name)
+        assert (job / name).exists()
+    expect_errno(errno.EPERM, os.rename, job / "running", job / "r2")
+    expect_errno(errno.EPERM, os.rename, job / "completed", job / "k2")
+    expect_errno(errno.EPERM, os.rename, job / "k", job / "running")
+    assert state(job) == before and (job / "k").exists()
+
+
+def test_state_json_accepts_only_an_object(job):
+    before = state(job)
+    for bad in ("[1, 2]", '"str"', "nope", ""):
+        f = open(job / ".state.json", "w")
+        f.write(bad)
+        if bad:
+            with pytest.raises(OSError) as e:
+                f.close()
+            assert e.value.errno == errno.EINVAL
+        else:
+            f.close()  # nothing written: nothing replaced
+        assert state(job) == before
+
+
+def test_control_files_upload_on_write_truncate_and_touch(store, job):
+    for i, action in enumerate(["write", "truncate", "touch"]):
+        write(job / "v", str(i))
+        if action == "write":
+            write(job / "running", "anything")
+        elif action == "truncate":
+            os.truncate(job / "running", 0)
+        else:
+            subprocess.run(["touch", str(job / "running")], check=True)
+        info = json.loads((job / "running").read_text())["last_upload"]
+        body = store.objects(LZ)[info["key"]]
+        assert json.loads(body)["v"] == i
+        assert info["bucket"] == LZ and info["bytes"] == len(body)
+        assert info["etag"] == hashlib.md5(body).hexdigest()
+    assert json.loads((job / "completed").read_text())["last_upload"] == {}
+    assert json.loads((job / "completed").read_text())["loaded"] == {}
+
+
+def test_a_failed_upload_is_a_write_error_and_changes_nothing(store, mnt, job):
+    before = state(job)
+    repair = store.break_bucket(LZ)
+    try:
+        r = subprocess.run(["bash", "-c", "echo 1 > job/running"], cwd=mnt,
+                           capture_output=True, text=True)
+        assert r.returncode != 0
+        assert "error" in r.stderr.lower()
+        assert state(job) == before
+        assert json.loads((job / "running").read_text())["last_upload"] == {}
+    finally:
+        repair()
+    r = subprocess.run(["bash", "-c", "echo 1 > job/running"], cwd=mnt)
+    assert r.returncode == 0
+    assert json.loads((job / "running").read_text())["last_upload"]["bytes"] > 0
+
+
+def test_rmdir_forgets_an_empty_job_and_refuses_one_with_keys(job, mnt):
+    expect_errno(errno.ENOTEMPTY, os.rmdir, job)
+    assert state(job)["k"]
+    (mnt / "empty").mkdir()
+    os.rmdir(mnt / "empty")
+    assert "empty" not in os.listdir(mnt)
+    expect_errno(errno.ENOENT, os.stat, mnt / "empty")
+    # a job with history in the store comes back after rmdir
+    (mnt / "hist").mkdir()
+    write(mnt / "hist" / "x", "1")
+    write(mnt / "hist" / "completed", "1")
+    os.unlink(mnt / "hist" / "x")
+    os.rmdir(mnt / "hist")
+    assert state(mnt / "hist") == {"x": 1}
+
+
+def test_enoent_enametoolong_exdev_and_eperm(job, mnt):
+    expect_errno(errno.ENOENT, open, job / "missing")
+    expect_errno(errno.ENOENT, os.unlink, job / "missing")
+    expect_errno(errno.ENOENT, os.stat, mnt / "nojob")
+    expect_errno(errno.ENOENT, open, mnt / "nojob" / "k")
+    write(job / ("n" * 255), "1")
+    assert state(job)["n" * 255] == 1
+    expect_errno(errno.ENAMETOOLONG, write, job / ("n" * 256), "1")
+    expect_errno(errno.ENAMETOOLONG, os.mkdir, mnt / ("j" * 256))
+    (mnt / "other").mkdir()
+    expect_errno(errno.EXDEV, os.rename, job / "k", mnt / "other" / "k")
+    r = subprocess.run(["mv", str(job / "k"), str(mnt / "other" / "k")])  # copy + unlink
+    assert r.returncode == 0
+    assert "k" not in state(job) and state(mnt / "other")["k"] == {"a": [1, 2.5, "x"]}
+    expect_errno(errno.EPERM, os.mkdir, job / "sub")
+    expect_errno(errno.EPERM, write, mnt / "file-at-root", "1")
+    assert state(mnt / "other") == {"k": {"a": [1, 2.5, "x"]}}

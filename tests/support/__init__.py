@@ -1,0 +1,1 @@
+"""Helpers shared by the Python tests: servers on loopback and paths."""

@@ -1,0 +1,211 @@
+"""A threaded HTTP proxy on 127.0.0.1 that sits in front of an S3 server
+and injects faults, per request:
+
+    pass       forward to the upstream server and relay its answer
+    500        answer 500 InternalError (S3 error document)
+    503        answer 503 SlowDown (S3 error document)
+    403 / 404  answer AccessDenied / NoSuchKey (S3 error documents)
+    expired    answer 400 ExpiredToken
+    badsignature  answer 403 SignatureDoesNotMatch
+    requesttimeout  answer 400 RequestTimeout
+    reset      close the connection with a TCP reset, no answer
+    slow       hold the request `slow_seconds` (beyond the client's
+               time-out), then close without answering
+    truncate   forward, then send the answer's headers and half its body
+               and close
+    malformed  answer 200 with a body that is not well-formed XML
+
+The next actions come from an explicit script (`proxy.script([...])`) and,
+when it is empty, are drawn from `probabilities` (seeded) or are "pass".
+Every request is recorded as (method, path, action) in `proxy.log`.
+"""
+import http.client
+import random
+import socket
+import struct
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+ACTIONS = ("pass", "500", "503", "403", "404", "expired", "requesttimeout", "badsignature",
+           "reset",
+           "slow", "truncate", "malformed")
+
+_ERRORS = {
+    "500": (500, "InternalError", "We encountered an internal error. Please try again."),
+    "503": (503, "SlowDown", "Please reduce your request rate."),
+    "403": (403, "AccessDenied", "Access Denied"),
+    "404": (404, "NoSuchKey", "The specified key does not exist."),
+    "badsignature": (403, "SignatureDoesNotMatch", "The request signature we calculated "
+                     "does not match the signature you provided."),
+    "expired": (400, "ExpiredToken", "The provided token has expired."),
+    "requesttimeout": (400, "RequestTimeout", "Your socket connection to the server was "
+                       "not read from or written to within the timeout period."),
+}
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer",
+               "upgrade", "proxy-authorization", "proxy-authenticate", "content-length"}
+
+
+def _error_xml(code: str, message: str, request_id: str) -> bytes:
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{code}</Code><Message>{message}</Message>"
+            f"<RequestId>{request_id}</RequestId></Error>").encode()
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, probabilities=None, seed=0, slow_seconds=3.0):
+        u = urlsplit(upstream)
+        if u.hostname != "127.0.0.1":
+            raise ValueError("the fault proxy only forwards to 127.0.0.1")
+        self.upstream_port = u.port
+        self.probabilities = dict(probabilities or {})
+        for a in self.probabilities:
+            if a not in ACTIONS:
+                raise ValueError(f"unknown action {a}")
+        self.rng = random.Random(seed)
+        self.slow_seconds = slow_seconds
+        self.log = []  # (method, path, action)
+        self._script = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server = None
+        self._thread = None
+
+    # -- control -----------------------------------------------------------
+    def script(self, actions):
+        for a in actions:
+            if a not in ACTIONS:
+                raise ValueError(f"unknown action {a}")
+        with self._lock:
+            self._script = list(actions)
+
+    def reset_log(self):
+        with self._lock:
+            self.log = []
+
+    def actions(self):
+        with self._lock:
+            return [a for _, _, a in self.log]
+
+    def _next_action(self, method, path):
+        with self._lock:
+            if self._script:
+                action = self._script.pop(0)
+            else:
+                action = "pass"
+                r = self.rng.random()
+                acc = 0.0
+                for a, p in self.probabilities.items():
+                    acc += p
+                    if r < acc:
+                        action = a
+                        break
+            self.log.append((method, path, action))
+            return action
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self):
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt, *args):  # quiet
+                pass
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                action = proxy._next_action(self.command, self.path)
+                fn = getattr(self, "_do_" + action, None) if action.isalpha() else None
+                (fn or self._do_error)(action, body)
+
+            do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _handle
+
+            def _send(self, status, headers, body, send_len=None):
+                self.send_response_only(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body if send_len is None else body[:send_len])
+                self.wfile.flush()
+
+            def _do_error(self, action, body):
+                status, code, msg = _ERRORS[action]
+                xml = _error_xml(code, msg, "FAULTPROXY")
+                self._send(status, [("Content-Type", "application/xml")], xml)
+
+            def _upstream(self, body):
+                conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port,
+                                                  timeout=30)
+                try:
+                    headers = {k: v for k, v in self.headers.items()
+                               if k.lower() not in ("connection", "expect")}
+                    conn.request(self.command, self.path, body=body if body else None,
+                                 headers=headers)
+                    r = conn.getresponse()
+                    data = r.read()
+                    hdrs = [(k, v) for k, v in r.getheaders()
+                            if k.lower() not in _HOP_BY_HOP]
+                    return r.status, hdrs, data
+                finally:
+                    conn.close()
+
+            def _do_pass(self, action, body):
+                status, hdrs, data = self._upstream(body)
+                self._send(status, hdrs, data)
+
+            def _do_truncate(self, action, body):
+                status, hdrs, data = self._upstream(body)
+                if len(data) < 2:
+                    data = data + b" " * (2 - len(data))
+                self._send(status, hdrs, data, send_len=len(data) // 2)
+                self.close_connection = True
+
+            def _do_malformed(self, action, body):
+                xml = (b'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult>'
+                       b"<Contents><Key>a</Key><Size>1</Ke></Contents")
+                self._send(200, [("Content-Type", "application/xml")], xml)
+
+            def _do_reset(self, action, body):
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))
+                self.connection.close()
+                self.close_connection = True
+
+            def _do_slow(self, action, body):
+                proxy._stopping.wait(proxy.slow_seconds)
+                self.close_connection = True
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+            def handle_error(self, request, client_address):
+                pass  # clients that time out or resets we made are expected
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self):
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=10)
+            self._server = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
