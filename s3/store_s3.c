@@ -108,6 +108,7 @@ struct req_ctx {
     size_t nheaders;
     char payload_hash[65];
     char cred_msg[256];              /* why credentials failed */
+    int quiet;                       /* the caller reports failures itself */
 };
 
 static int build_request(void *arg, int force_refresh, char **url, char ***hdrs,
@@ -127,7 +128,8 @@ static int build_request(void *arg, int force_refresh, char **url, char ***hdrs,
     if (rc < 0) {
         if (!x->cred_msg[0])
             snprintf(x->cred_msg, sizeof x->cred_msg, "No AWS credentials were found.");
-        log_error("%s", x->cred_msg);
+        if (!x->quiet)
+            log_error("%s", x->cred_msg);
         aws_credentials_clear(&cr);
         return rc;
     }
@@ -213,7 +215,7 @@ static int errno_for(long status, const char *code)
     if (strcmp(code, "AccessDenied") == 0 || strcmp(code, "InvalidAccessKeyId") == 0 ||
         strcmp(code, "SignatureDoesNotMatch") == 0 || strcmp(code, "ExpiredToken") == 0 ||
         strcmp(code, "InvalidToken") == 0 || strcmp(code, "AllAccessDisabled") == 0 ||
-        strcmp(code, "AccountProblem") == 0)
+        strcmp(code, "AccountProblem") == 0 || strcmp(code, "RequestTimeTooSkewed") == 0)
         return -EACCES;
     if (strcmp(code, "RequestTimeout") == 0)
         return -ETIMEDOUT;
@@ -221,6 +223,9 @@ static int errno_for(long status, const char *code)
         return -EACCES;
     return -EIO;
 }
+
+#define SKEW_HINT "; the local clock differs from the store's by more than 15 " \
+                  "minutes: set the clock (NTP)"
 
 /* Maps an error answer to errno, and logs it unless quiet. */
 static int answer_error(const char *op, const char *bucket, const char *key,
@@ -236,10 +241,11 @@ static int answer_error(const char *op, const char *bucket, const char *key,
     if (rc == -EIO && !doc->code[0] && r->status == 404)
         rc = key ? -ENOENT : -ENXIO;
     if (!quiet)
-        log_error("%s s3://%s/%s failed: HTTP %ld %s: %s (RequestId %s)", op, bucket,
+        log_error("%s s3://%s/%s failed: HTTP %ld %s: %s (RequestId %s)%s", op, bucket,
                   key ? key : "", r->status, doc->code[0] ? doc->code : "-",
                   doc->message[0] ? doc->message : "-",
-                  doc->request_id[0] ? doc->request_id : "-");
+                  doc->request_id[0] ? doc->request_id : "-",
+                  strcmp(doc->code, "RequestTimeTooSkewed") == 0 ? SKEW_HINT : "");
     return rc;
 }
 
@@ -410,11 +416,11 @@ static int s3_check_bucket(struct store *st, const char *bucket, char *msg,
     }
     struct s3_http_response r;
     struct sigv4_pair q[2] = {{"list-type", "2"}, {"max-keys", "1"}};
+    /* Quiet: msg is the one line the caller shows. */
     struct req_ctx x = {.s = s, .method = "GET", .bucket = bucket, .query = q,
-                        .nquery = 2};
+                        .nquery = 2, .quiet = 1};
     int rc = perform(s, &x, "ListObjectsV2", NULL, 0, &r);
     if (rc < 0) {
-        transport_error("ListObjectsV2", bucket, NULL, &r, rc);
         switch (r.fail) {
         case S3_HTTP_CONNECT:
             snprintf(msg, msglen, "Cannot connect to the S3 endpoint %s (connection refused "
@@ -440,7 +446,7 @@ static int s3_check_bucket(struct store *st, const char *bucket, char *msg,
         }
     } else if (r.status != 200) {
         struct s3_error_doc doc;
-        rc = answer_error("ListObjectsV2", bucket, NULL, &r, &doc, 0);
+        rc = answer_error("ListObjectsV2", bucket, NULL, &r, &doc, 1);
         const char *c = doc.code;
         if (strcmp(c, "NoSuchBucket") == 0 || (!c[0] && r.status == 404)) {
             snprintf(msg, msglen, "The bucket \"%s\" does not exist.", bucket);
@@ -456,6 +462,9 @@ static int s3_check_bucket(struct store *st, const char *bucket, char *msg,
                      "credentials (AccessDenied).", bucket);
         else if (strcmp(c, "ExpiredToken") == 0)
             snprintf(msg, msglen, "The AWS session token has expired (ExpiredToken).");
+        else if (strcmp(c, "RequestTimeTooSkewed") == 0)
+            snprintf(msg, msglen, "The local clock differs from the S3 endpoint's by more "
+                     "than 15 minutes (RequestTimeTooSkewed); set the clock (NTP).");
         else if (strcmp(c, "PermanentRedirect") == 0 ||
                  strcmp(c, "AuthorizationHeaderMalformed") == 0 || r.status == 301)
             snprintf(msg, msglen, "The bucket \"%s\" is in another region than %s; give "

@@ -14,22 +14,27 @@ and injects faults, per request:
     truncate   forward, then send the answer's headers and half its body
                and close
     malformed  answer 200 with a body that is not well-formed XML
+    skew       forward with the X-Amz-Date header moved `skew_seconds` ahead,
+               as a client whose clock is off would send it (the upstream
+               server judges the time)
 
 The next actions come from an explicit script (`proxy.script([...])`) and,
 when it is empty, are drawn from `probabilities` (seeded) or are "pass".
 Every request is recorded as (method, path, action) in `proxy.log`.
 """
+import calendar
 import http.client
 import random
 import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 ACTIONS = ("pass", "500", "503", "403", "404", "expired", "requesttimeout", "badsignature",
            "reset",
-           "slow", "truncate", "malformed")
+           "slow", "truncate", "malformed", "skew")
 
 _ERRORS = {
     "500": (500, "InternalError", "We encountered an internal error. Please try again."),
@@ -65,6 +70,7 @@ class FaultProxy:
                 raise ValueError(f"unknown action {a}")
         self.rng = random.Random(seed)
         self.slow_seconds = slow_seconds
+        self.skew_seconds = 2 * 3600
         self.log = []  # (method, path, action)
         self._script = []
         self._lock = threading.Lock()
@@ -178,6 +184,15 @@ class FaultProxy:
                                            struct.pack("ii", 1, 0))
                 self.connection.close()
                 self.close_connection = True
+
+            def _do_skew(self, action, body):
+                when = self.headers.get("X-Amz-Date")
+                if when:
+                    t = calendar.timegm(time.strptime(when, "%Y%m%dT%H%M%SZ"))
+                    shifted = time.strftime("%Y%m%dT%H%M%SZ",
+                                            time.gmtime(t + proxy.skew_seconds))
+                    self.headers.replace_header("X-Amz-Date", shifted)
+                self._do_pass(action, body)
 
             def _do_slow(self, action, body):
                 proxy._stopping.wait(proxy.slow_seconds)
