@@ -266,6 +266,32 @@ void state_keys_free(char **keys, size_t count)
     free(keys);
 }
 
+/* Nesting depth of v (a scalar is 1), counted up to `limit + 1` at most. */
+static size_t depth_of(const json_t *v, size_t limit)
+{
+    if (limit == 0)
+        return 1;
+    size_t deepest = 0;
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *child;
+        json_object_foreach((json_t *)v, k, child) {
+            size_t d = depth_of(child, limit - 1);
+            if (d > deepest)
+                deepest = d;
+        }
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *child;
+        json_array_foreach(v, i, child) {
+            size_t d = depth_of(child, limit - 1);
+            if (d > deepest)
+                deepest = d;
+        }
+    }
+    return deepest + 1;
+}
+
 json_t *state_parse_value(const char *buf, size_t len, char *err, size_t errlen)
 {
     size_t i = 0;
@@ -279,8 +305,18 @@ json_t *state_parse_value(const char *buf, size_t len, char *err, size_t errlen)
     }
     json_error_t jerr;
     json_t *v = json_loadb(buf, len, JSON_DECODE_ANY | LOAD_FLAGS, &jerr);
-    if (!v)
+    if (!v) {
         set_err(err, errlen, jerr.text);
+        return NULL;
+    }
+    /* The whole state is one level deeper than a value, and the parser stops
+     * at STATE_VALUE_DEPTH_MAX + 1 levels: a deeper value would be accepted
+     * here and then make the uploaded state unreadable. */
+    if (depth_of(v, STATE_VALUE_DEPTH_MAX) > STATE_VALUE_DEPTH_MAX) {
+        json_decref(v);
+        set_err(err, errlen, "nested deeper than 2047 levels");
+        return NULL;
+    }
     return v;
 }
 

@@ -59,7 +59,12 @@ ssize_t state_value_size(struct state *st, const char *key);
 char **state_keys(struct state *st, size_t *count);
 void state_keys_free(char **keys, size_t count);
 
+/* Deepest nesting of one value (jansson reads documents up to 2048 levels,
+ * and the state object adds one). */
+#define STATE_VALUE_DEPTH_MAX 2047
+
 /* Parses one JSON value (any type, surrounding whitespace allowed) from buf.
+ * Values nested deeper than STATE_VALUE_DEPTH_MAX are refused.
  * Empty or all-whitespace input is NOT valid here (callers decide). Returns
  * a new reference, or NULL with jansson's reason in err. */
 json_t *state_parse_value(const char *buf, size_t len, char *err, size_t errlen);

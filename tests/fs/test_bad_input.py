@@ -98,12 +98,6 @@ def test_too_deep_nesting_is_einval_never_a_crash(store, mount, job, depth):
     assert committed(store, job) == b'{"k":{"offset":1}}'
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a key value nested 2048 deep is accepted, but the state object that holds "
-    "it is 2049 deep: it is uploaded and acknowledged, yet get_or_create cannot "
-    "parse it back (jansson's depth limit), so after a remount the job is EIO "
-    "for ever. fs/state.c or fs/ops.c should refuse values deeper than 2047 "
-    "with EINVAL"))
 def test_deepest_accepted_value_survives_a_remount(store, mount, job):
     depth = JSON_DEPTH_MAX
     value = b"[" * depth + b"]" * depth
