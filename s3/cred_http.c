@@ -5,6 +5,7 @@
  * BOOKMARKFS_CONTAINER_HOST ("host" or "host:port") replaces 169.254.170.2
  * for AWS_CONTAINER_CREDENTIALS_RELATIVE_URI; it exists for tests, which
  * stay on loopback. */
+#include "s3/tls.h"
 #include "s3/cred_internal.h"
 #include "util/log.h"
 
@@ -146,8 +147,8 @@ int cred_http(const struct cred_http_req *rq, struct cred_http_resp *rs,
     SETOPT(h, CURLOPT_USERAGENT, "bookmarkfs/" BOOKMARKFS_VERSION);
     if (rq->no_proxy)
         SETOPT(h, CURLOPT_NOPROXY, "*");
-    if (rq->ca_file)
-        SETOPT(h, CURLOPT_CAINFO, rq->ca_file);
+    if (crc == CURLE_OK)
+        crc = tls_setup(h, rq->ca_file); /* --ca-file adds to the system bundle */
     if (strcmp(rq->method, "GET") != 0) {
         if (strcmp(rq->method, "POST") != 0)
             SETOPT(h, CURLOPT_CUSTOMREQUEST, rq->method);

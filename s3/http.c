@@ -1,5 +1,6 @@
 /* libcurl transport: pooled easy handles, time-outs, TLS, retries. */
 #include "s3/http.h"
+#include "s3/tls.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -359,10 +360,8 @@ static int one_try(struct s3_http *h, const struct s3_http_request *req,
     SET(CURLOPT_HTTPHEADER, list);
     SET(CURLOPT_CONNECTTIMEOUT_MS, h->o.connect_timeout_ms);
     SET(CURLOPT_TIMEOUT_MS, h->o.timeout_ms);
-    SET(CURLOPT_SSL_VERIFYPEER, 1L);
-    SET(CURLOPT_SSL_VERIFYHOST, 2L);
-    if (h->ca_file)
-        SET(CURLOPT_CAINFO, h->ca_file);
+    if (cc == CURLE_OK)
+        cc = tls_setup(c, h->ca_file); /* verified; --ca-file adds to the system bundle */
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
     SET(CURLOPT_FOLLOWLOCATION, 0L);
     SET(CURLOPT_WRITEFUNCTION, on_write);
