@@ -284,6 +284,204 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
     return 0;
 }
 
+/* ---- the journal */
+
+void jobs_set_journal(struct jobs *j, struct journal *jn) { j->journal = jn; }
+
+struct replay_ctx {
+    struct job *job;
+    size_t applied, skipped;
+};
+
+static int replay_record(const struct journal_record *rec, void *arg)
+{
+    struct replay_ctx *rc = arg;
+    struct state *st = rc->job->state;
+    int r = 0;
+    const char *what = NULL;
+    switch (rec->op) {
+    case JOURNAL_SET:
+        r = state_set(st, rec->key, json_incref(rec->value));
+        what = "set";
+        break;
+    case JOURNAL_REMOVE:
+        r = state_remove(st, rec->key);
+        if (r == -ENOENT)
+            r = 0; /* already gone: the outcome is the same */
+        what = "remove";
+        break;
+    case JOURNAL_RENAME:
+        r = state_rename(st, rec->key, rec->to);
+        what = "rename";
+        break;
+    case JOURNAL_REPLACE:
+        r = state_from_bytes(st, rec->text, rec->text_len, NULL, 0);
+        what = "replace of .state.json";
+        break;
+    }
+    if (r == -ENOMEM)
+        return r;
+    if (r < 0) {
+        log_warn("job '%s': journal change %llu (%s of '%s') does not apply to the "
+                 "state in the store (%s); skipped",
+                 rc->job->name, (unsigned long long)rec->seq, what,
+                 rec->key ? rec->key : "", strerror(-r));
+        rc->skipped++;
+    } else {
+        rc->applied++;
+    }
+    return 0;
+}
+
+/* Applies the journal's entries of a job being loaded (not yet in the
+ * table, so nothing else changes it meanwhile). */
+static int replay_job(struct jobs *j, struct job *job)
+{
+    struct replay_ctx rc = {.job = job};
+    int r = journal_each(j->journal, job->name, replay_record, &rc);
+    if (r < 0) {
+        log_error("job '%s': replaying the journal failed: %s", job->name, strerror(-r));
+        return r == -ENOMEM ? r : -EIO;
+    }
+    size_t n = rc.applied + rc.skipped;
+    log_info("job '%s': replayed %zu change%s from the journal (%zu skipped)", job->name,
+             n, n == 1 ? "" : "s", rc.skipped);
+    return 0;
+}
+
+static int replay_one(const char *name, size_t n, void *arg)
+{
+    (void)n;
+    struct job *job = NULL;
+    int rc = jobs_get(arg, name, 0, &job);
+    if (rc < 0)
+        log_error("job '%s': cannot load it to replay its journal entries (%s); they "
+                  "stay in the journal",
+                  name, strerror(-rc));
+    job_unref(arg, job);
+    return 0;
+}
+
+void jobs_replay(struct jobs *j)
+{
+    if (j->journal)
+        journal_jobs(j->journal, replay_one, j);
+}
+
+static int warn_one(const char *name, size_t n, void *arg)
+{
+    size_t *count = arg;
+    log_warn("job '%s' has %zu change%s not uploaded; kept in the journal for the "
+             "next mount",
+             name, n, n == 1 ? "" : "s");
+    (*count)++;
+    return 0;
+}
+
+size_t jobs_warn_pending(struct jobs *j)
+{
+    size_t count = 0;
+    if (j->journal)
+        journal_jobs(j->journal, warn_one, &count);
+    return count;
+}
+
+int jobs_sync(struct jobs *j)
+{
+    if (!j->journal)
+        return 0;
+    return journal_sync(j->journal) < 0 ? -EIO : 0;
+}
+
+static int journal_error(int rc) { return rc == -ENOMEM ? rc : -EIO; }
+
+int job_set(struct jobs *j, struct job *job, const char *key, json_t *value)
+{
+    if (!j->journal)
+        return state_set(job->state, key, value);
+    journal_lock(j->journal);
+    struct journal_record rec = {.op = JOURNAL_SET, .job = job->name, .key = key,
+                                 .value = value};
+    int rc = journal_append_locked(j->journal, &rec);
+    if (rc < 0) {
+        rc = journal_error(rc);
+        json_decref(value);
+    } else if ((rc = state_set(job->state, key, value)) < 0) {
+        journal_undo_locked(j->journal);
+    }
+    journal_unlock(j->journal);
+    return rc;
+}
+
+int job_remove(struct jobs *j, struct job *job, const char *key)
+{
+    if (!j->journal)
+        return state_remove(job->state, key);
+    journal_lock(j->journal);
+    int rc = state_has(job->state, key) ? 0 : -ENOENT;
+    struct journal_record rec = {.op = JOURNAL_REMOVE, .job = job->name, .key = key};
+    if (rc == 0 && (rc = journal_append_locked(j->journal, &rec)) < 0)
+        rc = journal_error(rc);
+    else if (rc == 0)
+        state_remove(job->state, key); /* present: checked under the lock */
+    journal_unlock(j->journal);
+    return rc;
+}
+
+int job_rename(struct jobs *j, struct job *job, const char *from, const char *to)
+{
+    if (!j->journal)
+        return state_rename(job->state, from, to);
+    journal_lock(j->journal);
+    int rc = state_has(job->state, from) ? 0 : -ENOENT;
+    struct journal_record rec = {.op = JOURNAL_RENAME, .job = job->name, .key = from,
+                                 .to = to};
+    if (rc == 0 && (rc = journal_append_locked(j->journal, &rec)) < 0)
+        rc = journal_error(rc);
+    else if (rc == 0 && (rc = state_rename(job->state, from, to)) < 0)
+        journal_undo_locked(j->journal);
+    journal_unlock(j->journal);
+    return rc;
+}
+
+int job_replace(struct jobs *j, struct job *job, const char *text, size_t len, char *why,
+                size_t whylen)
+{
+    if (!j->journal)
+        return state_from_bytes(job->state, text, len, why, whylen);
+    /* Checked before it is journaled: the journal holds only changes that
+     * apply. */
+    struct state *probe = state_new();
+    if (!probe)
+        return -ENOMEM;
+    int rc = state_from_bytes(probe, text, len, why, whylen);
+    state_free(probe);
+    if (rc < 0)
+        return rc;
+    journal_lock(j->journal);
+    struct journal_record rec = {.op = JOURNAL_REPLACE, .job = job->name, .text = text,
+                                 .text_len = len};
+    if ((rc = journal_append_locked(j->journal, &rec)) < 0)
+        rc = journal_error(rc);
+    else if ((rc = state_from_bytes(job->state, text, len, why, whylen)) < 0)
+        journal_undo_locked(j->journal);
+    journal_unlock(j->journal);
+    return rc;
+}
+
+/* Drops a job's journal entries up to seq (all of them when seq is 0). */
+static void journal_drop(struct jobs *j, const char *name, uint64_t seq)
+{
+    if (!j->journal)
+        return;
+    if (seq == 0) {
+        journal_lock(j->journal);
+        seq = journal_last_seq_locked(j->journal);
+        journal_unlock(j->journal);
+    }
+    journal_compact(j->journal, name, seq);
+}
+
 int jobs_get(struct jobs *j, const char *name, int create, struct job **out)
 {
     *out = jobs_find_loaded(j, name);
@@ -300,15 +498,17 @@ int jobs_get(struct jobs *j, const char *name, int create, struct job **out)
     }
     struct job *job = NULL;
     int rc = load_from_store(j, name, &job);
-    int existed = job != NULL;
-    if (rc == 0 && !job) {
-        if (!create) {
-            pthread_mutex_unlock(&j->load_lock);
-            return -ENOENT;
-        }
-        job = job_new(name);
-        if (!job)
-            rc = -ENOMEM;
+    size_t journaled = rc == 0 && j->journal ? journal_count(j->journal, name) : 0;
+    int existed = job != NULL || journaled > 0;
+    if (rc == 0 && !existed && !create) {
+        pthread_mutex_unlock(&j->load_lock);
+        return -ENOENT;
+    }
+    if (rc == 0 && !job && !(job = job_new(name)))
+        rc = -ENOMEM;
+    if (rc == 0 && journaled && (rc = replay_job(j, job)) < 0) {
+        job_destroy(job);
+        job = NULL;
     }
     if (rc == 0) {
         pthread_mutex_lock(&j->lock);
@@ -344,6 +544,9 @@ int jobs_forget(struct jobs *j, const char *name)
             job->refs--; /* the table's; ours remains */
         }
         pthread_mutex_unlock(&j->lock);
+        /* Forgotten locally: its journal entries go too, so it does not
+         * come back at the next mount other than from the store. */
+        journal_drop(j, name, 0);
         rc = 0;
     }
     job_unref(j, job);
@@ -380,6 +583,13 @@ static int add_loaded(const char *key, void *value, void *arg)
     return 0;
 }
 
+static int add_journaled(const char *key, size_t n, void *arg)
+{
+    (void)n;
+    json_object_set_new(arg, key, json_true());
+    return 0;
+}
+
 json_t *jobs_list_names(struct jobs *j, int *err)
 {
     *err = 0;
@@ -391,6 +601,8 @@ json_t *jobs_list_names(struct jobs *j, int *err)
     pthread_mutex_lock(&j->lock);
     strmap_each(j->table, add_loaded, seen);
     pthread_mutex_unlock(&j->lock);
+    if (j->journal)
+        journal_jobs(j->journal, add_journaled, seen);
 
     char *prefix = layout_dataset_prefix(&j->layout);
     if (!prefix) {
@@ -443,7 +655,15 @@ int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
     int64_t wall = now_ms();
     char *key = layout_upload_key(&j->layout, job->name, kind, wall / 1000);
     size_t len = 0;
+    /* The snapshot and the journal position it includes, taken together. */
+    uint64_t upto = 0;
+    if (j->journal)
+        journal_lock(j->journal);
     char *body = state_to_bytes(job->state, &len);
+    if (j->journal) {
+        upto = journal_last_seq_locked(j->journal);
+        journal_unlock(j->journal);
+    }
     if (!key || !body) {
         free(key);
         free(body);
@@ -473,6 +693,11 @@ int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
         pthread_mutex_unlock(&j->lock);
         log_info("job '%s': %s uploaded s3://%s/%s (%zu bytes, %ld ms, %d attempts)",
                  job->name, kname, j->lz_bucket, key, len, ms, res.attempts);
+        /* The snapshot is in the store: its entries are no longer needed
+         * (running or completed alike; which one the next mount starts
+         * from is --resume-from's choice, as with the seed's StateStore). */
+        if (upto)
+            journal_drop(j, job->name, upto);
     } else {
         log_error("job '%s': %s upload to s3://%s/%s failed after %ld ms: %s",
                   job->name, kname, j->lz_bucket, key, ms, strerror(-rc));

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "fs/journal.h"
 #include "fs/layout.h"
 #include "fs/state.h"
 #include "store/store.h"
@@ -48,12 +49,40 @@ struct jobs {
     pthread_mutex_t load_lock; /* serializes loads from the store */
     struct strmap *table;      /* name -> struct job */
     struct jobs_stats stats;
+    struct journal *journal;   /* NULL: changes live in memory only */
 };
 
 /* Takes ownership of nothing; copies what it keeps. */
 struct jobs *jobs_new(struct store *store, const struct layout *layout,
                       const char *lz_bucket, const char *dlz_bucket);
 void jobs_free(struct jobs *j);
+
+/* Attaches the journal (not owned; outlives j). Set before the first
+ * jobs_get. */
+void jobs_set_journal(struct jobs *j, struct journal *jn);
+
+/* At mount: loads every job that has journal entries, so they come back on
+ * top of what the store holds. Failures are logged (the entries stay and
+ * are applied when the job loads later). */
+void jobs_replay(struct jobs *j);
+
+/* At unmount: logs a warning for each job with changes in the journal that
+ * are not uploaded yet. Returns the number of such jobs. */
+size_t jobs_warn_pending(struct jobs *j);
+
+/* fsync of the journal. 0 or -EIO. */
+int jobs_sync(struct jobs *j);
+
+/* The changes to a job's state. Each is appended to the journal and then
+ * applied, under the journal lock (so the journal's order is the state's).
+ * When the journal cannot take it, nothing is applied and -EIO returned.
+ * job_set steals value. job_replace: -EINVAL with the reason in why when
+ * text is not a JSON object. */
+int job_set(struct jobs *j, struct job *job, const char *key, json_t *value);
+int job_remove(struct jobs *j, struct job *job, const char *key);
+int job_rename(struct jobs *j, struct job *job, const char *from, const char *to);
+int job_replace(struct jobs *j, struct job *job, const char *text, size_t len, char *why,
+                size_t whylen);
 
 /* get_or_create. Finds a loaded job, or loads it from the store. When the
  * store has no candidate: creates an empty job if `create`, else -ENOENT.

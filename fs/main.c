@@ -1,6 +1,7 @@
 /* bookmarkfs: command line, store set-up, mount and the FUSE loop. */
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 
 #include <fuse_lowlevel.h>
 
+#include "fs/journal.h"
 #include "fs/ops.h"
 #include "fs/options.h"
 #include "s3/store_s3.h"
@@ -51,6 +53,40 @@ static int check_store(struct store *st, const struct options *o)
     return 0;
 }
 
+static const char *env_nonempty(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+/* What a journal belongs to: the store (and where it is), the buckets and
+ * the dataset path. A JSON array, so no two identities read alike. */
+static char *journal_identity(const struct options *o)
+{
+    char *where = NULL;
+    if (o->is_s3) {
+        const char *ep = o->endpoint && *o->endpoint ? o->endpoint : NULL;
+        if (!ep)
+            ep = env_nonempty("AWS_ENDPOINT_URL_S3");
+        if (!ep)
+            ep = env_nonempty("AWS_ENDPOINT_URL");
+        where = strdup(ep ? ep : "aws"); /* AWS bucket names are global */
+    } else {
+        where = realpath(o->dir_root, NULL);
+        if (!where)
+            where = strdup(o->dir_root);
+    }
+    if (!where)
+        return NULL;
+    json_t *id = json_pack("[s,s,s,s,s,s,s,s,s]", "bookmarkfs-journal",
+                           o->is_s3 ? "s3" : "dir", where, o->lz_bucket, o->dlz_bucket,
+                           o->domain, o->dataset, o->user, o->file_type);
+    free(where);
+    char *text = id ? json_dumps(id, JSON_COMPACT) : NULL;
+    json_decref(id);
+    return text;
+}
+
 int main(int argc, char *argv[])
 {
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -80,6 +116,7 @@ int main(int argc, char *argv[])
     int status = 1;
     struct store *st = NULL;
     struct jobs *jobs = NULL;
+    struct journal *journal = NULL;
     struct fuse *fuse = NULL;
     if (!co.mountpoint) {
         fprintf(stderr, "bookmarkfs: missing MOUNTPOINT (see --help)\n");
@@ -89,6 +126,8 @@ int main(int argc, char *argv[])
     if (co.debug)
         log_set_level(LOG_LEVEL_DEBUG);
 
+    /* A file-size limit makes a journal write fail (EFBIG), not the daemon. */
+    signal(SIGXFSZ, SIG_IGN);
     st = open_store(&o, err, sizeof err);
     if (!st) {
         fprintf(stderr, "bookmarkfs: %s\n", err);
@@ -108,6 +147,19 @@ int main(int argc, char *argv[])
         fprintf(stderr, "bookmarkfs: out of memory\n");
         goto out;
     }
+    char *identity = journal_identity(&o);
+    if (!identity) {
+        fprintf(stderr, "bookmarkfs: out of memory\n");
+        goto out;
+    }
+    journal = journal_open(o.cache_dir, identity, err, sizeof err);
+    free(identity);
+    if (!journal) {
+        fprintf(stderr, "bookmarkfs: %s\n", err);
+        goto out;
+    }
+    jobs_set_journal(jobs, journal);
+    jobs_replay(jobs); /* closed changes not uploaded before: back on top */
     struct fsctx fc = {.jobs = jobs, .uid = getuid(), .gid = getgid()};
     clock_gettime(CLOCK_REALTIME, &fc.mounted);
 
@@ -151,12 +203,16 @@ int main(int argc, char *argv[])
     }
     fuse_remove_signal_handlers(se);
     fuse_unmount(fuse);
-    status = rc == 0 ? 0 : 1;
+    /* libfuse reports the signal that ended the loop: SIGTERM, SIGINT and
+     * SIGHUP are an orderly unmount. */
+    status = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP ? 0 : 1;
+    jobs_warn_pending(jobs);
     log_info("unmounted %s", co.mountpoint);
 out:
     if (fuse)
         fuse_destroy(fuse);
     jobs_free(jobs);
+    journal_close(journal);
     store_destroy(st);
     free(co.mountpoint);
     options_free(&o);

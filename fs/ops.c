@@ -264,16 +264,24 @@ static int commit_key(struct job *job, const char *key, const char *buf, size_t 
             return -EINVAL;
         }
     }
-    int rc = state_set(job->state, key, v);
+    int rc = job_set(ctx()->jobs, job, key, v); /* journaled, then applied */
     if (rc == 0)
         job_touch(job);
+    else if (rc == -EIO)
+        log_error("job '%s' key '%s': the journal cannot take the change; old value "
+                  "kept",
+                  job->name, key);
     return rc;
 }
 
 static int commit_state(struct job *job, const char *buf, size_t len)
 {
     char why[160] = "";
-    int rc = state_from_bytes(job->state, buf, len, why, sizeof why);
+    int rc = job_replace(ctx()->jobs, job, buf, len, why, sizeof why);
+    if (rc == -EIO)
+        log_error("job '%s' .state.json: the journal cannot take the change; state "
+                  "kept",
+                  job->name);
     if (rc == -EINVAL)
         log_error("job '%s' .state.json: not a JSON object (%s); state kept",
                   job->name, why);
@@ -735,12 +743,10 @@ static int op_write(const char *path, const char *data, size_t size, off_t off,
     return rc;
 }
 
-static int op_flush(const char *path, struct fuse_file_info *fi)
+/* Commits what an open key or .state.json holds. Caller holds h->lock. */
+static int commit_handle(struct handle *h)
 {
-    (void)path;
-    struct handle *h = fh(fi);
     int rc = 0;
-    pthread_mutex_lock(&h->lock);
     switch (h->type) {
     case E_KEY:
         if (h->dirty) {
@@ -765,6 +771,15 @@ static int op_flush(const char *path, struct fuse_file_info *fi)
          * uploading at that flush would upload twice. */
         break;
     }
+    return rc;
+}
+
+static int op_flush(const char *path, struct fuse_file_info *fi)
+{
+    (void)path;
+    struct handle *h = fh(fi);
+    pthread_mutex_lock(&h->lock);
+    int rc = commit_handle(h);
     pthread_mutex_unlock(&h->lock);
     return rc;
 }
@@ -776,12 +791,22 @@ static int op_release(const char *path, struct fuse_file_info *fi)
     return 0;
 }
 
+/* fsync commits what the file holds (as close would) and makes the journal
+ * durable: the change then survives power loss too. */
 static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
     (void)path;
     (void)datasync;
-    (void)fi;
-    return 0;
+    struct handle *h = fi ? fh(fi) : NULL;
+    int rc = 0;
+    if (h) {
+        pthread_mutex_lock(&h->lock);
+        rc = commit_handle(h);
+        pthread_mutex_unlock(&h->lock);
+    }
+    if (rc == 0)
+        rc = jobs_sync(ctx()->jobs);
+    return rc;
 }
 
 /* Truncate the text of an entry that is not open, then commit it. */
@@ -885,7 +910,7 @@ static int op_unlink(const char *path)
         rc = -EPERM;
         break;
     case E_KEY:
-        rc = state_remove(job->state, p.name);
+        rc = job_remove(ctx()->jobs, job, p.name);
         if (rc == -ENOENT) {
             pthread_mutex_lock(&job->lock);
             if (strmap_get(job->pending, p.name))
@@ -931,7 +956,7 @@ static int rename_in_job(struct job *job, const char *from, const char *to,
         return -EILSEQ;
     int rc = 0;
     if (tf == E_KEY && tt == E_KEY) {
-        rc = state_rename(job->state, from, to);
+        rc = job_rename(ctx()->jobs, job, from, to);
     } else if (tf == E_KEY) { /* key -> scratch: its text becomes bytes */
         size_t len = 0;
         char *text = state_value_text(job->state, from, &len);
@@ -944,12 +969,14 @@ static int rename_in_job(struct job *job, const char *from, const char *to,
         }
         r->s.data = text;
         r->s.len = r->cap = len;
+        /* The key leaves the state first (journaled); then its text is
+         * installed as the scratch file. */
+        rc = job_remove(ctx()->jobs, job, from);
         pthread_mutex_lock(&job->lock);
-        rc = scratch_install(job, to, r);
+        if (rc == 0)
+            rc = scratch_install(job, to, r);
         if (rc < 0)
             scratch_unref(r);
-        else
-            state_remove(job->state, from);
         pthread_mutex_unlock(&job->lock);
     } else if (tt == E_KEY) { /* scratch -> key: the write-then-rename idiom */
         pthread_mutex_lock(&job->lock);

@@ -1,0 +1,855 @@
+#include "fs/journal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "util/log.h"
+#include "util/strmap.h"
+
+#define FILE_NAME "journal"
+#define TMP_NAME "journal.tmp"
+#define LOAD_FLAGS JSON_ALLOW_NUL
+#define DUMP_FLAGS JSON_COMPACT
+
+/* Where a record is in the file. */
+struct jrec {
+    off_t off;
+    size_t size; /* head + payload */
+    uint64_t seq;
+    char *job;
+};
+
+struct journal {
+    pthread_mutex_t lock;
+    pthread_mutex_t compact_lock; /* one compaction at a time */
+    char *dir, *path, *tmp_path;
+    int fd, dirfd, lockfd;
+    off_t end;          /* end of the last valid record */
+    uint64_t last_seq;
+    struct jrec *recs;
+    size_t n, cap;
+    int broken;         /* a failed append could not be cut off: refuse more */
+    int can_undo;
+    off_t undo_off;
+};
+
+static const char *const OP_NAMES[] = {"set", "remove", "rename", "replace"};
+
+/* ---- small helpers */
+
+static int checksum(const unsigned char len_le[4], const char *payload, size_t n,
+                    unsigned char out[8])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(ctx, len_le, 4) == 1 &&
+             EVP_DigestUpdate(ctx, payload, n) == 1 &&
+             EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen >= 8;
+    EVP_MD_CTX_free(ctx);
+    if (!ok)
+        return -ENOMEM;
+    memcpy(out, md, 8);
+    return 0;
+}
+
+void journal_identity_hash(const char *identity, char out[65])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (EVP_Digest(identity, strlen(identity), md, &mdlen, EVP_sha256(), NULL) != 1 ||
+        mdlen != 32) {
+        memset(md, 0, sizeof md); /* cannot happen short of ENOMEM */
+        mdlen = 32;
+    }
+    for (unsigned int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    out[64] = '\0';
+}
+
+static void put_le32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get_le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static int pwrite_all(int fd, const void *buf, size_t n, off_t off)
+{
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = pwrite(fd, p, n, off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (w == 0)
+            return -EIO;
+        p += w;
+        n -= (size_t)w;
+        off += w;
+    }
+    return 0;
+}
+
+/* 0, or -EIO at end of file, or -errno. */
+static int pread_all(int fd, void *buf, size_t n, off_t off)
+{
+    char *p = buf;
+    while (n > 0) {
+        ssize_t r = pread(fd, p, n, off);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (r == 0)
+            return -EIO;
+        p += r;
+        n -= (size_t)r;
+        off += r;
+    }
+    return 0;
+}
+
+/* mkdir -p; components it creates are 0700. */
+static int mkdir_p(const char *path)
+{
+    char *p = strdup(path);
+    if (!p)
+        return -ENOMEM;
+    int rc = 0;
+    for (char *s = p + 1;; s++) {
+        if (*s == '/' || *s == '\0') {
+            char c = *s;
+            *s = '\0';
+            if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+                rc = -errno;
+                break;
+            }
+            *s = c;
+            if (!c)
+                break;
+        }
+    }
+    free(p);
+    if (rc == 0) {
+        struct stat st;
+        if (stat(path, &st) != 0)
+            rc = -errno;
+        else if (!S_ISDIR(st.st_mode))
+            rc = -ENOTDIR;
+    }
+    return rc;
+}
+
+static char *path_join(const char *a, const char *b)
+{
+    char *out = NULL;
+    return asprintf(&out, "%s/%s", a, b) < 0 ? NULL : out;
+}
+
+/* ---- records <-> JSON */
+
+static json_t *encode(const struct journal_record *rec, uint64_t seq)
+{
+    json_t *o = json_object();
+    if (!o)
+        return NULL;
+    int bad = json_object_set_new(o, "seq", json_integer((json_int_t)seq)) ||
+              json_object_set_new(o, "op", json_string(OP_NAMES[rec->op])) ||
+              json_object_set_new(o, "job", json_string(rec->job));
+    switch (rec->op) {
+    case JOURNAL_SET:
+        bad = bad || json_object_set_new(o, "key", json_string(rec->key)) ||
+              !rec->value || json_object_set(o, "value", rec->value);
+        break;
+    case JOURNAL_REMOVE:
+        bad = bad || json_object_set_new(o, "key", json_string(rec->key));
+        break;
+    case JOURNAL_RENAME:
+        bad = bad || json_object_set_new(o, "key", json_string(rec->key)) ||
+              json_object_set_new(o, "to", json_string(rec->to));
+        break;
+    case JOURNAL_REPLACE:
+        bad = bad || !rec->text ||
+              json_object_set_new(o, "text", json_stringn(rec->text, rec->text_len));
+        break;
+    }
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Fills rec from a parsed payload (pointers into o). 0 or -EINVAL. */
+static int decode(json_t *o, struct journal_record *rec)
+{
+    memset(rec, 0, sizeof *rec);
+    json_t *seq = json_object_get(o, "seq");
+    const char *op = json_string_value(json_object_get(o, "op"));
+    rec->job = json_string_value(json_object_get(o, "job"));
+    if (!json_is_integer(seq) || json_integer_value(seq) <= 0 || !op || !rec->job)
+        return -EINVAL;
+    rec->seq = (uint64_t)json_integer_value(seq);
+    size_t i;
+    for (i = 0; i < 4 && strcmp(op, OP_NAMES[i]) != 0; i++)
+        ;
+    if (i == 4)
+        return -EINVAL;
+    rec->op = (enum journal_op)i;
+    rec->key = json_string_value(json_object_get(o, "key"));
+    switch (rec->op) {
+    case JOURNAL_SET:
+        rec->value = json_object_get(o, "value");
+        return rec->key && rec->value ? 0 : -EINVAL;
+    case JOURNAL_REMOVE:
+        return rec->key ? 0 : -EINVAL;
+    case JOURNAL_RENAME:
+        rec->to = json_string_value(json_object_get(o, "to"));
+        return rec->key && rec->to ? 0 : -EINVAL;
+    case JOURNAL_REPLACE: {
+        json_t *t = json_object_get(o, "text");
+        rec->text = json_string_value(t);
+        rec->text_len = json_string_length(t);
+        return rec->text ? 0 : -EINVAL;
+    }
+    }
+    return -EINVAL;
+}
+
+/* ---- the index */
+
+static void index_free(struct jrec *recs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(recs[i].job);
+    free(recs);
+}
+
+static int index_reserve(struct journal *jn)
+{
+    if (jn->n < jn->cap)
+        return 0;
+    size_t cap = jn->cap ? jn->cap * 2 : 64;
+    struct jrec *r = realloc(jn->recs, cap * sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    jn->recs = r;
+    jn->cap = cap;
+    return 0;
+}
+
+/* Reads and checks the record at off (file size `size`). 0 with the parsed
+ * payload in *out; 1 when it is not a valid record (*why says why);
+ * -errno on a read error. */
+static int read_record(int fd, off_t off, off_t size, json_t **out, size_t *rsize,
+                       const char **why)
+{
+    *out = NULL;
+    if (size - off < JOURNAL_RECORD_HEAD) {
+        *why = "torn record header";
+        return 1;
+    }
+    unsigned char head[JOURNAL_RECORD_HEAD];
+    int rc = pread_all(fd, head, sizeof head, off);
+    if (rc < 0)
+        return rc;
+    uint32_t len = get_le32(head);
+    if (len == 0) {
+        *why = "empty record";
+        return 1;
+    }
+    if ((off_t)len > size - off - JOURNAL_RECORD_HEAD) {
+        *why = "torn record";
+        return 1;
+    }
+    char *payload = malloc(len);
+    if (!payload)
+        return -ENOMEM;
+    rc = pread_all(fd, payload, len, off + JOURNAL_RECORD_HEAD);
+    unsigned char sum[8];
+    if (rc == 0)
+        rc = checksum(head, payload, len, sum);
+    if (rc < 0) {
+        free(payload);
+        return rc;
+    }
+    if (memcmp(sum, head + 4, 8) != 0) {
+        free(payload);
+        *why = "checksum mismatch";
+        return 1;
+    }
+    json_error_t jerr;
+    json_t *o = json_loadb(payload, len, LOAD_FLAGS, &jerr);
+    free(payload);
+    if (!o || !json_is_object(o)) {
+        json_decref(o);
+        *why = "record is not a JSON object";
+        return 1;
+    }
+    *out = o;
+    *rsize = JOURNAL_RECORD_HEAD + (size_t)len;
+    return 0;
+}
+
+/* Builds the index from the file; cuts a bad tail. */
+static int scan(struct journal *jn, off_t size)
+{
+    off_t off = JOURNAL_HEADER_LEN;
+    const char *why = NULL;
+    while (off < size) {
+        json_t *o;
+        size_t rsize = 0;
+        int rc = read_record(jn->fd, off, size, &o, &rsize, &why);
+        if (rc < 0)
+            return rc;
+        if (rc > 0)
+            break;
+        struct journal_record rec;
+        if (decode(o, &rec) < 0) {
+            why = "record has an unknown form";
+        } else if (rec.seq <= jn->last_seq) {
+            why = "record out of sequence";
+        } else if ((rc = index_reserve(jn)) < 0 ||
+                   !(jn->recs[jn->n].job = strdup(rec.job))) {
+            json_decref(o);
+            return rc < 0 ? rc : -ENOMEM;
+        } else {
+            jn->recs[jn->n].off = off;
+            jn->recs[jn->n].size = rsize;
+            jn->recs[jn->n].seq = rec.seq;
+            jn->n++;
+            jn->last_seq = rec.seq;
+            why = NULL;
+        }
+        json_decref(o);
+        if (why)
+            break;
+        off += (off_t)rsize;
+    }
+    jn->end = off;
+    if (off < size) {
+        log_warn("journal %s: dropped %lld bytes at offset %lld (%s); %zu records "
+                 "before it are kept",
+                 jn->path, (long long)(size - off), (long long)off, why, jn->n);
+        if (ftruncate(jn->fd, off) != 0 || fsync(jn->fd) != 0)
+            return -errno;
+    }
+    return 0;
+}
+
+/* ---- open and close */
+
+static int write_header(int fd)
+{
+    int rc = pwrite_all(fd, JOURNAL_HEADER, JOURNAL_HEADER_LEN, 0);
+    if (rc == 0 && fsync(fd) != 0)
+        rc = -errno;
+    return rc;
+}
+
+static void write_identity(const char *dir, const char *identity)
+{
+    char *p = path_join(dir, "identity");
+    if (!p)
+        return;
+    int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd >= 0) {
+        size_t n = strlen(identity);
+        if (pwrite_all(fd, identity, n, 0) < 0 || pwrite_all(fd, "\n", 1, (off_t)n) < 0)
+            log_warn("journal: cannot write %s: %s", p, strerror(errno));
+        close(fd);
+    }
+    free(p);
+}
+
+/* Opens the journal file, setting it aside when it is not one. */
+static int open_file(struct journal *jn, off_t *size)
+{
+    jn->fd = open(jn->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (jn->fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(jn->fd, &st) != 0)
+        return -errno;
+    if (!S_ISREG(st.st_mode))
+        return -EINVAL;
+    if ((st.st_mode & 077) && fchmod(jn->fd, 0600) != 0)
+        return -errno;
+    char head[JOURNAL_HEADER_LEN];
+    if (st.st_size >= JOURNAL_HEADER_LEN) {
+        int rc = pread_all(jn->fd, head, sizeof head, 0);
+        if (rc < 0)
+            return rc;
+        if (memcmp(head, JOURNAL_HEADER, JOURNAL_HEADER_LEN) == 0) {
+            *size = st.st_size;
+            return 0;
+        }
+    }
+    if (st.st_size > 0) {
+        /* Not a journal of this version: keep it for a human, start anew. */
+        char *aside = NULL;
+        if (asprintf(&aside, "%s.unreadable-%lld", jn->path, (long long)time(NULL)) < 0)
+            return -ENOMEM;
+        int rc = rename(jn->path, aside) == 0 ? 0 : -errno;
+        log_error("journal %s: no journal header (%lld bytes); moved to %s", jn->path,
+                  (long long)st.st_size, aside);
+        free(aside);
+        if (rc < 0)
+            return rc;
+        close(jn->fd);
+        jn->fd = open(jn->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (jn->fd < 0)
+            return -errno;
+    }
+    int rc = write_header(jn->fd);
+    if (rc == 0 && fsync(jn->dirfd) != 0)
+        rc = -errno;
+    *size = JOURNAL_HEADER_LEN;
+    return rc;
+}
+
+struct journal *journal_open(const char *cache_dir, const char *identity, char *err,
+                             size_t errlen)
+{
+    struct journal *jn = calloc(1, sizeof *jn);
+    if (!jn) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    jn->fd = jn->dirfd = jn->lockfd = -1;
+    if (pthread_mutex_init(&jn->lock, NULL) != 0) {
+        free(jn);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (pthread_mutex_init(&jn->compact_lock, NULL) != 0) {
+        pthread_mutex_destroy(&jn->lock);
+        free(jn);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    char hex[65];
+    journal_identity_hash(identity, hex);
+    char *lockp = NULL;
+    int rc = mkdir_p(cache_dir);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot create the cache dir %s: %s", cache_dir,
+                 strerror(-rc));
+        goto fail;
+    }
+    /* Absolute: the daemon changes to / when it goes to the background. */
+    char *abs = realpath(cache_dir, NULL);
+    if (!abs) {
+        snprintf(err, errlen, "cannot resolve the cache dir %s: %s", cache_dir,
+                 strerror(errno));
+        goto fail;
+    }
+    jn->dir = path_join(abs, hex);
+    free(abs);
+    if (jn->dir) {
+        jn->path = path_join(jn->dir, FILE_NAME);
+        jn->tmp_path = path_join(jn->dir, TMP_NAME);
+        lockp = path_join(jn->dir, "lock");
+    }
+    if (!jn->dir || !jn->path || !jn->tmp_path || !lockp) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (mkdir(jn->dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %s: %s", jn->dir, strerror(errno));
+        goto fail;
+    }
+    jn->dirfd = open(jn->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (jn->dirfd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", jn->dir, strerror(errno));
+        goto fail;
+    }
+    jn->lockfd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (jn->lockfd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", lockp, strerror(errno));
+        goto fail;
+    }
+    if (flock(jn->lockfd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK)
+            snprintf(err, errlen,
+                     "the journal %s is in use by another bookmarkfs mount of the "
+                     "same store and dataset",
+                     jn->path);
+        else
+            snprintf(err, errlen, "cannot lock %s: %s", lockp, strerror(errno));
+        goto fail;
+    }
+    write_identity(jn->dir, identity);
+    unlink(jn->tmp_path); /* a compaction that did not finish */
+    off_t size = 0;
+    rc = open_file(jn, &size);
+    if (rc == 0)
+        rc = scan(jn, size);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot read the journal %s: %s", jn->path, strerror(-rc));
+        goto fail;
+    }
+    free(lockp);
+    if (jn->n)
+        log_info("journal %s: %zu change%s not yet uploaded", jn->path, jn->n,
+                 jn->n == 1 ? "" : "s");
+    return jn;
+fail:
+    free(lockp);
+    journal_close(jn);
+    return NULL;
+}
+
+void journal_close(struct journal *jn)
+{
+    if (!jn)
+        return;
+    if (jn->fd >= 0)
+        close(jn->fd);
+    if (jn->dirfd >= 0)
+        close(jn->dirfd);
+    if (jn->lockfd >= 0)
+        close(jn->lockfd); /* releases the flock */
+    index_free(jn->recs, jn->n);
+    pthread_mutex_destroy(&jn->lock);
+    pthread_mutex_destroy(&jn->compact_lock);
+    free(jn->dir);
+    free(jn->path);
+    free(jn->tmp_path);
+    free(jn);
+}
+
+const char *journal_path(const struct journal *jn) { return jn->path; }
+
+void journal_lock(struct journal *jn) { pthread_mutex_lock(&jn->lock); }
+
+void journal_unlock(struct journal *jn) { pthread_mutex_unlock(&jn->lock); }
+
+uint64_t journal_last_seq_locked(const struct journal *jn) { return jn->last_seq; }
+
+/* ---- append */
+
+int journal_append_locked(struct journal *jn, struct journal_record *rec)
+{
+    jn->can_undo = 0;
+    if (jn->broken)
+        return -EIO;
+    uint64_t seq = jn->last_seq + 1;
+    json_t *o = encode(rec, seq);
+    if (!o)
+        return -EINVAL; /* a name or text that is not UTF-8 (or no memory) */
+    size_t n = json_dumpb(o, NULL, 0, DUMP_FLAGS);
+    char *buf = n && n <= UINT32_MAX ? malloc(JOURNAL_RECORD_HEAD + n) : NULL;
+    char *job = strdup(rec->job);
+    int rc = buf && job ? index_reserve(jn) : -ENOMEM;
+    if (rc == 0 && json_dumpb(o, buf + JOURNAL_RECORD_HEAD, n, DUMP_FLAGS) != n)
+        rc = -ENOMEM;
+    json_decref(o);
+    if (rc == 0) {
+        put_le32((unsigned char *)buf, (uint32_t)n);
+        rc = checksum((unsigned char *)buf, buf + JOURNAL_RECORD_HEAD, n,
+                      (unsigned char *)buf + 4);
+    }
+    if (rc == 0)
+        rc = pwrite_all(jn->fd, buf, JOURNAL_RECORD_HEAD + n, jn->end);
+    free(buf);
+    if (rc < 0) {
+        free(job);
+        /* Nothing of a failed record may stay: later records would sit
+         * behind garbage and be dropped at replay. */
+        if (ftruncate(jn->fd, jn->end) != 0) {
+            jn->broken = 1;
+            log_error("journal %s: cannot cut off a failed append (%s); refusing "
+                      "further changes",
+                      jn->path, strerror(errno));
+        }
+        log_error("journal %s: cannot append a change of job '%s': %s", jn->path,
+                  rec->job, strerror(-rc));
+        return rc;
+    }
+    jn->recs[jn->n] = (struct jrec){.off = jn->end, .size = JOURNAL_RECORD_HEAD + n,
+                                    .seq = seq, .job = job};
+    jn->n++;
+    jn->undo_off = jn->end;
+    jn->can_undo = 1;
+    jn->end += (off_t)(JOURNAL_RECORD_HEAD + n);
+    jn->last_seq = seq;
+    rec->seq = seq;
+    return 0;
+}
+
+int journal_undo_locked(struct journal *jn)
+{
+    if (!jn->can_undo)
+        return -EINVAL;
+    jn->can_undo = 0;
+    if (ftruncate(jn->fd, jn->undo_off) != 0) {
+        int e = errno;
+        jn->broken = 1;
+        log_error("journal %s: cannot take back a change (%s); refusing further "
+                  "changes",
+                  jn->path, strerror(e));
+        return -e;
+    }
+    jn->n--;
+    free(jn->recs[jn->n].job);
+    jn->end = jn->undo_off;
+    return 0;
+}
+
+int journal_sync(struct journal *jn)
+{
+    /* On a duplicate, so appends need not wait for the disk. Should a
+     * compaction replace the file meanwhile, it fsynced the copy of every
+     * record, and the old file stays in place until its rename is durable. */
+    pthread_mutex_lock(&jn->lock);
+    int fd = fcntl(jn->fd, F_DUPFD_CLOEXEC, 0);
+    int rc = fd < 0 ? -errno : 0;
+    pthread_mutex_unlock(&jn->lock);
+    if (rc == 0) {
+        if (fdatasync(fd) != 0)
+            rc = -errno;
+        close(fd);
+    }
+    if (rc < 0)
+        log_error("journal %s: fsync failed: %s", jn->path, strerror(-rc));
+    return rc;
+}
+
+/* ---- reading back */
+
+int journal_each(struct journal *jn, const char *job,
+                 int (*fn)(const struct journal_record *rec, void *arg), void *arg)
+{
+    int rc = 0;
+    pthread_mutex_lock(&jn->lock);
+    for (size_t i = 0; i < jn->n && rc == 0; i++) {
+        if (strcmp(jn->recs[i].job, job) != 0)
+            continue;
+        json_t *o = NULL;
+        size_t rsize = 0;
+        const char *why = NULL;
+        rc = read_record(jn->fd, jn->recs[i].off, jn->end, &o, &rsize, &why);
+        struct journal_record rec;
+        if (rc == 0 && decode(o, &rec) < 0)
+            rc = 1, why = "record has an unknown form";
+        if (rc > 0) {
+            log_error("journal %s: record at offset %lld cannot be read back (%s)",
+                      jn->path, (long long)jn->recs[i].off, why);
+            rc = -EIO;
+        } else if (rc == 0) {
+            rc = fn(&rec, arg);
+        }
+        json_decref(o);
+    }
+    pthread_mutex_unlock(&jn->lock);
+    return rc;
+}
+
+size_t journal_count(struct journal *jn, const char *job)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&jn->lock);
+    for (size_t i = 0; i < jn->n; i++)
+        n += strcmp(jn->recs[i].job, job) == 0;
+    pthread_mutex_unlock(&jn->lock);
+    return n;
+}
+
+struct job_count {
+    char *job;
+    size_t n;
+};
+
+int journal_jobs(struct journal *jn, int (*fn)(const char *job, size_t n, void *arg),
+                 void *arg)
+{
+    /* Collected under the lock, reported outside it: fn may use the journal. */
+    struct strmap *seen = strmap_new();
+    struct job_count *list = NULL;
+    size_t count = 0;
+    int rc = seen ? 0 : -ENOMEM;
+    pthread_mutex_lock(&jn->lock);
+    if (rc == 0 && jn->n && !(list = calloc(jn->n, sizeof *list)))
+        rc = -ENOMEM;
+    for (size_t i = 0; i < jn->n && rc == 0; i++) {
+        uintptr_t at = (uintptr_t)strmap_get(seen, jn->recs[i].job);
+        if (at) {
+            list[at - 1].n++;
+            continue;
+        }
+        list[count].job = strdup(jn->recs[i].job);
+        if (!list[count].job) {
+            rc = -ENOMEM;
+            break;
+        }
+        list[count].n = 1;
+        count++;
+        rc = strmap_put(seen, jn->recs[i].job, (void *)(uintptr_t)count, NULL);
+    }
+    pthread_mutex_unlock(&jn->lock);
+    strmap_free(seen, NULL);
+    for (size_t i = 0; i < count; i++) {
+        if (rc == 0)
+            rc = fn(list[i].job, list[i].n, arg);
+        free(list[i].job);
+    }
+    free(list);
+    return rc;
+}
+
+/* ---- compaction */
+
+/* Copies records into the compacted file at *off, indexing them in out. */
+static int copy_records(struct journal *jn, const struct jrec *from, size_t n, int fd,
+                        off_t *off, struct jrec *out, size_t *nout, char **buf,
+                        size_t *bufcap)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct jrec *r = &from[i];
+        if (r->size > *bufcap) {
+            char *b = realloc(*buf, r->size);
+            if (!b)
+                return -ENOMEM;
+            *buf = b;
+            *bufcap = r->size;
+        }
+        int rc = pread_all(jn->fd, *buf, r->size, r->off);
+        if (rc == 0)
+            rc = pwrite_all(fd, *buf, r->size, *off);
+        if (rc < 0)
+            return rc;
+        if (!(out[*nout].job = strdup(r->job)))
+            return -ENOMEM;
+        out[*nout].off = *off;
+        out[*nout].size = r->size;
+        out[*nout].seq = r->seq;
+        (*nout)++;
+        *off += (off_t)r->size;
+    }
+    return 0;
+}
+
+/* Two phases, so appends wait only for the second: the records present at
+ * the start (less the dropped ones) are copied and fsynced outside the
+ * lock; then, under it, the records appended meanwhile are copied too and
+ * the new file takes the old one's place. One compaction at a time (only a
+ * compaction replaces jn->fd, so phase one may read it unlocked). */
+int journal_compact(struct journal *jn, const char *job, uint64_t upto)
+{
+    pthread_mutex_lock(&jn->compact_lock);
+    pthread_mutex_lock(&jn->lock);
+    size_t snap_n = jn->n, keep = 0;
+    for (size_t i = 0; i < snap_n; i++)
+        keep += strcmp(jn->recs[i].job, job) != 0 || jn->recs[i].seq > upto;
+    if (keep == snap_n) {
+        pthread_mutex_unlock(&jn->lock);
+        pthread_mutex_unlock(&jn->compact_lock);
+        return 0;
+    }
+    struct jrec *kept = keep ? calloc(keep, sizeof *kept) : NULL;
+    size_t nk = 0;
+    int rc = keep && !kept ? -ENOMEM : 0;
+    for (size_t i = 0; i < snap_n && rc == 0; i++) {
+        const struct jrec *r = &jn->recs[i];
+        if (strcmp(r->job, job) == 0 && r->seq <= upto)
+            continue;
+        kept[nk] = *r;
+        if (!(kept[nk].job = strdup(r->job)))
+            rc = -ENOMEM;
+        else
+            nk++;
+    }
+    pthread_mutex_unlock(&jn->lock);
+
+    /* Phase one, unlocked: what was there, less the dropped records. */
+    struct jrec *recs = NULL;
+    size_t nr = 0, cap = keep;
+    char *buf = NULL;
+    size_t bufcap = 0;
+    int fd = -1;
+    off_t off = JOURNAL_HEADER_LEN;
+    if (rc == 0 && keep && !(recs = calloc(keep, sizeof *recs)))
+        rc = -ENOMEM;
+    if (rc == 0) {
+        fd = openat(jn->dirfd, TMP_NAME, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+                    0600);
+        if (fd < 0)
+            rc = -errno;
+    }
+    if (rc == 0)
+        rc = pwrite_all(fd, JOURNAL_HEADER, JOURNAL_HEADER_LEN, 0);
+    if (rc == 0)
+        rc = copy_records(jn, kept, nk, fd, &off, recs, &nr, &buf, &bufcap);
+    if (rc == 0 && fsync(fd) != 0)
+        rc = -errno;
+    index_free(kept, nk);
+
+    /* Phase two, locked: the records appended meanwhile, then the swap. */
+    pthread_mutex_lock(&jn->lock);
+    size_t more = rc == 0 ? jn->n - snap_n : 0;
+    if (more) {
+        struct jrec *r = realloc(recs, (cap + more) * sizeof *r);
+        if (!r) {
+            rc = -ENOMEM;
+        } else {
+            recs = r;
+            cap += more;
+            rc = copy_records(jn, jn->recs + snap_n, more, fd, &off, recs, &nr, &buf,
+                              &bufcap);
+        }
+        if (rc == 0 && fsync(fd) != 0)
+            rc = -errno;
+    }
+    free(buf);
+    if (rc == 0 && renameat(jn->dirfd, TMP_NAME, jn->dirfd, FILE_NAME) != 0)
+        rc = -errno;
+    if (rc < 0) {
+        pthread_mutex_unlock(&jn->lock);
+        if (fd >= 0) {
+            close(fd);
+            unlinkat(jn->dirfd, TMP_NAME, 0);
+        }
+        index_free(recs, nr);
+        pthread_mutex_unlock(&jn->compact_lock);
+        log_warn("journal %s: compaction failed (%s); the entries of job '%s' stay",
+                 jn->path, strerror(-rc), job);
+        return rc;
+    }
+    close(jn->fd);
+    jn->fd = fd;
+    index_free(jn->recs, jn->n);
+    jn->recs = recs;
+    jn->n = nr;
+    jn->cap = cap;
+    jn->end = off;
+    jn->can_undo = 0;
+    jn->broken = 0;
+    pthread_mutex_unlock(&jn->lock);
+    /* Until this, a power loss leaves the old file: a superset. */
+    if (fsync(jn->dirfd) != 0)
+        log_warn("journal %s: fsync of its directory failed: %s", jn->dir,
+                 strerror(errno));
+    pthread_mutex_unlock(&jn->compact_lock);
+    return 0;
+}
