@@ -519,7 +519,11 @@ static int op_mkdir(const char *path, mode_t mode)
         return p.depth == 0 ? -EEXIST : -EPERM;
     if (!valid_utf8(p.job))
         return -EILSEQ;
-    if (upload_key_len(p.job) > OBJECT_KEY_MAX)
+    /* Refused here rather than at every upload: the key must fit S3's limit
+     * and, on the dir store, "<job>_completed.json" must be a file name. */
+    size_t seg_max = ctx()->jobs->store->max_segment;
+    if (upload_key_len(p.job) > OBJECT_KEY_MAX ||
+        (seg_max && strlen(p.job) + strlen("_completed.json") > seg_max))
         return -ENAMETOOLONG;
     struct job *job = NULL;
     rc = jobs_get(ctx()->jobs, p.job, 1, &job);

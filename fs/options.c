@@ -34,6 +34,16 @@ static const struct fuse_opt opt_spec[] = {
     OPT("--retry-time", "retry_time", retry_time),
     FUSE_OPT_KEY("--path-style", KEY_PATH_STYLE),
     FUSE_OPT_KEY("path_style", KEY_PATH_STYLE),
+    /* fstab-only options that mount.fuse3 may pass through: not ours, not
+     * libfuse's. */
+    FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("comment=", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_KEY("-h", KEY_HELP),
     FUSE_OPT_KEY("--help", KEY_HELP),
     FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -89,6 +99,8 @@ static int proc(void *data, const char *arg, int key, struct fuse_args *out)
             ps->failed = 1;
             return 0;
         }
+        if (strncmp(arg, "x-", 2) == 0)
+            return 0; /* fstab's x-systemd.*, x-gvfs-*: for other programs */
         return 1; /* FUSE's own (-f, -d, -o allow_other, ...) */
     default:
         return 1;

@@ -721,5 +721,6 @@ struct store *store_dir_new(const char *root, char *err, size_t errlen)
         d->root[--n] = '\0';
     d->base.ops = &dir_ops;
     d->base.kind = "dir";
+    d->base.max_segment = 255; /* one file name */
     return &d->base;
 }

@@ -60,6 +60,7 @@ struct store_ops {
 struct store {
     const struct store_ops *ops;
     const char *kind; /* "s3" or "dir" */
+    size_t max_segment; /* longest segment of a key between slashes, 0: none */
 };
 
 /* Calls cb for every object under prefix, page after page. Stops early and

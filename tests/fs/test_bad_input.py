@@ -151,11 +151,6 @@ def test_key_names_of_255_bytes_work_and_256_do_not(store, mount, job, name):
     assert sorted(os.listdir(mount.path)) == ["j"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "mkdir accepts a job name whose object file name '<job>_completed.json' is "
-    "longer than the dir store can hold (255 bytes per path segment); every "
-    "upload of that job then fails with EIO. op_mkdir (fs/ops.c) should refuse "
-    "it with ENAMETOOLONG: for the dir store, job names over 240 bytes"))
 def test_a_job_name_of_255_bytes_works_on_the_dir_store(tmp_path):
     # Only the dir store: s3rver keeps each object in a file named after the
     # key's last segment plus a suffix, and dies on such names (real S3 has

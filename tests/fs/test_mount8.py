@@ -243,12 +243,6 @@ def test_mount_fuse3_finds_bookmarkfs_on_path(tmp_path):
         n.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fs/options.c: mount.fuse3 run directly (not through mount(8)) forwards "
-    "'defaults' and 'x-systemd.*' from an fstab line; bookmarkfs hands them to "
-    "libfuse, which refuses them ('fuse: unknown option(s)', exit 2). "
-    "options.c should drop defaults, auto, noauto, _netdev, nofail, user, users, "
-    "comment=*, x-* in proc() for FUSE_OPT_KEY_OPT"))
 def test_mount_fuse3_ignores_fstab_only_options(tmp_path):
     n = Namespace()
     try:

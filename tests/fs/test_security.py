@@ -193,12 +193,6 @@ def test_allow_other_lets_others_read(public_dir):
         m.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "with -o allow_other the kernel does not check permissions (no "
-    "default_permissions) and bookmarkfs checks none itself: any user can "
-    "overwrite keys owned by the mounter (mode 0644) and trigger uploads. "
-    "fs/main.c should add -o default_permissions so the modes getattr reports "
-    "are enforced"))
 def test_allow_other_does_not_let_others_write(public_dir):
     uid = unused_uid()
     m = mount_with_a_key(public_dir, extra=["-o", "allow_other"])
