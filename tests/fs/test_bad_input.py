@@ -1,4 +1,4 @@
-"""The bad-input matrix (docs/errors.md): for each bad input, the error the
+"""The bad-input matrix (README, "Bad input"): for each bad input, the error the
 user sees and proof that nothing was lost."""
 import errno
 import json
