@@ -647,6 +647,90 @@ static void record_error(struct jobs *j, const char *fmt, const char *job,
     pthread_mutex_unlock(&j->lock);
 }
 
+/* Amorphic reload datasets start processing when an empty _SUCCESS object
+ * appears beside the data: put one next to the completed state object. */
+static int put_success_trigger(struct jobs *j, struct job *job, const char *state_key)
+{
+    const char *slash = strrchr(state_key, '/');
+    size_t dir = slash ? (size_t)(slash - state_key) + 1 : 0;
+    char *key = malloc(dir + sizeof "_SUCCESS");
+    if (!key)
+        return -ENOMEM;
+    memcpy(key, state_key, dir);
+    memcpy(key + dir, "_SUCCESS", sizeof "_SUCCESS");
+    struct store_put_result res = {0};
+    int rc = j->store->ops->put(j->store, j->lz_bucket, key, "", 0, &res);
+    if (rc == 0) {
+        pthread_mutex_lock(&j->lock);
+        j->stats.retries += res.attempts > 1 ? (uint64_t)res.attempts - 1 : 0;
+        pthread_mutex_unlock(&j->lock);
+        log_info("job '%s': success trigger uploaded s3://%s/%s (%d attempts)",
+                 job->name, j->lz_bucket, key, res.attempts);
+    } else {
+        log_error("job '%s': success trigger s3://%s/%s failed: %s", job->name,
+                  j->lz_bucket, key, strerror(-rc));
+        record_error(j, "success trigger of job '%s' failed: %s", job->name,
+                     strerror(-rc));
+        if (rc != -EACCES && rc != -ETIMEDOUT && rc != -ENOMEM)
+            rc = -EIO;
+    }
+    free(key);
+    return rc;
+}
+
+static int add_name(const char *key, void *value, void *arg)
+{
+    (void)value;
+    return json_array_append_new(arg, json_string(key)) ? -ENOMEM : 0;
+}
+
+char *jobs_status_text(struct jobs *j, size_t *len)
+{
+    json_t *names = json_array();
+    if (!names)
+        return NULL;
+    pthread_mutex_lock(&j->lock);
+    strmap_each(j->table, add_name, names);
+    struct jobs_stats st = j->stats;
+    pthread_mutex_unlock(&j->lock);
+    char mounted[64], when[64];
+    iso_time((int64_t)j->mounted.tv_sec * 1000 + j->mounted.tv_nsec / 1000000, mounted);
+    json_t *last_error = json_null();
+    if (st.last_error_time) {
+        iso_time((int64_t)st.last_error_time * 1000, when);
+        last_error = json_pack("{s:s, s:s}", "message", st.last_error, "time", when);
+    }
+    json_t *doc = json_pack(
+        "{s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}, s:I, s:o,"
+        " s:{s:I, s:I, s:I, s:I}, s:o}",
+        "version", BOOKMARKFS_VERSION, "mounted", mounted,
+        "store", "kind", j->store->kind, "lz_bucket", j->lz_bucket, "dlz_bucket",
+        j->dlz_bucket, "domain", j->layout.domain, "dataset", j->layout.dataset, "user",
+        j->layout.user, "file_type", j->layout.file_type, "resume_from",
+        j->layout.resume_running ? "running" : "completed",
+        "jobs_loaded", (json_int_t)json_array_size(names), "jobs", names,
+        "uploads", "done", (json_int_t)st.uploads_ok, "failed",
+        (json_int_t)st.uploads_failed, "bytes", (json_int_t)st.bytes_uploaded,
+        "retries", (json_int_t)st.retries,
+        "last_error", last_error);
+    if (!doc)
+        return NULL;
+    char *text = json_dumps(doc, JSON_INDENT(2));
+    json_decref(doc);
+    if (!text)
+        return NULL;
+    size_t n = strlen(text);
+    char *out = realloc(text, n + 2);
+    if (!out) {
+        free(text);
+        return NULL;
+    }
+    out[n] = '\n';
+    out[n + 1] = '\0';
+    *len = n + 1;
+    return out;
+}
+
 int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
 {
     const char *kname = kind == UPLOAD_COMPLETED ? "completed" : "running";
@@ -690,6 +774,7 @@ int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
         pthread_mutex_lock(&j->lock);
         j->stats.uploads_ok++;
         j->stats.bytes_uploaded += len;
+        j->stats.retries += res.attempts > 1 ? (uint64_t)res.attempts - 1 : 0;
         pthread_mutex_unlock(&j->lock);
         log_info("job '%s': %s uploaded s3://%s/%s (%zu bytes, %ld ms, %d attempts)",
                  job->name, kname, j->lz_bucket, key, len, ms, res.attempts);
@@ -698,6 +783,8 @@ int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
          * from is --resume-from's choice, as with the seed's StateStore). */
         if (upto)
             journal_drop(j, job->name, upto);
+        if (kind == UPLOAD_COMPLETED && j->success_trigger)
+            rc = put_success_trigger(j, job, key);
     } else {
         log_error("job '%s': %s upload to s3://%s/%s failed after %ld ms: %s",
                   job->name, kname, j->lz_bucket, key, ms, strerror(-rc));

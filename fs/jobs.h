@@ -35,7 +35,7 @@ struct job {
 };
 
 struct jobs_stats {
-    uint64_t uploads_ok, uploads_failed, bytes_uploaded;
+    uint64_t uploads_ok, uploads_failed, bytes_uploaded, retries;
     char last_error[256];
     time_t last_error_time;
 };
@@ -50,6 +50,8 @@ struct jobs {
     struct strmap *table;      /* name -> struct job */
     struct jobs_stats stats;
     struct journal *journal;   /* NULL: changes live in memory only */
+    int success_trigger;       /* --success-trigger: _SUCCESS after completed */
+    struct timespec mounted;
 };
 
 /* Takes ownership of nothing; copies what it keeps. */
@@ -106,6 +108,9 @@ json_t *jobs_list_names(struct jobs *j, int *err);
 
 /* update()/complete(): uploads one snapshot synchronously. 0 or -errno. */
 int job_upload(struct jobs *j, struct job *job, enum upload_kind kind);
+
+/* The root's .status: malloc'd JSON text plus newline. */
+char *jobs_status_text(struct jobs *j, size_t *len);
 
 /* The read-out of a control file (§3): malloc'd JSON text plus newline. */
 char *job_control_text(struct job *job, enum upload_kind kind, size_t *len);

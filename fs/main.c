@@ -147,6 +147,8 @@ int main(int argc, char *argv[])
         fprintf(stderr, "bookmarkfs: out of memory\n");
         goto out;
     }
+    jobs->success_trigger = o.success_trigger;
+    clock_gettime(CLOCK_REALTIME, &jobs->mounted);
     char *identity = journal_identity(&o);
     if (!identity) {
         fprintf(stderr, "bookmarkfs: out of memory\n");

@@ -17,9 +17,11 @@
 #endif
 
 /* What a name inside a job directory is. */
-enum etype { E_KEY, E_SCRATCH, E_STATE, E_RUNNING, E_COMPLETED };
+enum etype { E_KEY, E_SCRATCH, E_STATE, E_RUNNING, E_COMPLETED, E_STATUS };
 
 static const char STATE_FILE[] = ".state.json";
+/* The root's read-only status file (observability). */
+static const char STATUS_FILE[] = ".status";
 
 static enum etype classify(const char *name)
 {
@@ -82,6 +84,11 @@ static int parse_path(const char *path, struct fspath *p)
 
 static struct fsctx *ctx(void) { return fuse_get_context()->private_data; }
 
+static int is_status(const struct fspath *p)
+{
+    return p->depth == 1 && strcmp(p->job, STATUS_FILE) == 0;
+}
+
 /* Names go into JSON (keys) and S3 object keys: both need UTF-8. */
 static int valid_utf8(const char *name)
 {
@@ -92,6 +99,8 @@ static int valid_utf8(const char *name)
 
 static int get_job(const char *name, struct job **job)
 {
+    if (strcmp(name, STATUS_FILE) == 0)
+        return -ENOTDIR; /* a file, not a job */
     return jobs_get(ctx()->jobs, name, 0, job);
 }
 
@@ -345,6 +354,8 @@ static off_t entry_size(struct job *job, const char *name, enum etype t)
 {
     size_t len = 0;
     switch (t) {
+    case E_STATUS:
+        return -ENOENT; /* never inside a job */
     case E_RUNNING:
     case E_COMPLETED: {
         char *text = job_control_text(job, control_kind(t), &len);
@@ -386,6 +397,16 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
     memset(st, 0, sizeof *st);
     if (p.depth == 0) {
         fill_dir(st, &ctx()->mounted);
+        return 0;
+    }
+    if (is_status(&p)) {
+        size_t len = 0;
+        char *text = jobs_status_text(ctx()->jobs, &len);
+        if (!text)
+            return -ENOMEM;
+        free(text);
+        fill_file(st, (off_t)len, &ctx()->mounted);
+        st->st_mode = S_IFREG | 0444;
         return 0;
     }
     struct job *job;
@@ -462,6 +483,7 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
         json_t *names = jobs_list_names(ctx()->jobs, &err);
         if (!names)
             return err;
+        filler(buf, STATUS_FILE, NULL, 0, 0);
         size_t i;
         json_t *v;
         json_array_foreach(names, i, v) {
@@ -517,6 +539,8 @@ static int op_mkdir(const char *path, mode_t mode)
         return rc;
     if (p.depth != 1)
         return p.depth == 0 ? -EEXIST : -EPERM;
+    if (is_status(&p))
+        return -EEXIST;
     if (!valid_utf8(p.job))
         return -EILSEQ;
     /* Refused here rather than at every upload: the key must fit S3's limit
@@ -562,6 +586,26 @@ static int op_rmdir(const char *path)
 
 /* ---- files */
 
+static int open_status(struct fuse_file_info *fi, int create)
+{
+    if (create)
+        return -EEXIST;
+    if ((fi->flags & O_ACCMODE) != O_RDONLY)
+        return -EACCES; /* read-only, for root too */
+    struct handle *h = handle_new(E_STATUS, NULL, STATUS_FILE);
+    if (!h)
+        return -ENOMEM;
+    h->buf = jobs_status_text(ctx()->jobs, &h->len);
+    if (!h->buf) {
+        handle_free(h);
+        return -ENOMEM;
+    }
+    h->cap = h->len;
+    fi->fh = (uint64_t)(uintptr_t)h;
+    fi->direct_io = 1;
+    return 0;
+}
+
 static int open_entry(const char *path, struct fuse_file_info *fi, int create)
 {
     struct fspath p;
@@ -570,8 +614,10 @@ static int open_entry(const char *path, struct fuse_file_info *fi, int create)
         return rc;
     if (p.depth == 0)
         return -EISDIR;
+    if (is_status(&p))
+        return open_status(fi, create);
     if (p.depth == 1)
-        return create ? -EISDIR : -EISDIR;
+        return -EISDIR;
     struct job *job;
     if ((rc = get_job(p.job, &job)) < 0)
         return rc;
@@ -585,6 +631,8 @@ static int open_entry(const char *path, struct fuse_file_info *fi, int create)
     int trunc = (fi->flags & O_TRUNC) && acc != O_RDONLY;
     h->append = (fi->flags & O_APPEND) != 0;
     switch (type) {
+    case E_STATUS:
+        break; /* opened by open_status() */
     case E_RUNNING:
     case E_COMPLETED: {
         size_t len = 0;
@@ -752,6 +800,8 @@ static int commit_handle(struct handle *h)
 {
     int rc = 0;
     switch (h->type) {
+    case E_STATUS:
+        break; /* read-only */
     case E_KEY:
         if (h->dirty) {
             rc = commit_key(h->job, h->name, h->buf ? h->buf : "", h->len);
@@ -868,6 +918,8 @@ static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
     int rc = parse_path(path, &p);
     if (rc < 0)
         return rc;
+    if (is_status(&p))
+        return -EPERM;
     if (p.depth < 2)
         return -EISDIR;
     struct handle *h = fi ? fh(fi) : NULL;
@@ -902,12 +954,15 @@ static int op_unlink(const char *path)
     int rc = parse_path(path, &p);
     if (rc < 0)
         return rc;
+    if (is_status(&p))
+        return -EPERM;
     if (p.depth < 2)
         return -EISDIR;
     struct job *job;
     if ((rc = get_job(p.job, &job)) < 0)
         return rc;
     switch (classify(p.name)) {
+    case E_STATUS:
     case E_RUNNING:
     case E_COMPLETED:
     case E_STATE:
@@ -1052,6 +1107,8 @@ static int op_utimens(const char *path, const struct timespec tv[2],
     int rc = parse_path(path, &p);
     if (rc < 0 || p.depth == 0)
         return rc;
+    if (is_status(&p))
+        return -EPERM;
     struct job *job;
     if ((rc = get_job(p.job, &job)) < 0)
         return rc;

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { KEY_HELP, KEY_VERSION, KEY_PATH_STYLE };
+enum { KEY_HELP, KEY_VERSION, KEY_PATH_STYLE, KEY_SUCCESS_TRIGGER };
 
 #define OPT(dashed, underscored, field)                                     \
     {dashed "=%s", offsetof(struct options, field), 0},                     \
@@ -34,6 +34,8 @@ static const struct fuse_opt opt_spec[] = {
     OPT("--retry-time", "retry_time", retry_time),
     FUSE_OPT_KEY("--path-style", KEY_PATH_STYLE),
     FUSE_OPT_KEY("path_style", KEY_PATH_STYLE),
+    FUSE_OPT_KEY("--success-trigger", KEY_SUCCESS_TRIGGER),
+    FUSE_OPT_KEY("success_trigger", KEY_SUCCESS_TRIGGER),
     /* fstab-only options that mount.fuse3 may pass through: not ours, not
      * libfuse's. */
     FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
@@ -76,6 +78,9 @@ static int proc(void *data, const char *arg, int key, struct fuse_args *out)
         return 0;
     case KEY_PATH_STYLE:
         ps->opts.path_style = 1;
+        return 0;
+    case KEY_SUCCESS_TRIGGER:
+        ps->opts.success_trigger = 1;
         return 0;
     case FUSE_OPT_KEY_NONOPT:
         if (ps->nnonopts >= 2) {
@@ -318,6 +323,8 @@ void options_usage(const char *prog)
            "  --path-style            path-style addressing (MinIO, local servers)\n"
            "  --profile=NAME          credentials/config profile (default: AWS_PROFILE, default)\n"
            "  --ca-file=PATH          extra CA bundle (default: the system bundle)\n"
+           "  --success-trigger       put an empty _SUCCESS object beside each completed\n"
+           "                          upload, for Amorphic reload datasets (default: off)\n"
            "  --cache-dir=PATH        local journal (default: $XDG_STATE_HOME/bookmarkfs)\n"
            "  --connect-timeout=MS    S3 connect time-out (default: 5000)\n"
            "  --timeout=MS            S3 time-out per request (default: 30000)\n"

@@ -13,6 +13,7 @@ struct options {
     char *resume_from, *endpoint, *region, *profile, *ca_file, *cache_dir;
     char *connect_timeout, *timeout, *retries, *retry_time;
     int path_style;
+    int success_trigger;
     int show_help, show_version;
     char *source; /* the "device" argument mount(8) passes, ignored */
     /* resolved */

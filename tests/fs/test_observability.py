@@ -1,0 +1,94 @@
+"""Observability and Amorphic reload datasets: the root's .status, the info
+line per upload, and --success-trigger."""
+import errno
+import json
+import os
+import re
+
+import pytest
+
+from tests.support.mount import DATASET, DLZ, DOMAIN, LZ, USER, Mount
+
+
+def status(mnt):
+    with open(mnt / ".status") as f:
+        return json.load(f)
+
+
+def test_status_reports_store_jobs_uploads_and_the_last_error(store, mount):
+    mnt = mount.path
+    st = status(mnt)
+    assert re.fullmatch(r"\d+\.\d+\.\d+", st["version"])
+    assert st["store"] == {"kind": store.kind, "lz_bucket": LZ, "dlz_bucket": DLZ,
+                           "domain": DOMAIN, "dataset": DATASET, "user": USER,
+                           "file_type": "others", "resume_from": "completed"}
+    assert st["jobs_loaded"] == 0 and st["last_error"] is None
+    assert ".status" in os.listdir(mnt)
+    for job in ("a", "b"):
+        (mnt / job).mkdir()
+        (mnt / job / "k").write_text("1")
+        (mnt / job / "running").write_text("1")
+    body = store.get(LZ, json.loads((mnt / "a" / "running").read_text())["last_upload"]["key"])
+    st = status(mnt)
+    assert sorted(st["jobs"]) == ["a", "b"] and st["jobs_loaded"] == 2
+    assert st["uploads"]["done"] == 2 and st["uploads"]["failed"] == 0
+    assert st["uploads"]["bytes"] == 2 * len(body) and st["uploads"]["retries"] == 0
+    repair = store.break_bucket(LZ)
+    fd = os.open(mnt / "a" / "completed", os.O_WRONLY)
+    try:
+        with pytest.raises(OSError):
+            os.write(fd, b"1")  # one write, one upload that fails
+    finally:
+        os.close(fd)
+        repair()
+    st = status(mnt)
+    assert st["uploads"]["failed"] == 1 and st["uploads"]["done"] == 2
+    assert "job 'a'" in st["last_error"]["message"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", st["last_error"]["time"])
+    # read-only, not a job
+    for fn, args in [(open, (mnt / ".status", "w")), (os.unlink, (mnt / ".status",)),
+                     (os.mkdir, (mnt / ".status",)), (os.truncate, (mnt / ".status", 0))]:
+        with pytest.raises(OSError) as e:
+            fn(*args)
+        assert e.value.errno in (errno.EACCES, errno.EPERM, errno.EEXIST)
+    with pytest.raises(OSError) as e:
+        open(mnt / ".status" / "k")
+    assert e.value.errno == errno.ENOTDIR
+
+
+def test_one_info_line_per_upload(mount):
+    mnt = mount.path
+    (mnt / "j").mkdir()
+    (mnt / "j" / "k").write_text('"v"')
+    (mnt / "j" / "running").write_text("1")
+    (mnt / "j" / "completed").write_text("1")
+    lines = [line for line in mount.log().splitlines() if "uploaded" in line]
+    assert len(lines) == 2, mount.log()
+    for line, kind in zip(lines, ("running", "completed")):
+        key = json.loads((mnt / "j" / kind).read_text())["last_upload"]["key"]
+        m = re.search(r"info: job 'j': (\w+) uploaded s3://([^/]+)/(\S+) \((\d+) bytes, (\d+) ms, "
+                      r"(\d+) attempts\)", line)
+        assert m, line
+        assert m.group(1) == kind and m.group(2) == LZ and m.group(3) == key
+        assert int(m.group(4)) == len(b'{"k":"v"}') and int(m.group(6)) == 1
+
+
+def test_success_trigger_beside_each_completed_upload(store, tmp_path):
+    with Mount(store, tmp_path / "mnt", extra=["--success-trigger"]) as m:
+        (m.path / "j").mkdir()
+        (m.path / "j" / "k").write_text("1")
+        (m.path / "j" / "running").write_text("1")
+        assert not [k for k in store.objects(LZ) if k.endswith("/_SUCCESS")]
+        (m.path / "j" / "completed").write_text("1")
+        key = json.loads((m.path / "j" / "completed").read_text())["last_upload"]["key"]
+    objects = store.objects(LZ)
+    trigger = key.rsplit("/", 1)[0] + "/_SUCCESS"
+    assert objects[trigger] == b"" and objects[key] == b'{"k":1}'
+    assert [k for k in objects if k.endswith("/_SUCCESS")] == [trigger]
+
+
+def test_no_success_trigger_by_default(store, mount):
+    (mount.path / "j").mkdir()
+    (mount.path / "j" / "completed").write_text("1")
+    assert not [k for k in store.objects(LZ) if k.endswith("_SUCCESS")]
+    assert len(store.objects(LZ)) == 1
