@@ -364,13 +364,8 @@ static off_t entry_size(struct job *job, const char *name, enum etype t)
         free(text);
         return (off_t)len;
     }
-    case E_STATE: {
-        char *text = state_to_bytes(job->state, &len);
-        if (!text)
-            return -ENOMEM;
-        free(text);
-        return (off_t)len + 1;
-    }
+    case E_STATE:
+        return (off_t)state_bytes_len(job->state) + 1; /* plus the newline */
     case E_SCRATCH: {
         pthread_mutex_lock(&job->lock);
         struct scratch_ref *r = strmap_get(job->scratch, name);

@@ -1,11 +1,17 @@
-/* The state model: a jansson object (which keeps keys in insertion order,
- * and keeps a key's position when its value is replaced) behind one mutex.
- * Values are treated as immutable once stored, so handing out references
- * (state_get) is safe while other threads replace keys. */
+/* The state model: each value is kept as its compact JSON text (serialized
+ * once, when it is set), each key with its JSON-escaped form, in entries
+ * linked in insertion order and indexed by an open-addressing hash table
+ * (linear probing, backward-shift deletion). The serialized whole state
+ * (to_bytes) is cached and rebuilt lazily after a change by joining the
+ * pieces: '{' key ':' value ',' ... '}', the very bytes jansson's
+ * json_dumps of the equivalent object gives with DUMP_FLAGS. One mutex
+ * guards everything; serializing and parsing happen outside it where the
+ * API allows. */
 #include "fs/state.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,9 +20,31 @@
 #define DUMP_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY)
 #define LOAD_FLAGS (JSON_ALLOW_NUL)
 
+struct entry {
+    struct entry *prev, *next; /* insertion order */
+    char *text;                /* the value, compact JSON, NUL-terminated */
+    size_t text_len;
+    size_t key_len; /* the key at data[0], NUL-terminated */
+    size_t esc_len; /* its JSON string form at data[key_len + 1], too */
+    uint64_t hash;
+    char data[];
+};
+
+/* The entries of one state; moved as a whole by from_bytes and reset. */
+struct index {
+    struct entry **slots; /* NULL or cap slots, cap a power of two */
+    size_t cap;
+    size_t count;
+    struct entry *head, *tail;
+    size_t pieces; /* sum over entries of esc_len + 1 + text_len */
+};
+
 struct state {
     pthread_mutex_t lock;
-    json_t *obj;
+    struct index ix;
+    char *body; /* cached to_bytes text when body_ok, NUL-terminated */
+    size_t body_cap;
+    int body_ok;
 };
 
 static void lock(struct state *st)
@@ -32,35 +60,340 @@ static void unlock(struct state *st)
         abort();
 }
 
-/* jansson refuses keys that are not valid UTF-8 and reports that like an
- * allocation failure; tell the two apart so callers can answer EINVAL. */
-static int set_failure(const char *key)
-{
-    json_t *probe = json_string(key);
-    if (!probe)
-        return -EINVAL;
-    json_decref(probe);
-    return -ENOMEM;
-}
-
 static void set_err(char *err, size_t errlen, const char *msg)
 {
     if (err && errlen > 0)
         snprintf(err, errlen, "%s", msg);
 }
 
+/* ---- serialization into malloc'd text ---- */
+
+/* A growing buffer for json_dump_callback; small texts stay on the stack. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    int heap;
+    char small[256];
+};
+
+static void sbuf_init(struct sbuf *b)
+{
+    b->p = b->small;
+    b->len = 0;
+    b->cap = sizeof b->small;
+    b->heap = 0;
+}
+
+static int sbuf_put(const char *buf, size_t size, void *data)
+{
+    struct sbuf *b = data;
+    if (size >= b->cap - b->len) { /* keep room for a NUL */
+        if (size > SIZE_MAX / 4 - b->len)
+            return -1;
+        size_t need = b->len + size + 1;
+        size_t ncap = b->cap * 2 > need ? b->cap * 2 : need;
+        char *np = b->heap ? realloc(b->p, ncap) : malloc(ncap);
+        if (!np)
+            return -1;
+        if (!b->heap)
+            memcpy(np, b->p, b->len);
+        b->p = np;
+        b->cap = ncap;
+        b->heap = 1;
+    }
+    memcpy(b->p + b->len, buf, size);
+    b->len += size;
+    return 0;
+}
+
+/* Compact JSON of v (one pass) in a malloc'd buffer with room for `extra`
+ * more bytes and a NUL; its length in *len. NULL when jansson cannot
+ * serialize v or on ENOMEM. */
+static char *dump_text(const json_t *v, size_t extra, size_t *len)
+{
+    struct sbuf b;
+    sbuf_init(&b);
+    if (json_dump_callback(v, sbuf_put, &b, DUMP_FLAGS) != 0 || b.len == 0 ||
+        extra > SIZE_MAX - 1 - b.len) {
+        if (b.heap)
+            free(b.p);
+        return NULL;
+    }
+    size_t need = b.len + extra + 1;
+    char *out;
+    if (b.heap) {
+        out = realloc(b.p, need);
+        if (!out) {
+            if (b.cap < need) {
+                free(b.p);
+                return NULL;
+            }
+            out = b.p; /* a failed shrink: keep the bigger buffer */
+        }
+    } else {
+        out = malloc(need);
+        if (!out)
+            return NULL;
+        memcpy(out, b.p, b.len);
+    }
+    out[b.len] = '\0';
+    *len = b.len;
+    return out;
+}
+
+/* ---- the index ---- */
+
+static uint64_t hash_key(const char *key, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a, then a final mix */
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)key[i];
+        h *= 1099511628211ULL;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static size_t piece_len(const struct entry *e)
+{
+    return e->esc_len + 1 + e->text_len;
+}
+
+static const char *entry_esc(const struct entry *e)
+{
+    return e->data + e->key_len + 1;
+}
+
+static void entry_free(struct entry *e)
+{
+    if (e) {
+        free(e->text);
+        free(e);
+    }
+}
+
+/* A new entry for key (no value yet: text NULL). The key's JSON form comes
+ * from jansson; `check` validates UTF-8 first (keys from the parser are
+ * valid already). 0, -EINVAL (not UTF-8) or -ENOMEM. */
+static int entry_new(const char *key, size_t key_len, uint64_t hash, int check,
+                     struct entry **out)
+{
+    *out = NULL;
+    json_t *s = check ? json_stringn(key, key_len)
+                      : json_stringn_nocheck(key, key_len);
+    if (!s) {
+        /* jansson reports invalid UTF-8 like an allocation failure; probe
+         * again with the check skipped to tell the two apart. */
+        if (!check)
+            return -ENOMEM;
+        json_t *probe = json_stringn_nocheck(key, key_len);
+        json_decref(probe);
+        return probe ? -EINVAL : -ENOMEM;
+    }
+    /* Serialized on the stack (spilling to the heap for long keys), then
+     * copied into the entry: one allocation for a short key. */
+    struct sbuf b;
+    sbuf_init(&b);
+    int dumped = json_dump_callback(s, sbuf_put, &b, DUMP_FLAGS);
+    json_decref(s);
+    size_t esc_len = b.len;
+    struct entry *e = NULL;
+    if (dumped == 0 && esc_len > 0 &&
+        key_len <= SIZE_MAX / 2 - sizeof *e - esc_len - 2)
+        e = malloc(sizeof *e + key_len + 1 + esc_len + 1);
+    if (e) {
+        e->prev = e->next = NULL;
+        e->text = NULL;
+        e->text_len = 0;
+        e->key_len = key_len;
+        e->esc_len = esc_len;
+        e->hash = hash;
+        memcpy(e->data, key, key_len);
+        e->data[key_len] = '\0';
+        memcpy(e->data + key_len + 1, b.p, esc_len);
+        e->data[key_len + 1 + esc_len] = '\0';
+    }
+    if (b.heap)
+        free(b.p);
+    if (!e)
+        return -ENOMEM;
+    *out = e;
+    return 0;
+}
+
+static struct entry *ix_lookup(const struct index *ix, const char *key,
+                               size_t key_len, uint64_t hash)
+{
+    if (ix->cap == 0)
+        return NULL;
+    size_t mask = ix->cap - 1;
+    for (size_t i = hash & mask;; i = (i + 1) & mask) {
+        struct entry *e = ix->slots[i];
+        if (!e)
+            return NULL;
+        if (e->hash == hash && e->key_len == key_len &&
+            memcmp(e->data, key, key_len) == 0)
+            return e;
+    }
+}
+
+static void slot_put(struct entry **slots, size_t cap, struct entry *e)
+{
+    size_t mask = cap - 1;
+    size_t i = e->hash & mask;
+    while (slots[i])
+        i = (i + 1) & mask;
+    slots[i] = e;
+}
+
+/* Room for one more entry (load factor at most 3/4). 0 or -ENOMEM. */
+static int ix_reserve(struct index *ix)
+{
+    if ((ix->count + 1) <= ix->cap / 4 * 3)
+        return 0;
+    if (ix->cap > SIZE_MAX / 2 / sizeof *ix->slots)
+        return -ENOMEM;
+    size_t cap = ix->cap ? ix->cap * 2 : 16;
+    struct entry **slots = calloc(cap, sizeof *slots);
+    if (!slots)
+        return -ENOMEM;
+    for (struct entry *e = ix->head; e; e = e->next)
+        slot_put(slots, cap, e);
+    free(ix->slots);
+    ix->slots = slots;
+    ix->cap = cap;
+    return 0;
+}
+
+/* Appends e (with its text) after ix_reserve succeeded. */
+static void ix_append(struct index *ix, struct entry *e)
+{
+    slot_put(ix->slots, ix->cap, e);
+    e->prev = ix->tail;
+    e->next = NULL;
+    if (ix->tail)
+        ix->tail->next = e;
+    else
+        ix->head = e;
+    ix->tail = e;
+    ix->count++;
+    ix->pieces += piece_len(e);
+}
+
+/* Takes e out of the table and the order; the caller frees it. */
+static void ix_unlink(struct index *ix, struct entry *e)
+{
+    size_t mask = ix->cap - 1;
+    size_t i = e->hash & mask;
+    while (ix->slots[i] != e)
+        i = (i + 1) & mask;
+    /* Backward-shift deletion: move later entries of the probe run into the
+     * hole unless their home slot lies cyclically in (hole, j]. */
+    for (size_t j = i;;) {
+        j = (j + 1) & mask;
+        struct entry *m = ix->slots[j];
+        if (!m)
+            break;
+        size_t k = m->hash & mask;
+        int stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+        if (!stays) {
+            ix->slots[i] = m;
+            i = j;
+        }
+    }
+    ix->slots[i] = NULL;
+
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        ix->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        ix->tail = e->prev;
+    e->prev = e->next = NULL;
+    ix->count--;
+    ix->pieces -= piece_len(e);
+}
+
+static void ix_free(struct index *ix)
+{
+    struct entry *e = ix->head;
+    while (e) {
+        struct entry *next = e->next;
+        entry_free(e);
+        e = next;
+    }
+    free(ix->slots);
+    memset(ix, 0, sizeof *ix);
+}
+
+/* Replaces e's text; returns the old one for the caller to free. */
+static char *ix_replace_text(struct index *ix, struct entry *e, char *text,
+                             size_t text_len)
+{
+    char *old = e->text;
+    ix->pieces = ix->pieces - e->text_len + text_len;
+    e->text = text;
+    e->text_len = text_len;
+    return old;
+}
+
+/* Length of the to_bytes text: '{' '}', the pieces and n - 1 commas. */
+static size_t bytes_len_locked(const struct state *st)
+{
+    return 2 + st->ix.pieces + (st->ix.count ? st->ix.count - 1 : 0);
+}
+
+static void body_drop(struct state *st)
+{
+    free(st->body);
+    st->body = NULL;
+    st->body_cap = 0;
+    st->body_ok = 0;
+}
+
+/* Makes the cached body current. 0 or -ENOMEM. */
+static int body_build_locked(struct state *st)
+{
+    if (st->body_ok)
+        return 0;
+    size_t n = bytes_len_locked(st);
+    /* Reuse the buffer unless it is too small or much too big. */
+    if (st->body_cap < n + 1 || st->body_cap / 2 > n + 1 + 4096) {
+        body_drop(st);
+        st->body = malloc(n + 1);
+        if (!st->body)
+            return -ENOMEM;
+        st->body_cap = n + 1;
+    }
+    char *p = st->body;
+    *p++ = '{';
+    for (const struct entry *e = st->ix.head; e; e = e->next) {
+        if (e != st->ix.head)
+            *p++ = ',';
+        memcpy(p, entry_esc(e), e->esc_len);
+        p += e->esc_len;
+        *p++ = ':';
+        memcpy(p, e->text, e->text_len);
+        p += e->text_len;
+    }
+    *p++ = '}';
+    *p = '\0';
+    st->body_ok = 1;
+    return 0;
+}
+
+/* ---- the API ---- */
+
 struct state *state_new(void)
 {
     struct state *st = calloc(1, sizeof *st);
     if (!st)
         return NULL;
-    st->obj = json_object();
-    if (!st->obj) {
-        free(st);
-        return NULL;
-    }
     if (pthread_mutex_init(&st->lock, NULL) != 0) {
-        json_decref(st->obj);
         free(st);
         return NULL;
     }
@@ -71,111 +404,202 @@ void state_free(struct state *st)
 {
     if (!st)
         return;
-    json_decref(st->obj);
+    ix_free(&st->ix);
+    free(st->body);
     pthread_mutex_destroy(&st->lock);
     free(st);
+}
+
+/* Sets key to text (owned). The key's entry is made outside the lock when
+ * the key turns out to be new; a second look then settles a race. */
+static int put_text(struct state *st, const char *key, char *text,
+                    size_t text_len)
+{
+    size_t key_len = strlen(key);
+    uint64_t h = hash_key(key, key_len);
+    char *old = NULL;
+
+    lock(st);
+    struct entry *e = ix_lookup(&st->ix, key, key_len, h);
+    if (e) {
+        old = ix_replace_text(&st->ix, e, text, text_len);
+        st->body_ok = 0;
+        unlock(st);
+        free(old);
+        return 0;
+    }
+    unlock(st);
+
+    struct entry *fresh;
+    int rc = entry_new(key, key_len, h, 1, &fresh);
+    if (rc < 0) {
+        free(text);
+        return rc;
+    }
+    lock(st);
+    e = ix_lookup(&st->ix, key, key_len, h);
+    if (e) { /* added meanwhile by another thread */
+        old = ix_replace_text(&st->ix, e, text, text_len);
+        st->body_ok = 0;
+    } else if ((rc = ix_reserve(&st->ix)) == 0) {
+        fresh->text = text;
+        fresh->text_len = text_len;
+        ix_append(&st->ix, fresh);
+        fresh = NULL;
+        st->body_ok = 0;
+    } else {
+        old = text;
+    }
+    unlock(st);
+    free(old);
+    entry_free(fresh);
+    return rc;
 }
 
 int state_set(struct state *st, const char *key, json_t *value)
 {
     if (!value)
         return -ENOMEM; /* a failed json_* constructor upstream */
-    lock(st);
-    int rc = json_object_set_new(st->obj, key, value);
-    unlock(st);
-    return rc == 0 ? 0 : set_failure(key);
+    size_t text_len;
+    char *text = dump_text(value, 0, &text_len);
+    json_decref(value);
+    if (!text) {
+        /* An invalid key is still reported as such. */
+        json_t *probe = json_string(key);
+        json_decref(probe);
+        return probe ? -ENOMEM : -EINVAL;
+    }
+    return put_text(st, key, text, text_len);
 }
 
 json_t *state_get(struct state *st, const char *key)
 {
+    size_t key_len = strlen(key);
+    uint64_t h = hash_key(key, key_len);
+    json_t *v = NULL;
     lock(st);
-    json_t *v = json_incref(json_object_get(st->obj, key));
+    struct entry *e = ix_lookup(&st->ix, key, key_len, h);
+    if (e) {
+        json_error_t jerr;
+        v = json_loadb(e->text, e->text_len, JSON_DECODE_ANY | LOAD_FLAGS,
+                       &jerr);
+    }
     unlock(st);
     return v;
 }
 
 int state_has(struct state *st, const char *key)
 {
+    size_t key_len = strlen(key);
+    uint64_t h = hash_key(key, key_len);
     lock(st);
-    int has = json_object_get(st->obj, key) != NULL;
+    int has = ix_lookup(&st->ix, key, key_len, h) != NULL;
     unlock(st);
     return has;
 }
 
 int state_remove(struct state *st, const char *key)
 {
+    size_t key_len = strlen(key);
+    uint64_t h = hash_key(key, key_len);
     lock(st);
-    int rc = json_object_del(st->obj, key);
+    struct entry *e = ix_lookup(&st->ix, key, key_len, h);
+    if (e) {
+        ix_unlink(&st->ix, e);
+        st->body_ok = 0;
+    }
     unlock(st);
-    return rc == 0 ? 0 : -ENOENT;
+    entry_free(e);
+    return e ? 0 : -ENOENT;
 }
 
 int state_rename(struct state *st, const char *from, const char *to)
 {
+    size_t from_len = strlen(from), to_len = strlen(to);
+    uint64_t fh = hash_key(from, from_len), th = hash_key(to, to_len);
+    /* to's entry, made before the lock; used only when to is new. */
+    struct entry *fresh = NULL;
+    int fresh_rc = entry_new(to, to_len, th, 1, &fresh);
+
     int rc = 0;
+    struct entry *gone = NULL;
+    char *old = NULL;
     lock(st);
-    json_t *v = json_object_get(st->obj, from);
-    if (!v) {
+    struct entry *e = ix_lookup(&st->ix, from, from_len, fh);
+    struct entry *t;
+    if (!e) {
         rc = -ENOENT;
-    } else if (strcmp(from, to) != 0) {
-        /* Set first: on failure nothing has changed. */
-        if (json_object_set(st->obj, to, v) != 0)
-            rc = set_failure(to);
-        else
-            json_object_del(st->obj, from);
+    } else if (strcmp(from, to) == 0) {
+        rc = 0;
+    } else if ((t = ix_lookup(&st->ix, to, to_len, th)) != NULL) {
+        /* to keeps its position and takes from's value. */
+        old = ix_replace_text(&st->ix, t, e->text, e->text_len);
+        ix_unlink(&st->ix, e);
+        e->text = NULL;
+        gone = e;
+        st->body_ok = 0;
+    } else if (fresh_rc < 0) {
+        rc = fresh_rc;
+    } else if ((rc = ix_reserve(&st->ix)) == 0) {
+        ix_unlink(&st->ix, e);
+        fresh->text = e->text;
+        fresh->text_len = e->text_len;
+        e->text = NULL;
+        ix_append(&st->ix, fresh);
+        fresh = NULL;
+        gone = e;
+        st->body_ok = 0;
     }
     unlock(st);
+    free(old);
+    entry_free(gone);
+    entry_free(fresh);
     return rc;
 }
 
 void state_reset(struct state *st)
 {
     lock(st);
-    json_object_clear(st->obj);
+    struct index old = st->ix;
+    memset(&st->ix, 0, sizeof st->ix);
+    body_drop(st);
     unlock(st);
+    ix_free(&old);
 }
 
 size_t state_count(struct state *st)
 {
     lock(st);
-    size_t n = json_object_size(st->obj);
+    size_t n = st->ix.count;
     unlock(st);
     return n;
 }
 
-/* Serializes into a malloc'd, NUL-terminated buffer; `nl` appends "\n".
- * json_dumpb with no buffer only measures, so the text is built once. */
-static char *dump_alloc(const json_t *v, int nl, size_t *len)
+char *state_to_bytes(struct state *st, size_t *len)
 {
-    size_t n = json_dumpb(v, NULL, 0, DUMP_FLAGS);
-    if (n == 0) {
-        errno = ENOMEM;
-        return NULL;
+    char *buf = NULL;
+    lock(st);
+    if (body_build_locked(st) == 0) {
+        size_t n = bytes_len_locked(st);
+        buf = malloc(n + 1);
+        if (buf) {
+            memcpy(buf, st->body, n + 1);
+            if (len)
+                *len = n;
+        }
     }
-    char *buf = malloc(n + 2);
-    if (!buf) {
+    unlock(st);
+    if (!buf)
         errno = ENOMEM;
-        return NULL;
-    }
-    if (json_dumpb(v, buf, n, DUMP_FLAGS) != n) {
-        free(buf);
-        errno = ENOMEM;
-        return NULL;
-    }
-    if (nl)
-        buf[n++] = '\n';
-    buf[n] = '\0';
-    if (len)
-        *len = n;
     return buf;
 }
 
-char *state_to_bytes(struct state *st, size_t *len)
+size_t state_bytes_len(struct state *st)
 {
     lock(st);
-    char *buf = dump_alloc(st->obj, 0, len);
+    size_t n = bytes_len_locked(st);
     unlock(st);
-    return buf;
+    return n;
 }
 
 int state_from_bytes(struct state *st, const char *buf, size_t len, char *err,
@@ -192,37 +616,79 @@ int state_from_bytes(struct state *st, const char *buf, size_t len, char *err,
         set_err(err, errlen, "not a JSON object");
         return -EINVAL;
     }
-    /* Parsed outside the lock; the swap itself is one pointer store. */
+    /* Converted outside the lock; the swap itself is a few stores. The
+     * parser refuses NUL in object keys, so strlen is the key's length. */
+    struct index nix;
+    memset(&nix, 0, sizeof nix);
+    int rc = 0;
+    for (void *it = json_object_iter(obj); it;
+         it = json_object_iter_next(obj, it)) {
+        const char *k = json_object_iter_key(it);
+        size_t key_len = strlen(k);
+        struct entry *e;
+        if ((rc = entry_new(k, key_len, hash_key(k, key_len), 0, &e)) < 0)
+            break;
+        e->text = dump_text(json_object_iter_value(it), 0, &e->text_len);
+        if (!e->text || (rc = ix_reserve(&nix)) < 0) {
+            entry_free(e);
+            rc = -ENOMEM;
+            break;
+        }
+        ix_append(&nix, e);
+        /* Done with this value: free its tree now (null is a singleton), so
+         * the tree and the entries are not both at their full size. */
+        json_object_iter_set_new(obj, it, json_null());
+    }
+    json_decref(obj);
+    if (rc < 0) {
+        ix_free(&nix);
+        set_err(err, errlen, "out of memory");
+        return rc;
+    }
     lock(st);
-    json_t *old = st->obj;
-    st->obj = obj;
+    struct index old = st->ix;
+    st->ix = nix;
+    body_drop(st);
     unlock(st);
-    json_decref(old);
+    ix_free(&old);
     return 0;
 }
 
 char *state_value_text(struct state *st, const char *key, size_t *len)
 {
-    lock(st);
-    json_t *v = json_object_get(st->obj, key);
+    size_t key_len = strlen(key);
+    uint64_t h = hash_key(key, key_len);
     char *buf = NULL;
-    if (!v)
-        errno = ENOENT;
-    else
-        buf = dump_alloc(v, 1, len);
+    int e_no = ENOENT;
+    lock(st);
+    struct entry *e = ix_lookup(&st->ix, key, key_len, h);
+    if (e) {
+        buf = malloc(e->text_len + 2);
+        if (buf) {
+            memcpy(buf, e->text, e->text_len);
+            buf[e->text_len] = '\n';
+            buf[e->text_len + 1] = '\0';
+            if (len)
+                *len = e->text_len + 1;
+        } else {
+            e_no = ENOMEM;
+        }
+    }
     unlock(st);
+    if (!buf)
+        errno = e_no;
     return buf;
 }
 
 ssize_t state_value_size(struct state *st, const char *key)
 {
+    size_t key_len = strlen(key);
+    uint64_t h = hash_key(key, key_len);
     ssize_t n = -ENOENT;
     lock(st);
-    json_t *v = json_object_get(st->obj, key);
-    if (v) {
-        size_t m = json_dumpb(v, NULL, 0, DUMP_FLAGS);
-        n = m == 0 ? -ENOMEM : (ssize_t)m + 1;
-    }
+    struct entry *e = ix_lookup(&st->ix, key, key_len, h);
+    if (e)
+        n = (ssize_t)e->text_len + 1;
     unlock(st);
     return n;
 }
@@ -230,21 +696,19 @@ ssize_t state_value_size(struct state *st, const char *key)
 char **state_keys(struct state *st, size_t *count)
 {
     lock(st);
-    size_t n = json_object_size(st->obj);
+    size_t n = st->ix.count;
     /* One extra slot so an empty state still yields a non-NULL array. */
     char **keys = calloc(n + 1, sizeof *keys);
     size_t i = 0;
     if (keys) {
-        const char *k;
-        json_t *v;
-        json_object_foreach(st->obj, k, v) {
-            (void)v;
-            keys[i] = strdup(k);
+        for (const struct entry *e = st->ix.head; e; e = e->next) {
+            keys[i] = malloc(e->key_len + 1);
             if (!keys[i]) {
                 state_keys_free(keys, i);
                 keys = NULL;
                 break;
             }
+            memcpy(keys[i], e->data, e->key_len + 1);
             i++;
         }
     }
@@ -322,5 +786,15 @@ json_t *state_parse_value(const char *buf, size_t len, char *err, size_t errlen)
 
 char *state_dump_value(const json_t *value, size_t *len)
 {
-    return dump_alloc(value, 1, len);
+    size_t n;
+    char *buf = dump_text(value, 1, &n);
+    if (!buf) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    buf[n++] = '\n';
+    buf[n] = '\0';
+    if (len)
+        *len = n;
+    return buf;
 }

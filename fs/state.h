@@ -1,7 +1,11 @@
 /* The state model (amorphicutils' StateData): an ordered map from key to
  * JSON value, keys in the order they were first added. Every function is
  * safe under concurrent threads; each call is atomic with respect to the
- * others, so a snapshot (state_to_bytes) never mixes two writes. */
+ * others, so a snapshot (state_to_bytes) never mixes two writes.
+ *
+ * Values are stored as their compact JSON text (serialized once, by
+ * state_set), and the to_bytes text is cached, so reading sizes and texts
+ * is cheap and the state holds no jansson trees. */
 #ifndef BOOKMARKFS_FS_STATE_H
 #define BOOKMARKFS_FS_STATE_H
 
@@ -15,11 +19,15 @@ struct state *state_new(void);
 void state_free(struct state *st);
 
 /* add_element: sets key to value (steals the reference, even on failure).
- * An existing key keeps its position. 0 or -ENOMEM; -EINVAL when key is
- * not valid UTF-8 (JSON cannot hold it). */
+ * An existing key keeps its position. 0 or -ENOMEM (also when jansson
+ * cannot serialize value); -EINVAL when key is not valid UTF-8 (JSON
+ * cannot hold it). The value is serialized here and not kept: changing it
+ * afterwards does not change the state. */
 int state_set(struct state *st, const char *key, json_t *value);
 
-/* New reference to the value of key, or NULL when absent. */
+/* The value of key, parsed from its stored text: a new value owned by the
+ * caller, or NULL when absent (or on ENOMEM, or when the value is nested
+ * deeper than jansson's parser reads; see STATE_VALUE_DEPTH_MAX). */
 json_t *state_get(struct state *st, const char *key);
 
 /* 1 when key is present, else 0. */
@@ -42,9 +50,13 @@ size_t state_count(struct state *st);
  * length in *len (no trailing newline, NUL-terminated). NULL on ENOMEM. */
 char *state_to_bytes(struct state *st, size_t *len);
 
+/* Length of state_to_bytes' text without building it (O(1)). */
+size_t state_bytes_len(struct state *st);
+
 /* from_bytes: replaces every key with those of the JSON object in buf, in
  * one step. -EINVAL (and nothing changed) when buf is not a JSON object;
- * err (may be NULL) receives jansson's reason. */
+ * err (may be NULL) receives jansson's reason. -ENOMEM (nothing changed)
+ * when memory runs out. */
 int state_from_bytes(struct state *st, const char *buf, size_t len, char *err,
                      size_t errlen);
 
@@ -52,7 +64,8 @@ int state_from_bytes(struct state *st, const char *buf, size_t len, char *err,
  * NULL with errno ENOENT / ENOMEM. */
 char *state_value_text(struct state *st, const char *key, size_t *len);
 
-/* Length of state_value_text(key) without building it, or -ENOENT. */
+/* Length of state_value_text(key) without building it (O(1)), or
+ * -ENOENT. */
 ssize_t state_value_size(struct state *st, const char *key);
 
 /* Snapshot of the keys in order: a malloc'd array of malloc'd strings. */

@@ -130,7 +130,7 @@ def test_invalid_utf8_in_names_is_eilseq(store, mount, job):
             op()
         assert e.value.errno == errno.EILSEQ
     assert sorted(os.listdir(job)) == [".state.json", "completed", "k", "running"]
-    assert sorted(os.listdir(mount.path)) == ["j"]
+    assert sorted(os.listdir(mount.path)) == [".status", "j"]
     assert committed(store, job) == b'{"k":{"offset":1}}'
 
 
@@ -148,7 +148,7 @@ def test_key_names_of_255_bytes_work_and_256_do_not(store, mount, job, name):
         (mount.path / ("j" * 256)).mkdir()
     assert e.value.errno == errno.ENAMETOOLONG
     assert json.loads(committed(store, job)) == {"k": {"offset": 1}, name: 7}
-    assert sorted(os.listdir(mount.path)) == ["j"]
+    assert sorted(os.listdir(mount.path)) == [".status", "j"]
 
 
 def test_a_job_name_of_255_bytes_works_on_the_dir_store(tmp_path):

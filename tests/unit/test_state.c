@@ -261,6 +261,344 @@ static void test_parse_value(void)
     json_decref(v);
 }
 
+/* ---- the representation against jansson ---- */
+
+#define JFLAGS (JSON_COMPACT | JSON_ENCODE_ANY)
+
+static uint64_t rng_state;
+
+static uint64_t rnd(void)
+{
+    uint64_t x = rng_state; /* xorshift64* */
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    rng_state = x;
+    return x * 0x2545f4914f6cdd1dULL;
+}
+
+static size_t rnd_below(size_t n) { return (size_t)(rnd() % n); }
+
+/* Keys that need escapes, non-ASCII, and plain ones (some with prefixes in
+ * common, so their hashes collide in the low bits now and then). */
+static const char *const odd_keys[] = {
+    "a", "b", "key", "\xc3\xa9t\xc3\xa9", "\xf0\x9f\x98\x80", "\xe2\x80\xa8",
+    "q\"uote", "back\\slash", "new\nline", "tab\there", "\x01\x1f", "\x7f",
+    "sl/ash", "sp ace", "\xe6\x97\xa5\xe6\x9c\xac", ".state.json", "-", "",
+};
+
+static void rnd_key(char *buf, size_t size)
+{
+    size_t nodd = sizeof odd_keys / sizeof odd_keys[0];
+    size_t pick = rnd_below(nodd + 200);
+    if (pick < nodd)
+        snprintf(buf, size, "%s", odd_keys[pick]);
+    else
+        snprintf(buf, size, "k%zu%s", pick - nodd, pick % 3 ? "" : "\xc3\xbc");
+}
+
+static json_t *rnd_value(int depth)
+{
+    static const char *const strs[] = {"", "x", "\xc3\xa9\xe2\x82\xac",
+                                       "q\"\\/\b\f\n\r\t", "\x01", "\xf0\x9f\x98\x80"};
+    switch (rnd_below(depth > 2 ? 7 : 9)) {
+    case 0:
+        return json_null();
+    case 1:
+        return json_boolean(rnd_below(2));
+    case 2:
+        return json_integer((json_int_t)(rnd() >> rnd_below(64)) *
+                            (rnd_below(2) ? 1 : -1));
+    case 3: {
+        double d = (double)(int64_t)rnd() / (double)(rnd() | 1);
+        if (rnd_below(4) == 0)
+            d = (double)rnd_below(1000) / 10.0;
+        return json_real(d);
+    }
+    case 4:
+        return json_string(strs[rnd_below(sizeof strs / sizeof strs[0])]);
+    case 5:
+        return json_stringn("a\0b", 3); /* NUL inside: escaped */
+    case 6:
+        return json_integer((json_int_t)rnd_below(1000));
+    case 7: {
+        json_t *a = json_array();
+        REQUIRE(a);
+        for (size_t i = rnd_below(4); i > 0; i--)
+            REQUIRE(json_array_append_new(a, rnd_value(depth + 1)) == 0);
+        return a;
+    }
+    default: {
+        json_t *o = json_object();
+        REQUIRE(o);
+        for (size_t i = rnd_below(4); i > 0; i--) {
+            char k[64];
+            rnd_key(k, sizeof k);
+            REQUIRE(json_object_set_new(o, k, rnd_value(depth + 1)) == 0);
+        }
+        return o;
+    }
+    }
+}
+
+/* The state must serialize exactly like jansson serializes `mirror`, with
+ * the same keys, sizes and values. */
+static void check_mirror(struct state *st, const json_t *mirror, int full,
+                         int line)
+{
+    char *want = json_dumps(mirror, JFLAGS);
+    REQUIRE(want);
+    size_t len = 0;
+    char *got = state_to_bytes(st, &len);
+    REQUIRE(got);
+    if (strcmp(got, want) != 0 || len != strlen(want)) {
+        fprintf(stderr, "line %d: to_bytes\n  got  %s\n  want %s\n", line, got,
+                want);
+        failures++;
+    }
+    CHECK(state_bytes_len(st) == strlen(want));
+    CHECK(state_count(st) == json_object_size(mirror));
+    free(got);
+    free(want);
+    if (!full)
+        return;
+    size_t n = 0;
+    char **keys = state_keys(st, &n);
+    REQUIRE(keys);
+    CHECK(n == json_object_size(mirror));
+    size_t i = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)mirror, k, v) {
+        CHECK(i < n && strcmp(keys[i], k) == 0);
+        i++;
+        char *vt = json_dumps(v, JFLAGS);
+        REQUIRE(vt);
+        size_t tlen = 0;
+        char *t = state_value_text(st, k, &tlen);
+        REQUIRE(t);
+        CHECK(tlen == strlen(vt) + 1 && memcmp(t, vt, tlen - 1) == 0 &&
+              t[tlen - 1] == '\n' && t[tlen] == '\0');
+        CHECK(state_value_size(st, k) == (ssize_t)tlen);
+        json_t *back = state_get(st, k);
+        CHECK(back && json_equal(back, v));
+        json_decref(back);
+        CHECK(state_has(st, k) == 1);
+        free(t);
+        free(vt);
+    }
+    state_keys_free(keys, n);
+}
+#define CHECK_MIRROR(st, m, full) check_mirror(st, m, full, __LINE__)
+
+static void test_random_vs_jansson(void)
+{
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        rng_state = seed * 0x9e3779b97f4a7c15ULL;
+        struct state *st = state_new();
+        json_t *mirror = json_object();
+        REQUIRE(st && mirror);
+        for (int step = 0; step < 3000; step++) {
+            char k[64], k2[64];
+            rnd_key(k, sizeof k);
+            size_t op = rnd_below(20);
+            if (op < 11) { /* set */
+                json_t *v = rnd_value(0);
+                REQUIRE(v);
+                REQUIRE(json_object_set(mirror, k, v) == 0);
+                CHECK(state_set(st, k, v) == 0);
+            } else if (op < 15) { /* remove */
+                int had = json_object_get(mirror, k) != NULL;
+                json_object_del(mirror, k);
+                CHECK(state_remove(st, k) == (had ? 0 : -ENOENT));
+            } else if (op < 18) { /* rename */
+                rnd_key(k2, sizeof k2);
+                json_t *v = json_object_get(mirror, k);
+                int rc = state_rename(st, k, k2);
+                if (!v) {
+                    CHECK(rc == -ENOENT);
+                } else {
+                    CHECK(rc == 0);
+                    if (strcmp(k, k2) != 0) {
+                        REQUIRE(json_object_set(mirror, k2, v) == 0);
+                        json_object_del(mirror, k);
+                    }
+                }
+            } else if (op < 19) { /* get: a copy, not the state's own */
+                json_t *got = state_get(st, k);
+                json_t *want = json_object_get(mirror, k);
+                CHECK((got == NULL) == (want == NULL));
+                CHECK(!got || json_equal(got, want));
+                if (got && json_is_object(got))
+                    json_object_set_new(got, "changed", json_true());
+                json_decref(got);
+            } else if (rnd_below(30) == 0) { /* rarely: reset */
+                state_reset(st);
+                json_object_clear(mirror);
+            } else { /* from_bytes of the mirror, reordered keys included */
+                char *text = json_dumps(mirror, JSON_INDENT(1) | JSON_ENCODE_ANY);
+                REQUIRE(text);
+                CHECK(state_from_bytes(st, text, strlen(text), NULL, 0) == 0);
+                free(text);
+            }
+            CHECK_MIRROR(st, mirror, step % 50 == 0);
+            if (failures > 20)
+                break;
+        }
+        CHECK_MIRROR(st, mirror, 1);
+        /* The output loads back into a state unchanged. */
+        size_t len;
+        char *b = state_to_bytes(st, &len);
+        REQUIRE(b);
+        struct state *st2 = state_new();
+        REQUIRE(st2);
+        CHECK(state_from_bytes(st2, b, len, NULL, 0) == 0);
+        CHECK_MIRROR(st2, mirror, 1);
+        free(b);
+        state_free(st2);
+        state_free(st);
+        json_decref(mirror);
+    }
+}
+
+/* Many keys: the table grows, and removals in the middle of probe runs keep
+ * every other key reachable. */
+static void test_many_keys(void)
+{
+    struct state *st = state_new();
+    json_t *mirror = json_object();
+    REQUIRE(st && mirror);
+    char k[32];
+    for (int i = 0; i < 20000; i++) {
+        snprintf(k, sizeof k, "key-%d", i);
+        json_t *v = json_pack("{s:i,s:i}", "p", 1, "i", i);
+        REQUIRE(v);
+        REQUIRE(json_object_set(mirror, k, v) == 0);
+        REQUIRE(state_set(st, k, v) == 0);
+    }
+    CHECK_MIRROR(st, mirror, 0);
+    for (int i = 0; i < 20000; i += 3) {
+        snprintf(k, sizeof k, "key-%d", i);
+        CHECK(state_remove(st, k) == 0);
+        json_object_del(mirror, k);
+    }
+    for (int i = 0; i < 20000; i++) {
+        snprintf(k, sizeof k, "key-%d", i);
+        CHECK(state_has(st, k) == (i % 3 != 0));
+    }
+    /* Re-added keys go to the end. */
+    for (int i = 0; i < 300; i += 3) {
+        snprintf(k, sizeof k, "key-%d", i);
+        REQUIRE(json_object_set_new(mirror, k, json_integer(i)) == 0);
+        CHECK(state_set(st, k, json_integer(i)) == 0);
+    }
+    CHECK_MIRROR(st, mirror, 1);
+    state_free(st);
+    json_decref(mirror);
+}
+
+static void test_sizes_and_from_bytes(void)
+{
+    struct state *st = state_new();
+    REQUIRE(st);
+    CHECK(state_bytes_len(st) == 2);
+    CHECK(state_set(st, "a", json_integer(1)) == 0);
+    CHECK(state_bytes_len(st) == strlen("{\"a\":1}"));
+    CHECK(state_set(st, "a", json_string("long")) == 0);
+    CHECK(state_bytes_len(st) == strlen("{\"a\":\"long\"}"));
+    CHECK(state_set(st, "\xc3\xa9\"", json_real(0.5)) == 0);
+    CHECK_BYTES(st, "{\"a\":\"long\",\"\xc3\xa9\\\"\":0.5}");
+    CHECK(state_bytes_len(st) == strlen("{\"a\":\"long\",\"\xc3\xa9\\\"\":0.5}"));
+    CHECK(state_value_size(st, "\xc3\xa9\"") == 4);
+    /* Duplicate keys in the input: the last value, at the first position. */
+    const char *dup = "{\"x\":1,\"y\":2,\"x\":3}";
+    CHECK(state_from_bytes(st, dup, strlen(dup), NULL, 0) == 0);
+    CHECK_BYTES(st, "{\"x\":3,\"y\":2}");
+    CHECK_KEYS(st, "x", "y");
+    CHECK(state_has(st, "a") == 0);
+    CHECK(state_bytes_len(st) == strlen("{\"x\":3,\"y\":2}"));
+    /* After the swap the state works as usual. */
+    CHECK(state_set(st, "z", json_null()) == 0);
+    CHECK(state_rename(st, "x", "w") == 0);
+    CHECK_BYTES(st, "{\"y\":2,\"z\":null,\"w\":3}");
+    /* Escapes as jansson writes them, in keys and values. */
+    const char *esc = "{\"\\u0001\\u001f\\\"\\\\/\\b\\f\\n\\r\\t\\u2028\":"
+                      "\"\\u007f\\ud83d\\ude00\"}";
+    CHECK(state_from_bytes(st, esc, strlen(esc), NULL, 0) == 0);
+    json_error_t e;
+    json_t *o = json_loads(esc, 0, &e);
+    REQUIRE(o);
+    char *want = json_dumps(o, JFLAGS);
+    REQUIRE(want);
+    CHECK_BYTES(st, want);
+    free(want);
+    json_decref(o);
+    /* A value jansson cannot serialize (not UTF-8) is refused, and nothing
+     * changes. */
+    json_t *bad = json_stringn_nocheck("\xff", 1);
+    REQUIRE(bad);
+    CHECK(state_set(st, "k", bad) == -ENOMEM);
+    CHECK(state_has(st, "k") == 0);
+    CHECK(state_set(st, "\xff", json_stringn_nocheck("\xff", 1)) == -EINVAL);
+    state_reset(st);
+    CHECK(state_bytes_len(st) == 2);
+    CHECK_BYTES(st, "{}");
+    /* A value stored, then changed by the caller: the state keeps the old. */
+    json_t *v = json_pack("{s:i}", "n", 1);
+    REQUIRE(v);
+    CHECK(state_set(st, "v", json_incref(v)) == 0);
+    json_object_set_new(v, "n", json_integer(2));
+    json_decref(v);
+    CHECK_BYTES(st, "{\"v\":{\"n\":1}}");
+    state_free(st);
+}
+
+/* Threads adding the same new keys at once: each key once, in order. */
+#define RACERS 4
+#define RACE_KEYS 200
+
+static struct state *race;
+
+static void *racer(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < RACE_KEYS; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "c%d", i);
+        REQUIRE(state_set(race, key, json_integer(i)) == 0);
+    }
+    return NULL;
+}
+
+static void test_race_new_keys(void)
+{
+    for (int round = 0; round < 20; round++) {
+        race = state_new();
+        REQUIRE(race);
+        pthread_t t[RACERS];
+        for (int i = 0; i < RACERS; i++)
+            REQUIRE(pthread_create(&t[i], NULL, racer, NULL) == 0);
+        for (int i = 0; i < RACERS; i++)
+            REQUIRE(pthread_join(t[i], NULL) == 0);
+        CHECK(state_count(race) == RACE_KEYS);
+        size_t n;
+        char **keys = state_keys(race, &n);
+        REQUIRE(keys);
+        for (size_t i = 0; i < n; i++) {
+            char key[32];
+            snprintf(key, sizeof key, "c%zu", i);
+            CHECK(strcmp(keys[i], key) == 0);
+        }
+        state_keys_free(keys, n);
+        size_t len;
+        char *b = state_to_bytes(race, &len);
+        REQUIRE(b);
+        CHECK(len == state_bytes_len(race));
+        free(b);
+        state_free(race);
+    }
+}
+
 /* ---- concurrency ---- */
 
 #define WRITERS 4
@@ -332,6 +670,8 @@ static void *reader(void *arg)
         if (!snapshot_ok(b, len))
             (*bad)++;
         free(b);
+        if (state_bytes_len(shared) < 2)
+            (*bad)++;
         /* state_value_size and state_keys also run alongside the writers. */
         size_t n;
         char **keys = state_keys(shared, &n);
@@ -390,7 +730,11 @@ int main(void)
     test_from_bytes();
     test_value_text();
     test_parse_value();
+    test_random_vs_jansson();
+    test_many_keys();
+    test_sizes_and_from_bytes();
     test_threads();
+    test_race_new_keys();
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;
