@@ -246,3 +246,16 @@ def test_enoent_enametoolong_exdev_and_eperm(job, mnt):
     expect_errno(errno.EPERM, os.mkdir, job / "sub")
     expect_errno(errno.EPERM, write, mnt / "file-at-root", "1")
     assert state(mnt / "other") == {"k": {"a": [1, 2.5, "x"]}}
+
+
+def test_names_removed_by_a_state_replace_are_gone_at_once(job):
+    write(job / "a", "1")
+    assert (job / "a").read_text() == "1\n"  # the kernel now knows the name
+    write(job / ".state.json", '{"b": 2}')
+    expect_errno(errno.ENOENT, os.stat, job / "a")
+    expect_errno(errno.ENOENT, open, job / "a")
+    write(job / "a", "3")  # O_CREAT through a name the kernel may still hold
+    assert state(job) == {"b": 2, "a": 3}
+    os.rename(job / "a", job / "c")
+    expect_errno(errno.ENOENT, os.stat, job / "a")
+    assert state(job) == {"b": 2, "c": 3}
