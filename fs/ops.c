@@ -710,10 +710,7 @@ static int open_entry(const char *path, struct fuse_file_info *fi, int create)
 
 static int op_open(const char *path, struct fuse_file_info *fi)
 {
-    /* The kernel may hold a name that another change removed (a
-     * .state.json replace, a rename): O_CREAT then reaches open, not
-     * create, and must still create. */
-    return open_entry(path, fi, (fi->flags & O_CREAT) != 0);
+    return open_entry(path, fi, 0);
 }
 
 static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
@@ -1179,10 +1176,11 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
         conn->want |= FUSE_CAP_ATOMIC_O_TRUNC; /* O_TRUNC is not a truncate */
     cfg->hard_remove = 1; /* no .fuse_hidden renames of open files */
     cfg->direct_io = 1;
-    /* Names may be cached (a lookup less per path component); attributes
-     * never are, since sizes change at close: a stale name then answers
-     * ENOENT at getattr or open, and O_CREAT still creates. */
-    cfg->entry_timeout = 1.0;
+    /* Neither names nor attributes are cached by the kernel: sizes change
+     * at close, and a .state.json replace removes names behind its back (a
+     * cached name would turn a later O_CREAT open into a plain open, which
+     * the kernel sends without O_CREAT). */
+    cfg->entry_timeout = 0;
     cfg->attr_timeout = 0;
     cfg->negative_timeout = 0;
     cfg->use_ino = 0;
