@@ -123,7 +123,12 @@ def test_rename_within_a_job_and_over_a_key(job):
         os.rename(job / "tmpkey", job / "b")
     stop.set()
     t.join()
-    assert all(not s.startswith("error") for s in seen), seen
+    # Never missing (ENOENT), never a value that was not written. A reader
+    # whose open races the replacement may get ESTALE: its name resolved to
+    # the node the rename just replaced (a limit of libfuse's path API,
+    # documented in the README).
+    assert f"error {errno.ENOENT}" not in seen, seen
+    assert seen - {f"error {errno.ESTALE}"} <= {"2\n"} | {f"{100 + i}\n" for i in range(30)}, seen
     assert (job / "b").read_text() == "129\n"
     assert state(job)["b"] == 129 and "tmpkey" not in state(job)
     expect_errno(errno.ENOENT, os.rename, job / "missing", job / "x")
