@@ -165,12 +165,6 @@ int main(int argc, char *argv[])
     struct fsctx fc = {.jobs = jobs, .uid = getuid(), .gid = getgid()};
     clock_gettime(CLOCK_REALTIME, &fc.mounted);
 
-    /* The kernel enforces the modes the tree shows (0644 files, 0755 jobs):
-     * with -o allow_other, others may read but not change the state. */
-    if (fuse_opt_add_arg(&args, "-odefault_permissions") != 0) {
-        fprintf(stderr, "bookmarkfs: out of memory\n");
-        goto out;
-    }
     fuse = fuse_new(&args, &bookmarkfs_ops, sizeof bookmarkfs_ops, &fc);
     if (!fuse) {
         status = EXIT_USAGE; /* libfuse printed which option it refused */

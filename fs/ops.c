@@ -84,6 +84,16 @@ static int parse_path(const char *path, struct fspath *p)
 
 static struct fsctx *ctx(void) { return fuse_get_context()->private_data; }
 
+/* Only the mount's owner (and root) changes anything; with -o allow_other
+ * others may read. This is what the modes shown (0644, 0755) say; checking
+ * it here spares the kernel's default_permissions, which would fetch the
+ * attributes of every path component on every open. */
+static int may_change(void)
+{
+    uid_t uid = fuse_get_context()->uid;
+    return uid == 0 || uid == ctx()->uid;
+}
+
 static int is_status(const struct fspath *p)
 {
     return p->depth == 1 && strcmp(p->job, STATUS_FILE) == 0;
@@ -527,6 +537,8 @@ static size_t upload_key_len(const char *job)
 
 static int op_mkdir(const char *path, mode_t mode)
 {
+    if (!may_change())
+        return -EACCES;
     (void)mode;
     struct fspath p;
     int rc = parse_path(path, &p);
@@ -553,6 +565,8 @@ static int op_mkdir(const char *path, mode_t mode)
 
 static int op_rmdir(const char *path)
 {
+    if (!may_change())
+        return -EACCES;
     struct fspath p;
     int rc = parse_path(path, &p);
     if (rc < 0)
@@ -623,6 +637,10 @@ static int open_entry(const char *path, struct fuse_file_info *fi, int create)
         return -ENOMEM;
     }
     int acc = fi->flags & O_ACCMODE;
+    if (acc != O_RDONLY && !may_change()) {
+        handle_free(h);
+        return -EACCES;
+    }
     int trunc = (fi->flags & O_TRUNC) && acc != O_RDONLY;
     h->append = (fi->flags & O_APPEND) != 0;
     switch (type) {
@@ -715,6 +733,8 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 
 static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
+    if (!may_change())
+        return -EACCES;
     (void)mode;
     struct fspath p;
     int rc = parse_path(path, &p);
@@ -909,6 +929,8 @@ static int truncate_entry(struct job *job, const char *name, enum etype type, of
 
 static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
+    if (!may_change())
+        return -EACCES;
     struct fspath p;
     int rc = parse_path(path, &p);
     if (rc < 0)
@@ -945,6 +967,8 @@ static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 
 static int op_unlink(const char *path)
 {
+    if (!may_change())
+        return -EACCES;
     struct fspath p;
     int rc = parse_path(path, &p);
     if (rc < 0)
@@ -1071,6 +1095,8 @@ static int rename_in_job(struct job *job, const char *from, const char *to,
 
 static int op_rename(const char *from, const char *to, unsigned int flags)
 {
+    if (!may_change())
+        return -EACCES;
     struct fspath a, b;
     int rc = parse_path(from, &a);
     if (rc == 0)
@@ -1096,6 +1122,8 @@ static int op_rename(const char *from, const char *to, unsigned int flags)
 static int op_utimens(const char *path, const struct timespec tv[2],
                       struct fuse_file_info *fi)
 {
+    if (!may_change())
+        return -EACCES;
     (void)tv;
     (void)fi;
     struct fspath p;
@@ -1124,6 +1152,8 @@ static int op_utimens(const char *path, const struct timespec tv[2],
  * chmod and chown are accepted so that cp -p and editors work. */
 static int op_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
+    if (!may_change())
+        return -EACCES;
     (void)mode;
     struct stat st;
     return op_getattr(path, &st, fi);
@@ -1131,6 +1161,8 @@ static int op_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 
 static int op_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
+    if (!may_change())
+        return -EACCES;
     (void)uid;
     (void)gid;
     struct stat st;
