@@ -9,10 +9,14 @@
  * API allows. */
 #include "fs/state.h"
 
+/* Documents from this size on give their parse memory back at once. */
+#define LARGE_DOCUMENT ((size_t)1 << 20)
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -651,6 +655,10 @@ int state_from_bytes(struct state *st, const char *buf, size_t len, char *err,
     body_drop(st);
     unlock(st);
     ix_free(&old);
+    /* A large document's parse tree is freed by now, in many small blocks
+     * that malloc would otherwise keep: hand them back to the system. */
+    if (len >= LARGE_DOCUMENT)
+        malloc_trim(0);
     return 0;
 }
 
