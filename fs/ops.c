@@ -94,6 +94,12 @@ static int may_change(void)
     return uid == 0 || uid == ctx()->uid;
 }
 
+/* parse_path for the operations that change something. */
+static int parse_change(const char *path, struct fspath *p)
+{
+    return may_change() ? parse_path(path, p) : -EACCES;
+}
+
 static int is_status(const struct fspath *p)
 {
     return p->depth == 1 && strcmp(p->job, STATUS_FILE) == 0;
@@ -565,10 +571,8 @@ static int op_mkdir(const char *path, mode_t mode)
 
 static int op_rmdir(const char *path)
 {
-    if (!may_change())
-        return -EACCES;
     struct fspath p;
-    int rc = parse_path(path, &p);
+    int rc = parse_change(path, &p);
     if (rc < 0)
         return rc;
     if (p.depth == 0)
@@ -929,10 +933,8 @@ static int truncate_entry(struct job *job, const char *name, enum etype type, of
 
 static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
-    if (!may_change())
-        return -EACCES;
     struct fspath p;
-    int rc = parse_path(path, &p);
+    int rc = parse_change(path, &p);
     if (rc < 0)
         return rc;
     if (is_status(&p))
@@ -967,10 +969,8 @@ static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 
 static int op_unlink(const char *path)
 {
-    if (!may_change())
-        return -EACCES;
     struct fspath p;
-    int rc = parse_path(path, &p);
+    int rc = parse_change(path, &p);
     if (rc < 0)
         return rc;
     if (is_status(&p))
