@@ -54,6 +54,10 @@ class S3rver:
         self._client = None
 
     # -- lifecycle ---------------------------------------------------------
+    def extra_args(self):
+        """More s3rver arguments (subclasses: TLS)."""
+        return []
+
     def start(self):
         binary = s3rver_binary()
         self.tmp = tempfile.mkdtemp(prefix="bookmarkfs-s3rver-")
@@ -68,7 +72,7 @@ class S3rver:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [binary, "-d", data, "-a", "127.0.0.1", "-p", "0",
-                 "--no-vhost-buckets"],
+                 "--no-vhost-buckets", *self.extra_args()],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=env)
         try:

@@ -6,14 +6,11 @@ openssl command line for the test.
         s3.endpoint  # "https://127.0.0.1:PORT"
 """
 import os
-import re
 import socket
 import ssl
 import subprocess
-import tempfile
-import time
 
-from .s3rver import ACCESS_KEY, REGION, SECRET_KEY, S3rver, s3rver_binary
+from .s3rver import ACCESS_KEY, REGION, SECRET_KEY, S3rver
 
 
 def make_cert(directory, ip=None, dns=None, name="server"):
@@ -36,41 +33,8 @@ class TlsS3rver(S3rver):
         self.cert = cert
         self.key = key
 
-    def start(self):
-        binary = s3rver_binary()
-        self.tmp = tempfile.mkdtemp(prefix="bookmarkfs-s3rver-tls-")
-        data = os.path.join(self.tmp, "data")
-        os.mkdir(data)
-        self.log_path = os.path.join(self.tmp, "s3rver.log")
-        env = dict(os.environ)
-        env["NODE_OPTIONS"] = (env.get("NODE_OPTIONS", "") +
-                               " --openssl-legacy-provider").strip()
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [binary, "-d", data, "-a", "127.0.0.1", "-p", "0", "--no-vhost-buckets",
-                 "--cert", self.cert, "--key", self.key],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def _wait_ready(self):
-        deadline = time.monotonic() + self.start_timeout
-        pattern = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("s3rver exited at start:\n" + self.log())
-            with open(self.log_path, "rb") as f:
-                m = pattern.search(f.read())
-            if m:
-                self.port = int(m.group(1))
-                if self._answers():
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("s3rver did not start in time:\n" + self.log())
+    def extra_args(self):
+        return ["--cert", self.cert, "--key", self.key]
 
     def _answers(self) -> bool:
         ctx = ssl.create_default_context(cafile=self.cert)
