@@ -647,6 +647,27 @@ static void record_error(struct jobs *j, const char *fmt, const char *job,
     pthread_mutex_unlock(&j->lock);
 }
 
+/* A read-out file's text: doc (stolen) indented, plus a newline. */
+static char *readout_text(json_t *doc, size_t *len)
+{
+    if (!doc)
+        return NULL;
+    char *text = json_dumps(doc, JSON_INDENT(2));
+    json_decref(doc);
+    if (!text)
+        return NULL;
+    size_t n = strlen(text);
+    char *out = realloc(text, n + 2);
+    if (!out) {
+        free(text);
+        return NULL;
+    }
+    out[n] = '\n';
+    out[n + 1] = '\0';
+    *len = n + 1;
+    return out;
+}
+
 /* Amorphic reload datasets start processing when an empty _SUCCESS object
  * appears beside the data: put one next to the completed state object. */
 static int put_success_trigger(struct jobs *j, struct job *job, const char *state_key)
@@ -713,22 +734,7 @@ char *jobs_status_text(struct jobs *j, size_t *len)
         (json_int_t)st.uploads_failed, "bytes", (json_int_t)st.bytes_uploaded,
         "retries", (json_int_t)st.retries,
         "last_error", last_error);
-    if (!doc)
-        return NULL;
-    char *text = json_dumps(doc, JSON_INDENT(2));
-    json_decref(doc);
-    if (!text)
-        return NULL;
-    size_t n = strlen(text);
-    char *out = realloc(text, n + 2);
-    if (!out) {
-        free(text);
-        return NULL;
-    }
-    out[n] = '\n';
-    out[n + 1] = '\0';
-    *len = n + 1;
-    return out;
+    return readout_text(doc, len);
 }
 
 int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
@@ -806,20 +812,5 @@ char *job_control_text(struct job *job, enum upload_kind kind, size_t *len)
                             "last_upload", job->last_upload[kind], "loaded",
                             job->loaded);
     pthread_mutex_unlock(&job->lock);
-    if (!doc)
-        return NULL;
-    char *text = json_dumps(doc, JSON_INDENT(2));
-    json_decref(doc);
-    if (!text)
-        return NULL;
-    size_t n = strlen(text);
-    char *out = realloc(text, n + 2);
-    if (!out) {
-        free(text);
-        return NULL;
-    }
-    out[n] = '\n';
-    out[n + 1] = '\0';
-    *len = n + 1;
-    return out;
+    return readout_text(doc, len);
 }
