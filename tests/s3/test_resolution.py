@@ -2,52 +2,14 @@
 by a loopback server that records each request's Host, path and
 Authorization header (s3rver does not check signatures, so the credential
 scope is read here)."""
-import os
 import re
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from tests.support.paths import build_dir
+from tests.support.recorder import Recorder
 from tests.support.s3rver import client_env
-
-EMPTY_LISTING = (b'<?xml version="1.0" encoding="UTF-8"?>'
-                 b'<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
-                 b"<Name>b</Name><KeyCount>0</KeyCount><IsTruncated>false</IsTruncated>"
-                 b"</ListBucketResult>")
-
-
-class Recorder:
-    def __init__(self):
-        self.requests = []
-        rec = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                rec.requests.append((self.headers.get("Host"), self.path,
-                                     self.headers.get("Authorization", "")))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/xml")
-                self.send_header("Content-Length", str(len(EMPTY_LISTING)))
-                self.end_headers()
-                self.wfile.write(EMPTY_LISTING)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -97,7 +59,8 @@ def test_endpoint_option_then_aws_endpoint_url_s3_then_aws_endpoint_url(rec, clo
             tmp_path)
     assert r.returncode != 0 and "Cannot connect" in r.stderr
     # path-style: the bucket is the first path segment, the host is the endpoint's
-    host, path, _ = rec.requests[0]
+    _, path, headers = rec.requests[0]
+    host = headers["Host"]
     assert host == rec.url.split("//")[1]
     assert path.startswith("/bkt?") or path.startswith("/bkt/?"), path
 
@@ -117,8 +80,8 @@ def test_region_order(rec, tmp_path):
         rec.requests.clear()
         r = cli(["--path-style", *args], {**base, **env}, tmp_path)
         assert r.returncode == 0, (args, env, r.stderr)
-        assert scope_region(rec.requests[-1][2]) == expected, (args, env)
+        assert scope_region(rec.requests[-1][2].get("Authorization", "")) == expected, (args, env)
     rec.requests.clear()
     r = cli(["--path-style"], {"AWS_ENDPOINT_URL_S3": rec.url}, tmp_path)
     assert r.returncode == 0, r.stderr
-    assert scope_region(rec.requests[-1][2]) == "us-east-1"
+    assert scope_region(rec.requests[-1][2].get("Authorization", "")) == "us-east-1"
