@@ -62,17 +62,23 @@ JOB_SCRIPT = ('mkdir "$1/orders"; printf 42 > "$1/orders/last_id"; '
               'cat "$1/orders/last_id"')
 
 
-@needs_root
-def test_private_namespace_mount_is_seen_only_by_who_joins_it(tmp_path):
+def start_in_private_namespace(tmp_path):
+    """bookmarkfs on a dir store, in a mount namespace of its own: unshare
+    execs it, so the process's pid is the daemon's."""
     store = DirStore(tmp_path / "store")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     log = tmp_path / "bookmarkfs.log"
     with open(log, "wb") as out:
-        # unshare execs bookmarkfs: proc.pid is the daemon, in its own namespace
         proc = subprocess.Popen(["unshare", "-m", "--propagation", "private",
                                  *bookmarkfs_cmd(store, tmp_path, mnt)],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    return store, mnt, log, proc
+
+
+@needs_root
+def test_private_namespace_mount_is_seen_only_by_who_joins_it(tmp_path):
+    store, mnt, log, proc = start_in_private_namespace(tmp_path)
     try:
         wait_for_mount(proc.pid, mnt, proc, log)
         # Not here: our namespace has the plain, empty directory.
@@ -148,14 +154,7 @@ def test_shared_mount_propagates_like_a_bidirectional_volume(tmp_path):
 def test_sigterm_unmounts_and_exits_0(tmp_path):
     """docker stop and Kubernetes stop a container with SIGTERM: an orderly
     unmount, exit status 0."""
-    store = DirStore(tmp_path / "store")
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    log = tmp_path / "bookmarkfs.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(["unshare", "-m", "--propagation", "private",
-                                 *bookmarkfs_cmd(store, tmp_path, mnt)],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    store, mnt, log, proc = start_in_private_namespace(tmp_path)
     try:
         wait_for_mount(proc.pid, mnt, proc, log)
         r = nsenter(proc.pid, "sh", "-ec", JOB_SCRIPT, "sh", mnt)
