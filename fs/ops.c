@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -533,12 +534,19 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
     return 0;
 }
 
-static size_t upload_key_len(const char *job)
+/* Refused at mkdir rather than at every upload: the longest key an upload
+ * of this job can get (completed, the largest epoch) must fit S3's limit,
+ * and its last segment the store's (a file name, on the dir store). */
+static int job_name_fits(const char *job)
 {
-    const struct layout *l = &ctx()->jobs->layout;
-    /* "<d>/<ds>/upload_date=<20 digits>/<user>/<ft>/<job>_completed.json" */
-    return strlen(l->domain) + strlen(l->dataset) + strlen(l->user) +
-           strlen(l->file_type) + strlen(job) + 4 + 12 + 20 + strlen("_completed.json");
+    char *key = layout_upload_key(&ctx()->jobs->layout, job, UPLOAD_COMPLETED, INT64_MAX);
+    if (!key)
+        return -ENOMEM;
+    size_t seg_max = ctx()->jobs->store->max_segment;
+    int fits = strlen(key) <= OBJECT_KEY_MAX &&
+               (!seg_max || strlen(strrchr(key, '/') + 1) <= seg_max);
+    free(key);
+    return fits ? 0 : -ENAMETOOLONG;
 }
 
 static int op_mkdir(const char *path, mode_t mode)
@@ -556,12 +564,8 @@ static int op_mkdir(const char *path, mode_t mode)
         return -EEXIST;
     if (!valid_utf8(p.job))
         return -EILSEQ;
-    /* Refused here rather than at every upload: the key must fit S3's limit
-     * and, on the dir store, "<job>_completed.json" must be a file name. */
-    size_t seg_max = ctx()->jobs->store->max_segment;
-    if (upload_key_len(p.job) > OBJECT_KEY_MAX ||
-        (seg_max && strlen(p.job) + strlen("_completed.json") > seg_max))
-        return -ENAMETOOLONG;
+    if ((rc = job_name_fits(p.job)) < 0)
+        return rc;
     struct job *job = NULL;
     rc = jobs_get(ctx()->jobs, p.job, 1, &job);
     if (job)
