@@ -333,3 +333,28 @@ def test_credentials_or_clock_going_bad_after_mount_is_eacces(s3server, proxy, t
         assert sh_write(job / "running").returncode == 0
         assert store.get(LZ, last_upload(job)["key"]) == b'{"k":1}'
         assert re.search(r"upload_date=\d+/", last_upload(job)["key"])
+
+
+def test_a_job_whose_object_key_would_pass_1024_bytes_is_refused_at_mkdir(tmp_path):
+    seg = "d" * 250
+
+    class LongPath(DirStore):
+        def args(self):
+            return [f"--store=dir:{self.root}", "--lz-bucket=lz", f"--domain={seg}",
+                    f"--dataset={seg}", f"--user={seg}"]
+
+    store = LongPath(tmp_path / "store")
+    # "<250>/<250>/upload_date=<epoch>/<250>/others/<job>_completed.json"
+    fixed = 3 * 250 + len("others") + 5 + len("upload_date=") + len("_completed.json")
+    with Mount(store, tmp_path / "mnt") as m:
+        fits = "f" * (1024 - fixed - 19)   # room for the largest epoch
+        too_long = "t" * (1024 - fixed - 10 + 1)  # over even with today's epoch
+        with pytest.raises(OSError) as e:
+            (m.path / too_long).mkdir()
+        assert e.value.errno == errno.ENAMETOOLONG
+        assert too_long not in os.listdir(m.path)
+        (m.path / fits).mkdir()
+        (m.path / fits / "k").write_text("1")
+        assert sh_write(m.path / fits / "completed").returncode == 0
+        key = last_upload(m.path / fits, "completed")["key"]
+        assert len(key.encode()) <= 1024 and store.get("lz", key) == b'{"k":1}'
