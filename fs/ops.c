@@ -83,7 +83,13 @@ static int parse_path(const char *path, struct fspath *p)
     return 0;
 }
 
-static struct fsctx *ctx(void) { return fuse_get_context()->private_data; }
+/* Set once the FUSE loop is over, when no request runs any more. */
+static struct fsctx *after_loop;
+
+static struct fsctx *ctx(void)
+{
+    return after_loop ? after_loop : fuse_get_context()->private_data;
+}
 
 /* Only the mount's owner (and root) changes anything; with -o allow_other
  * others may read. This is what the modes shown (0644, 0755) say; checking
@@ -164,6 +170,7 @@ static int scratch_install(struct job *job, const char *name, struct scratch_ref
 /* ---- open file handles */
 
 struct handle {
+    struct handle *prev, *next; /* every open file, for the shutdown */
     enum etype type;
     struct job *job;
     char *name;
@@ -225,10 +232,23 @@ static void pending_leave(struct handle *h)
     pthread_mutex_unlock(&h->job->lock);
 }
 
+/* Open files: RELEASE is asynchronous, and a SIGTERM or unmount may end the
+ * loop before it arrives for every file. */
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct handle *open_files;
+
 static void handle_free(struct handle *h)
 {
     if (!h)
         return;
+    pthread_mutex_lock(&open_lock);
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        open_files = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    pthread_mutex_unlock(&open_lock);
     /* A new key closed with no content holds null. */
     if (h->created && !h->failed && commit_key(h->job, h->name, "", 0) != 0)
         log_error("job '%s' key '%s': cannot create it", h->job->name, h->name);
@@ -263,7 +283,20 @@ static struct handle *handle_new(enum etype type, struct job *job, const char *n
         return NULL;
     }
     h->job = job;
+    pthread_mutex_lock(&open_lock);
+    h->next = open_files;
+    if (open_files)
+        open_files->prev = h;
+    open_files = h;
+    pthread_mutex_unlock(&open_lock);
     return h;
+}
+
+void ops_release_open_files(struct fsctx *fc)
+{
+    after_loop = fc;
+    while (open_files)
+        handle_free(open_files); /* as its RELEASE would have */
 }
 
 /* ---- commits: what close() of a key or .state.json does */

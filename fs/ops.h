@@ -17,6 +17,10 @@ struct fsctx {
 
 extern const struct fuse_operations bookmarkfs_ops;
 
+/* After the FUSE loop: releases the files whose RELEASE never came (a new
+ * key closed empty still becomes null). */
+void ops_release_open_files(struct fsctx *fc);
+
 /* Largest value a key file may hold, and largest .state.json write. */
 #define KEY_VALUE_MAX (16u << 20)
 #define STATE_TEXT_MAX (512u << 20)
