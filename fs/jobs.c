@@ -1,6 +1,7 @@
 #include "fs/jobs.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -449,22 +450,21 @@ int job_replace(struct jobs *j, struct job *job, const char *text, size_t len, c
 {
     if (!j->journal)
         return state_from_bytes(job->state, text, len, why, whylen);
-    /* Checked before it is journaled: the journal holds only changes that
-     * apply. */
-    struct state *probe = state_new();
-    if (!probe)
-        return -ENOMEM;
-    int rc = state_from_bytes(probe, text, len, why, whylen);
-    state_free(probe);
-    if (rc < 0)
-        return rc;
+    /* Journaled first and taken back if the document does not parse: the
+     * journal holds only changes that apply, and the document is parsed
+     * once, with no second copy of the state alive beside the journal's. */
     journal_lock(j->journal);
     struct journal_record rec = {.op = JOURNAL_REPLACE, .job = job->name, .text = text,
                                  .text_len = len};
-    if ((rc = journal_append_locked(j->journal, &rec)) < 0)
+    int rc = journal_append_locked(j->journal, &rec);
+    if (rc == -EINVAL) { /* the journal takes only UTF-8 text, as JSON does */
+        if (why && whylen)
+            snprintf(why, whylen, "not valid UTF-8");
+    } else if (rc < 0) {
         rc = journal_error(rc);
-    else if ((rc = state_from_bytes(job->state, text, len, why, whylen)) < 0)
+    } else if ((rc = state_from_bytes(job->state, text, len, why, whylen)) < 0) {
         journal_undo_locked(j->journal);
+    }
     journal_unlock(j->journal);
     return rc;
 }
