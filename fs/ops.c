@@ -769,7 +769,13 @@ static int open_entry(const char *path, struct fuse_file_info *fi, int create)
 
 static int op_open(const char *path, struct fuse_file_info *fi)
 {
-    return open_entry(path, fi, 0);
+    /* The kernel opens only names it holds, possibly from its cache: a name
+     * gone since (a .state.json replace removed it) is ESTALE, on which the
+     * kernel looks the name up afresh and retries the open once, as a
+     * create when O_CREAT was given. ENOENT here would reach the caller,
+     * and `echo 1 > key` would fail. */
+    int rc = open_entry(path, fi, 0);
+    return rc == -ENOENT ? -ESTALE : rc;
 }
 
 static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
@@ -1245,11 +1251,11 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
         conn->want |= FUSE_CAP_ATOMIC_O_TRUNC; /* O_TRUNC is not a truncate */
     cfg->hard_remove = 1; /* no .fuse_hidden renames of open files */
     cfg->direct_io = 1;
-    /* Neither names nor attributes are cached by the kernel: sizes change
-     * at close, and a .state.json replace removes names behind its back (a
-     * cached name would turn a later O_CREAT open into a plain open, which
-     * the kernel sends without O_CREAT). */
-    cfg->entry_timeout = 0;
+    /* The kernel caches names for a second and revalidates them after
+     * that; a cached name that is gone is caught at open (see op_open).
+     * Attributes are not cached: sizes change at close. Absent names are
+     * not cached: a .state.json replace adds names behind its back. */
+    cfg->entry_timeout = 1.0;
     cfg->attr_timeout = 0;
     cfg->negative_timeout = 0;
     cfg->use_ino = 0;

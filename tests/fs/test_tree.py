@@ -261,6 +261,14 @@ def test_names_removed_by_a_state_replace_are_gone_at_once(job):
     expect_errno(errno.ENOENT, open, job / "a")
     write(job / "a", "3")  # O_CREAT through a name the kernel may still hold
     assert state(job) == {"b": 2, "a": 3}
+    # The same through a shell, and without O_CREAT, for a name the kernel
+    # has just looked up.
+    write(job / "d", "4")
+    assert (job / "d").read_text() == "4\n"
+    write(job / ".state.json", '{"b": 2, "a": 3}')
+    expect_errno(errno.ENOENT, os.open, job / "d", os.O_WRONLY)
+    subprocess.run(["sh", "-c", 'echo 5 > "$1"', "sh", str(job / "d")], check=True)
+    assert state(job) == {"b": 2, "a": 3, "d": 5}
     os.rename(job / "a", job / "c")
     expect_errno(errno.ENOENT, os.stat, job / "a")
-    assert state(job) == {"b": 2, "c": 3}
+    assert state(job) == {"b": 2, "c": 3, "d": 5}
