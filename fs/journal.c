@@ -15,6 +15,7 @@
 
 #include "util/log.h"
 #include "util/strmap.h"
+#include "util/textbuf.h"
 
 #define FILE_NAME "journal"
 #define TMP_NAME "journal.tmp"
@@ -47,13 +48,22 @@ static const char *const OP_NAMES[] = {"set", "remove", "rename", "replace"};
 
 /* ---- small helpers */
 
+/* SHA-256 fetched once: an implicit fetch on every record cost as much as
+ * hashing it. */
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static EVP_MD *sha256_md;
+
+static void sha256_fetch(void) { sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL); }
+
 static int checksum(const unsigned char len_le[4], const char *payload, size_t n,
                     unsigned char out[8])
 {
+    if (pthread_once(&sha256_once, sha256_fetch) != 0 || !sha256_md)
+        return -ENOMEM;
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+    int ok = ctx && EVP_DigestInit_ex(ctx, sha256_md, NULL) == 1 &&
              EVP_DigestUpdate(ctx, len_le, 4) == 1 &&
              EVP_DigestUpdate(ctx, payload, n) == 1 &&
              EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen >= 8;
@@ -558,21 +568,30 @@ int journal_append_locked(struct journal *jn, struct journal_record *rec)
     json_t *o = encode(rec, seq);
     if (!o)
         return -EINVAL; /* a name or text that is not UTF-8 (or no memory) */
-    size_t n = json_dumpb(o, NULL, 0, DUMP_FLAGS);
-    char *buf = n && n <= UINT32_MAX ? malloc(JOURNAL_RECORD_HEAD + n) : NULL;
+    /* One pass: the head's room first, then the payload after it. A
+     * replace's text is reserved for up front (escaping adds a little). */
+    static const char no_head[JOURNAL_RECORD_HEAD];
+    struct textbuf b;
+    textbuf_init(&b);
+    size_t hint = rec->op == JOURNAL_REPLACE ? rec->text_len + rec->text_len / 8 + 256 : 0;
     char *job = strdup(rec->job);
-    int rc = buf && job ? index_reserve(jn) : -ENOMEM;
-    if (rc == 0 && json_dumpb(o, buf + JOURNAL_RECORD_HEAD, n, DUMP_FLAGS) != n)
+    int rc = job ? index_reserve(jn) : -ENOMEM;
+    if (rc == 0 && (textbuf_reserve(&b, JOURNAL_RECORD_HEAD + hint) != 0 ||
+                    textbuf_put(no_head, sizeof no_head, &b) != 0 ||
+                    json_dump_callback(o, textbuf_put, &b, DUMP_FLAGS) != 0))
         rc = -ENOMEM;
     json_decref(o);
+    size_t n = b.len > JOURNAL_RECORD_HEAD ? b.len - JOURNAL_RECORD_HEAD : 0;
+    if (rc == 0 && (n == 0 || n > UINT32_MAX))
+        rc = -ENOMEM;
     if (rc == 0) {
-        put_le32((unsigned char *)buf, (uint32_t)n);
-        rc = checksum((unsigned char *)buf, buf + JOURNAL_RECORD_HEAD, n,
-                      (unsigned char *)buf + 4);
+        put_le32((unsigned char *)b.p, (uint32_t)n);
+        rc = checksum((unsigned char *)b.p, b.p + JOURNAL_RECORD_HEAD, n,
+                      (unsigned char *)b.p + 4);
     }
     if (rc == 0)
-        rc = pwrite_all(jn->fd, buf, JOURNAL_RECORD_HEAD + n, jn->end);
-    free(buf);
+        rc = pwrite_all(jn->fd, b.p, JOURNAL_RECORD_HEAD + n, jn->end);
+    textbuf_free(&b);
     if (rc < 0) {
         free(job);
         /* Nothing of a failed record may stay: later records would sit

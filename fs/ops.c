@@ -726,11 +726,14 @@ static int open_entry(const char *path, struct fuse_file_info *fi, int create)
                 h->created = 1;
             break;
         }
+        if (trunc) { /* the old value is not needed */
+            if (!state_has(job->state, p.name) && !key_pending(job, p.name))
+                rc = -ENOENT;
+            break;
+        }
         size_t len = 0;
         h->buf = key_text(job, p.name, &len, &rc);
         h->len = h->cap = len;
-        if (trunc)
-            h->len = 0;
         break;
     }
     case E_SCRATCH: {

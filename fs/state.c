@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/textbuf.h"
+
 /* Compact, UTF-8 kept as is (no \u escapes for non-ASCII). */
 #define DUMP_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY)
 #define LOAD_FLAGS (JSON_ALLOW_NUL)
@@ -72,76 +74,21 @@ static void set_err(char *err, size_t errlen, const char *msg)
 
 /* ---- serialization into malloc'd text ---- */
 
-/* A growing buffer for json_dump_callback; small texts stay on the stack. */
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    int heap;
-    char small[256];
-};
-
-static void sbuf_init(struct sbuf *b)
-{
-    b->p = b->small;
-    b->len = 0;
-    b->cap = sizeof b->small;
-    b->heap = 0;
-}
-
-static int sbuf_put(const char *buf, size_t size, void *data)
-{
-    struct sbuf *b = data;
-    if (size >= b->cap - b->len) { /* keep room for a NUL */
-        if (size > SIZE_MAX / 4 - b->len)
-            return -1;
-        size_t need = b->len + size + 1;
-        size_t ncap = b->cap * 2 > need ? b->cap * 2 : need;
-        char *np = b->heap ? realloc(b->p, ncap) : malloc(ncap);
-        if (!np)
-            return -1;
-        if (!b->heap)
-            memcpy(np, b->p, b->len);
-        b->p = np;
-        b->cap = ncap;
-        b->heap = 1;
-    }
-    memcpy(b->p + b->len, buf, size);
-    b->len += size;
-    return 0;
-}
-
 /* Compact JSON of v (one pass) in a malloc'd buffer with room for `extra`
  * more bytes and a NUL; its length in *len. NULL when jansson cannot
  * serialize v or on ENOMEM. */
 static char *dump_text(const json_t *v, size_t extra, size_t *len)
 {
-    struct sbuf b;
-    sbuf_init(&b);
-    if (json_dump_callback(v, sbuf_put, &b, DUMP_FLAGS) != 0 || b.len == 0 ||
-        extra > SIZE_MAX - 1 - b.len) {
-        if (b.heap)
-            free(b.p);
+    struct textbuf b;
+    textbuf_init(&b);
+    if (json_dump_callback(v, textbuf_put, &b, DUMP_FLAGS) != 0 || b.len == 0) {
+        textbuf_free(&b);
         return NULL;
     }
-    size_t need = b.len + extra + 1;
-    char *out;
-    if (b.heap) {
-        out = realloc(b.p, need);
-        if (!out) {
-            if (b.cap < need) {
-                free(b.p);
-                return NULL;
-            }
-            out = b.p; /* a failed shrink: keep the bigger buffer */
-        }
-    } else {
-        out = malloc(need);
-        if (!out)
-            return NULL;
-        memcpy(out, b.p, b.len);
-    }
-    out[b.len] = '\0';
-    *len = b.len;
+    size_t n = b.len;
+    char *out = textbuf_take(&b, extra);
+    if (out)
+        *len = n;
     return out;
 }
 
@@ -198,9 +145,9 @@ static int entry_new(const char *key, size_t key_len, uint64_t hash, int check,
     }
     /* Serialized on the stack (spilling to the heap for long keys), then
      * copied into the entry: one allocation for a short key. */
-    struct sbuf b;
-    sbuf_init(&b);
-    int dumped = json_dump_callback(s, sbuf_put, &b, DUMP_FLAGS);
+    struct textbuf b;
+    textbuf_init(&b);
+    int dumped = json_dump_callback(s, textbuf_put, &b, DUMP_FLAGS);
     json_decref(s);
     size_t esc_len = b.len;
     struct entry *e = NULL;
@@ -219,8 +166,7 @@ static int entry_new(const char *key, size_t key_len, uint64_t hash, int check,
         memcpy(e->data + key_len + 1, b.p, esc_len);
         e->data[key_len + 1 + esc_len] = '\0';
     }
-    if (b.heap)
-        free(b.p);
+    textbuf_free(&b);
     if (!e)
         return -ENOMEM;
     *out = e;
