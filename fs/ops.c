@@ -653,6 +653,7 @@ static int open_status(struct fuse_file_info *fi, int create)
     h->cap = h->len;
     fi->fh = (uint64_t)(uintptr_t)h;
     fi->direct_io = 1;
+    fi->noflush = 1; /* read-only: nothing to do at close */
     return 0;
 }
 
@@ -767,6 +768,10 @@ static int open_entry(const char *path, struct fuse_file_info *fi, int create)
     }
     fi->fh = (uint64_t)(uintptr_t)h;
     fi->direct_io = 1; /* sizes change at close: never serve stale pages */
+    /* A reader commits nothing at close, so the kernel need not send a
+     * FLUSH: one request less per read. (A key created by this open
+     * becomes null at release, which needs no flush either.) */
+    fi->noflush = acc == O_RDONLY;
     return 0;
 }
 
