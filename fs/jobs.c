@@ -398,16 +398,28 @@ static int journal_error(int rc) { return rc == -ENOMEM ? rc : -EIO; }
 
 int job_set(struct jobs *j, struct job *job, const char *key, json_t *value)
 {
+    if (!value)
+        return -ENOMEM;
+    size_t len = 0;
+    char *text = state_value_compact(value, &len);
+    json_decref(value);
+    return job_set_text(j, job, key, text, len);
+}
+
+int job_set_text(struct jobs *j, struct job *job, const char *key, char *text, size_t len)
+{
+    if (!text)
+        return -ENOMEM;
     if (!j->journal)
-        return state_set(job->state, key, value);
+        return state_set_text(job->state, key, text, len);
     journal_lock(j->journal);
     struct journal_record rec = {.op = JOURNAL_SET, .job = job->name, .key = key,
-                                 .value = value};
+                                 .value_text = text, .value_len = len};
     int rc = journal_append_locked(j->journal, &rec);
     if (rc < 0) {
         rc = journal_error(rc);
-        json_decref(value);
-    } else if ((rc = state_set(job->state, key, value)) < 0) {
+        free(text);
+    } else if ((rc = state_set_text(job->state, key, text, len)) < 0) {
         journal_undo_locked(j->journal);
     }
     journal_unlock(j->journal);

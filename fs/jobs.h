@@ -81,6 +81,9 @@ int jobs_sync(struct jobs *j);
  * job_set steals value. job_replace: -EINVAL with the reason in why when
  * text is not a JSON object. */
 int job_set(struct jobs *j, struct job *job, const char *key, json_t *value);
+/* job_set_text: the same with the value as its compact JSON text (from
+ * state_value_compact), which it takes. */
+int job_set_text(struct jobs *j, struct job *job, const char *key, char *text, size_t len);
 int job_remove(struct jobs *j, struct job *job, const char *key);
 int job_rename(struct jobs *j, struct job *job, const char *from, const char *to);
 int job_replace(struct jobs *j, struct job *job, const char *text, size_t len, char *why,

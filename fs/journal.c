@@ -42,6 +42,7 @@ struct journal {
     int broken;         /* a failed append could not be cut off: refuse more */
     int can_undo;
     off_t undo_off;
+    EVP_MD_CTX *append_md; /* reused by appends (under lock) */
 };
 
 static const char *const OP_NAMES[] = {"set", "remove", "rename", "replace"};
@@ -55,19 +56,20 @@ static EVP_MD *sha256_md;
 
 static void sha256_fetch(void) { sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL); }
 
-static int checksum(const unsigned char len_le[4], const char *payload, size_t n,
-                    unsigned char out[8])
+/* ctx: a digest context to reuse, or NULL for a fresh one. */
+static int checksum(EVP_MD_CTX *ctx, const unsigned char len_le[4], const char *payload,
+                    size_t n, unsigned char out[8])
 {
     if (pthread_once(&sha256_once, sha256_fetch) != 0 || !sha256_md)
         return -ENOMEM;
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx && EVP_DigestInit_ex(ctx, sha256_md, NULL) == 1 &&
-             EVP_DigestUpdate(ctx, len_le, 4) == 1 &&
-             EVP_DigestUpdate(ctx, payload, n) == 1 &&
-             EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen >= 8;
-    EVP_MD_CTX_free(ctx);
+    EVP_MD_CTX *own = ctx ? NULL : EVP_MD_CTX_new();
+    EVP_MD_CTX *c = ctx ? ctx : own;
+    int ok = c && EVP_DigestInit_ex(c, sha256_md, NULL) == 1 &&
+             EVP_DigestUpdate(c, len_le, 4) == 1 && EVP_DigestUpdate(c, payload, n) == 1 &&
+             EVP_DigestFinal_ex(c, md, &mdlen) == 1 && mdlen >= 8;
+    EVP_MD_CTX_free(own);
     if (!ok)
         return -ENOMEM;
     memcpy(out, md, 8);
@@ -188,8 +190,9 @@ static json_t *encode(const struct journal_record *rec, uint64_t seq)
               json_object_set_new(o, "job", json_string(rec->job));
     switch (rec->op) {
     case JOURNAL_SET:
+        /* A value given as text is added by the caller of encode(). */
         bad = bad || json_object_set_new(o, "key", json_string(rec->key)) ||
-              !rec->value || json_object_set(o, "value", rec->value);
+              (!rec->value_text && (!rec->value || json_object_set(o, "value", rec->value)));
         break;
     case JOURNAL_REMOVE:
         bad = bad || json_object_set_new(o, "key", json_string(rec->key));
@@ -298,7 +301,7 @@ static int read_record(int fd, off_t off, off_t size, json_t **out, size_t *rsiz
     rc = pread_all(fd, payload, len, off + JOURNAL_RECORD_HEAD);
     unsigned char sum[8];
     if (rc == 0)
-        rc = checksum(head, payload, len, sum);
+        rc = checksum(NULL, head, payload, len, sum);
     if (rc < 0) {
         free(payload);
         return rc;
@@ -541,6 +544,7 @@ void journal_close(struct journal *jn)
     if (jn->lockfd >= 0)
         close(jn->lockfd); /* releases the flock */
     index_free(jn->recs, jn->n);
+    EVP_MD_CTX_free(jn->append_md);
     pthread_mutex_destroy(&jn->lock);
     pthread_mutex_destroy(&jn->compact_lock);
     free(jn->dir);
@@ -558,6 +562,23 @@ void journal_unlock(struct journal *jn) { pthread_mutex_unlock(&jn->lock); }
 uint64_t journal_last_seq_locked(const struct journal *jn) { return jn->last_seq; }
 
 /* ---- append */
+
+/* A set record's value given as compact JSON text goes in as it is, as the
+ * object's last member: its closing brace is moved behind it. The text
+ * already came out of jansson, so it is not serialized a second time. */
+static int append_value_text(struct textbuf *b, const struct journal_record *rec)
+{
+    static const char member[] = ",\"value\":";
+    if (rec->op != JOURNAL_SET || !rec->value_text)
+        return 0;
+    if (b->len == 0 || b->p[b->len - 1] != '}')
+        return -1;
+    b->len--;
+    if (textbuf_put(member, sizeof member - 1, b) != 0 ||
+        textbuf_put(rec->value_text, rec->value_len, b) != 0)
+        return -1;
+    return textbuf_put("}", 1, b);
+}
 
 int journal_append_locked(struct journal *jn, struct journal_record *rec)
 {
@@ -578,7 +599,8 @@ int journal_append_locked(struct journal *jn, struct journal_record *rec)
     int rc = job ? index_reserve(jn) : -ENOMEM;
     if (rc == 0 && (textbuf_reserve(&b, JOURNAL_RECORD_HEAD + hint) != 0 ||
                     textbuf_put(no_head, sizeof no_head, &b) != 0 ||
-                    json_dump_callback(o, textbuf_put, &b, DUMP_FLAGS) != 0))
+                    json_dump_callback(o, textbuf_put, &b, DUMP_FLAGS) != 0 ||
+                    append_value_text(&b, rec) != 0))
         rc = -ENOMEM;
     json_decref(o);
     size_t n = b.len > JOURNAL_RECORD_HEAD ? b.len - JOURNAL_RECORD_HEAD : 0;
@@ -586,8 +608,11 @@ int journal_append_locked(struct journal *jn, struct journal_record *rec)
         rc = -ENOMEM;
     if (rc == 0) {
         put_le32((unsigned char *)b.p, (uint32_t)n);
-        rc = checksum((unsigned char *)b.p, b.p + JOURNAL_RECORD_HEAD, n,
-                      (unsigned char *)b.p + 4);
+        if (!jn->append_md && !(jn->append_md = EVP_MD_CTX_new()))
+            rc = -ENOMEM;
+        else
+            rc = checksum(jn->append_md, (unsigned char *)b.p, b.p + JOURNAL_RECORD_HEAD, n,
+                          (unsigned char *)b.p + 4);
     }
     if (rc == 0)
         rc = pwrite_all(jn->fd, b.p, JOURNAL_RECORD_HEAD + n, jn->end);

@@ -40,6 +40,8 @@ struct journal_record {
     const char *key;     /* set, remove; rename: the old name */
     const char *to;      /* rename: the new name */
     json_t *value;       /* set (borrowed) */
+    const char *value_text; /* set: instead of value, its compact JSON text */
+    size_t value_len;
     const char *text;    /* replace: the bytes written to .state.json */
     size_t text_len;
 };

@@ -422,6 +422,13 @@ int state_set(struct state *st, const char *key, json_t *value)
     return put_text(st, key, text, text_len);
 }
 
+int state_set_text(struct state *st, const char *key, char *text, size_t len)
+{
+    if (!text)
+        return -ENOMEM;
+    return put_text(st, key, text, len);
+}
+
 json_t *state_get(struct state *st, const char *key)
 {
     size_t key_len = strlen(key);
@@ -736,6 +743,19 @@ json_t *state_parse_value(const char *buf, size_t len, char *err, size_t errlen)
         return NULL;
     }
     return v;
+}
+
+char *state_value_compact(const json_t *value, size_t *len)
+{
+    size_t n;
+    char *buf = dump_text(value, 0, &n);
+    if (!buf) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (len)
+        *len = n;
+    return buf;
 }
 
 char *state_dump_value(const json_t *value, size_t *len)

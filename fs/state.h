@@ -25,6 +25,10 @@ void state_free(struct state *st);
  * afterwards does not change the state. */
 int state_set(struct state *st, const char *key, json_t *value);
 
+/* set_text: like state_set, with the value given as its compact JSON text
+ * (from state_value_compact), whose ownership passes to the state. */
+int state_set_text(struct state *st, const char *key, char *text, size_t len);
+
 /* The value of key, parsed from its stored text: a new value owned by the
  * caller, or NULL when absent (or on ENOMEM, or when the value is nested
  * deeper than jansson's parser reads; see STATE_VALUE_DEPTH_MAX). */
@@ -85,5 +89,9 @@ json_t *state_parse_value(const char *buf, size_t len, char *err, size_t errlen)
 /* Serializes value as compact JSON plus "\n" (same format as
  * state_value_text). */
 char *state_dump_value(const json_t *value, size_t *len);
+
+/* The compact JSON text of value, as the state keeps it (no newline),
+ * malloc'd, length in *len. NULL on ENOMEM. */
+char *state_value_compact(const json_t *value, size_t *len);
 
 #endif

@@ -194,6 +194,30 @@ static void test_round_trip(void)
     free(path);
 }
 
+/* A set record whose value comes as compact text (the key write path)
+ * reads back as the same value as one given as a json_t. */
+static void test_value_as_text(void)
+{
+    struct journal *jn = open_id("value-as-text");
+    static const char text[] = "{\"epoch_time\":156234987,\"l\":[1,\"}\",null]}";
+    append(jn, (struct journal_record){.op = JOURNAL_SET, .job = "j", .key = "t",
+                                       .value_text = text, .value_len = sizeof text - 1});
+    append_set(jn, "j", "v", text);
+    journal_close(jn);
+    jn = open_id("value-as-text");
+    json_t *got = records(jn, "j");
+    REQUIRE(json_array_size(got) == 2);
+    json_t *t = json_object_get(json_array_get(got, 0), "value");
+    json_t *v = json_object_get(json_array_get(got, 1), "value");
+    json_t *want = parse(text);
+    CHECK(t != NULL && json_equal(t, want));
+    CHECK(v != NULL && json_equal(v, want));
+    CHECK(strcmp(json_string_value(json_object_get(json_array_get(got, 0), "key")), "t") == 0);
+    json_decref(want);
+    json_decref(got);
+    journal_close(jn);
+}
+
 static void test_identities_and_lock(void)
 {
     struct journal *a = open_id("identity-a");
@@ -502,6 +526,7 @@ int main(void)
     /* the journal creates missing components of its cache dir */
     strncat(cache, "/cache", sizeof cache - strlen(cache) - 1);
     test_round_trip();
+    test_value_as_text();
     test_identities_and_lock();
     test_torn_and_flipped_tail();
     test_not_a_journal();
