@@ -331,6 +331,7 @@ static int replay_record(const struct journal_record *rec, void *arg)
     } else {
         rc->applied++;
     }
+    rc->job->journal_seq = rec->seq; /* in the journal until an upload */
     return 0;
 }
 
@@ -421,6 +422,8 @@ int job_set_text(struct jobs *j, struct job *job, const char *key, char *text, s
         free(text);
     } else if ((rc = state_set_text(job->state, key, text, len)) < 0) {
         journal_undo_locked(j->journal);
+    } else {
+        job->journal_seq = rec.seq;
     }
     journal_unlock(j->journal);
     return rc;
@@ -435,8 +438,10 @@ int job_remove(struct jobs *j, struct job *job, const char *key)
     struct journal_record rec = {.op = JOURNAL_REMOVE, .job = job->name, .key = key};
     if (rc == 0 && (rc = journal_append_locked(j->journal, &rec)) < 0)
         rc = journal_error(rc);
-    else if (rc == 0)
+    else if (rc == 0) {
         state_remove(job->state, key); /* present: checked under the lock */
+        job->journal_seq = rec.seq;
+    }
     journal_unlock(j->journal);
     return rc;
 }
@@ -453,6 +458,8 @@ int job_rename(struct jobs *j, struct job *job, const char *from, const char *to
         rc = journal_error(rc);
     else if (rc == 0 && (rc = state_rename(job->state, from, to)) < 0)
         journal_undo_locked(j->journal);
+    else if (rc == 0)
+        job->journal_seq = rec.seq;
     journal_unlock(j->journal);
     return rc;
 }
@@ -476,22 +483,31 @@ int job_replace(struct jobs *j, struct job *job, const char *text, size_t len, c
         rc = journal_error(rc);
     } else if ((rc = state_from_bytes(job->state, text, len, why, whylen)) < 0) {
         journal_undo_locked(j->journal);
+    } else {
+        job->journal_seq = rec.seq;
     }
     journal_unlock(j->journal);
     return rc;
 }
 
 /* Drops a job's journal entries up to seq (all of them when seq is 0). */
-static void journal_drop(struct jobs *j, const char *name, uint64_t seq)
+static void journal_drop(struct jobs *j, struct job *job, uint64_t seq)
 {
     if (!j->journal)
         return;
-    if (seq == 0) {
-        journal_lock(j->journal);
+    journal_lock(j->journal);
+    if (seq == 0)
         seq = journal_last_seq_locked(j->journal);
-        journal_unlock(j->journal);
-    }
-    journal_compact(j->journal, name, seq);
+    /* A job with no records since the last drop has nothing to drop: the
+     * journal's other records are not walked for it. */
+    int none = job->journal_seq == 0;
+    journal_unlock(j->journal);
+    if (none || journal_compact(j->journal, job->name, seq) < 0)
+        return;
+    journal_lock(j->journal);
+    if (job->journal_seq <= seq)
+        job->journal_seq = 0;
+    journal_unlock(j->journal);
 }
 
 int jobs_get(struct jobs *j, const char *name, int create, struct job **out)
@@ -558,7 +574,7 @@ int jobs_forget(struct jobs *j, const char *name)
         pthread_mutex_unlock(&j->lock);
         /* Forgotten locally: its journal entries go too, so it does not
          * come back at the next mount other than from the store. */
-        journal_drop(j, name, 0);
+        journal_drop(j, job, 0);
         rc = 0;
     }
     job_unref(j, job);
@@ -800,7 +816,7 @@ int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
          * (running or completed alike; which one the next mount starts
          * from is --resume-from's choice, as with the seed's StateStore). */
         if (upto)
-            journal_drop(j, job->name, upto);
+            journal_drop(j, job, upto);
         if (kind == UPLOAD_COMPLETED && j->success_trigger)
             rc = put_success_trigger(j, job, key);
     } else {

@@ -32,6 +32,7 @@ struct job {
     json_t *loaded;            /* what get_or_create loaded, {} when none */
     json_t *last_upload[2];    /* per enum upload_kind, {} when none */
     struct timespec mtime;
+    uint64_t journal_seq;      /* its newest journal record, 0: none (journal lock) */
 };
 
 struct jobs_stats {

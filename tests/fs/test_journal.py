@@ -126,6 +126,31 @@ def test_upload_compacts_and_nothing_is_replayed_twice(store, tmp_path):
     assert "replayed" not in m3.log()
 
 
+def test_an_upload_drops_only_its_own_jobs_records(store, tmp_path):
+    cache = tmp_path / "cache"
+    m = jmount(store, tmp_path, "m1", cache).start()
+    for name, value in (("a", 1), ("b", 2)):
+        (m.path / name).mkdir()
+        (m.path / name / "k").write_text(str(value))
+    (m.path / "a" / "running").write_text("1")  # drops a's record, keeps b's
+    jfile = the_journal(cache)
+    kept = (jfile.stat().st_ino, jfile.stat().st_size)
+    # a has no records left: uploading it again leaves the journal file as
+    # it is (compaction would write a new file and rename it over).
+    (m.path / "a" / "k2").write_text("3")
+    (m.path / "a" / "running").write_text("1")
+    assert jfile.stat().st_ino != kept[0]  # that one had a record to drop
+    kept = (jfile.stat().st_ino, jfile.stat().st_size)
+    (m.path / "a" / "completed").write_text("1")
+    assert (jfile.stat().st_ino, jfile.stat().st_size) == kept
+    m.kill()
+    with jmount(store, tmp_path, "m2", cache) as m2:
+        assert state(m2.path, "b") == {"k": 2}
+        assert state(m2.path, "a") == {"k": 1, "k2": 3}
+        assert re.search(r"job 'b': replayed 1 change from the journal", m2.log()), m2.log()
+        assert "job 'a': replayed" not in m2.log()
+
+
 def test_another_identity_does_not_see_the_journal(store, tmp_path):
     cache = tmp_path / "cache"
     m = jmount(store, tmp_path, "m1", cache).start()

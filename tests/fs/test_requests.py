@@ -21,15 +21,23 @@ def debug_mount(store, tmp_path):
     m.stop()
 
 
+def settled(text):
+    """Every file opened so far has had its (asynchronous) RELEASE."""
+    ops = OPCODE.findall(text)
+    return ops.count("RELEASE") >= ops.count("OPEN") + ops.count("CREATE")
+
+
 def requests_during(m, action):
-    """The opcodes the daemon received while action ran, in order, once the
-    asynchronous RELEASE has arrived."""
+    """The opcodes the daemon received while action ran, in order, from a
+    quiet start to the arrival of the last RELEASE."""
+    deadline = time.monotonic() + 10
+    while not settled(m.log()) and time.monotonic() < deadline:
+        time.sleep(0.01)
     start = len(m.log())
     action()
-    deadline = time.monotonic() + 10
     while True:
         ops = OPCODE.findall(m.log()[start:])
-        if "RELEASE" in ops or time.monotonic() > deadline:
+        if ("RELEASE" in ops and settled(m.log()[start:])) or time.monotonic() > deadline:
             return ops
         time.sleep(0.01)
 
