@@ -30,10 +30,12 @@ LZ, DLZ = "lz-bucket", "dlz-bucket"
 S3FS_BUCKET = "s3fs-bucket"
 DOMAIN, USER = "bench_domain", "bench_user"
 
-FULL = dict(reps=5, key_reps=11, key_iters=1000, s3fs_iters=50, nkeys=100,
+FULL = dict(reps=5, key_reps=11, commit_reps=15, commit_warmup=5, key_iters=1000,
+            s3fs_iters=50, nkeys=100,
             commit_sizes=[10, 1000, 100000], goc_sizes=[10, 1000, 10000],
             scale_keys=100000, scale_jobs=1000, parallel=[1, 2, 4], par_iters=1000)
-QUICK = dict(reps=2, key_reps=2, key_iters=100, s3fs_iters=10, nkeys=10,
+QUICK = dict(reps=2, key_reps=2, commit_reps=2, commit_warmup=1, key_iters=100,
+             s3fs_iters=10, nkeys=10,
              commit_sizes=[10, 1000], goc_sizes=[10, 100],
              scale_keys=1000, scale_jobs=20, parallel=[1, 2, 4], par_iters=100)
 
@@ -287,7 +289,7 @@ class Bench:
         self.a = args
         self.cfg = dict(QUICK if args.quick else FULL)
         if args.reps:
-            self.cfg["reps"] = self.cfg["key_reps"] = args.reps
+            self.cfg["reps"] = self.cfg["key_reps"] = self.cfg["commit_reps"] = args.reps
         self.out = Path(args.out).resolve()
         self.build = build_dir()
         self.procs = []
@@ -472,10 +474,13 @@ class Bench:
 
         impls = {"bookmarkfs": bfs, "raw_put": raw, "standin_boto3": standin}
         res = {n: {k: [] for k in impls} for n in sizes}
-        for n in sizes:  # warm-up: connections, first objects
-            for f in impls.values():
-                f(n)
-        for rep in range(self.cfg["reps"]):
+        # Warm-up, the same for all: connections, first objects, and s3rver's
+        # JIT, which makes its first few answers slower.
+        for _ in range(self.cfg["commit_warmup"]):
+            for n in sizes:
+                for f in impls.values():
+                    f(n)
+        for rep in range(self.cfg["commit_reps"]):
             for n in sizes:
                 for k in rotate(list(impls), rep):
                     res[n][k].append(impls[k](n))

@@ -27,7 +27,9 @@ def table(r):
            f"{m['mem_gb']} GB; libfuse {m['libfuse']}; {m['s3fs'] or 's3fs: none'}; "
            f"Python {m['python']}. Run: {r.get('finished', '?')}, "
            f"{r.get('duration_s', '?')} s, {r['config']['reps']} interleaved repeats "
-           f"({r['config']['key_reps']} for key and parallel writes)"
+           f"({r['config']['key_reps']} for key and parallel writes, "
+           f"{r['config'].get('commit_reps', r['config']['reps'])} for commits after "
+           f"{r['config'].get('commit_warmup', 1)} warm-up rounds)"
            f"{' (--quick)' if r['quick'] else ''}; load average at start / end "
            f"{_load(r.get('loadavg_start'))} / {_load(r.get('loadavg_end'))}. "
            "Cells: median (min–max).", ""]
