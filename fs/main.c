@@ -94,9 +94,9 @@ int main(int argc, char *argv[])
      * large document's parse freed in one thread was not reused by the next
      * large readdir or read in another, and the daemon's peak grew by a
      * third. The threads allocate little per request, so the lock is cheap.
-     * Best effort: a failure only costs memory. */
-    if (mallopt(M_ARENA_MAX, 1) != 1)
-        fprintf(stderr, "bookmarkfs: warning: cannot limit malloc arenas\n");
+     * Best effort and silent: other allocators (AddressSanitizer's, a
+     * preloaded one) refuse mallopt, and a refusal only costs memory. */
+    (void)mallopt(M_ARENA_MAX, 1);
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     struct options o;
     char err[512];
