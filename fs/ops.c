@@ -9,6 +9,7 @@
 #include <sys/statvfs.h>
 
 #include "util/log.h"
+#include "util/strlist.h"
 
 #ifndef RENAME_NOREPLACE
 #define RENAME_NOREPLACE (1 << 0)
@@ -488,82 +489,128 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 
 /* ---- directories */
 
-struct fill_ctx {
-    void *buf;
-    fuse_fill_dir_t filler;
-    struct state *state;
+struct list_ctx {
+    struct strlist *names;
+    struct state *state; /* pending keys: skip those the state has */
 };
 
-static int fill_each(const char *key, void *value, void *arg)
+static int list_each(const char *key, void *value, void *arg)
 {
     (void)value;
-    struct fill_ctx *fc = arg;
-    return fc->filler(fc->buf, key, NULL, 0, 0) ? 1 : 0;
+    struct list_ctx *lc = arg;
+    if (lc->state && state_has(lc->state, key))
+        return 0;
+    return strlist_add(lc->names, key) < 0 ? -ENOMEM : 0;
 }
 
-/* Keys created and still open for their first write: listed like the empty
- * files they are, unless the state has them already. */
-static int fill_pending(const char *key, void *value, void *arg)
+/* The names of a directory, in the order readdir gives them: the root's
+ * .status and jobs, or a job's control files, its keys in insertion order,
+ * keys created and still open for their first write (listed like the empty
+ * files they are, unless the state has them already), and scratch files. */
+static int list_dir(const struct fspath *p, struct strlist *names)
 {
-    struct fill_ctx *fc = arg;
-    return state_has(fc->state, key) ? 0 : fill_each(key, value, arg);
+    int rc = 0;
+    static const char *const dots[] = {".", ".."};
+    for (size_t i = 0; i < 2 && rc == 0; i++)
+        rc = strlist_add(names, dots[i]);
+    if (rc < 0)
+        return rc;
+    if (p->depth == 0) {
+        int err = 0;
+        json_t *jobs = jobs_list_names(ctx()->jobs, &err);
+        if (!jobs)
+            return err;
+        rc = strlist_add(names, STATUS_FILE);
+        size_t i;
+        json_t *v;
+        json_array_foreach(jobs, i, v) {
+            if (rc == 0)
+                rc = strlist_add(names, json_string_value(v));
+        }
+        json_decref(jobs);
+        return rc;
+    }
+    struct job *job;
+    if ((rc = get_job(p->job, &job)) < 0)
+        return rc;
+    static const char *const fixed[] = {"running", "completed", STATE_FILE};
+    for (size_t i = 0; i < 3 && rc == 0; i++)
+        rc = strlist_add(names, fixed[i]);
+    size_t n = 0;
+    char **keys = rc == 0 ? state_keys(job->state, &n) : NULL;
+    if (rc == 0 && !keys && n)
+        rc = -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        if (rc == 0)
+            rc = strlist_take(names, keys[i]); /* taken, or freed */
+        else
+            free(keys[i]);
+    }
+    free(keys);
+    if (rc == 0) {
+        struct list_ctx lc = {.names = names, .state = job->state};
+        pthread_mutex_lock(&job->lock);
+        rc = strmap_each(job->pending, list_each, &lc);
+        lc.state = NULL;
+        if (rc == 0)
+            rc = strmap_each(job->scratch, list_each, &lc);
+        pthread_mutex_unlock(&job->lock);
+    }
+    put_job(job);
+    return rc;
 }
 
-static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
-                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+/* A directory stream keeps the names it lists from its start (or its last
+ * rewind) and hands them out by offset: each getdents costs what it
+ * returns, not the whole directory (libfuse's own buffering walks its list
+ * from the start on every call). */
+static int op_opendir(const char *path, struct fuse_file_info *fi)
 {
-    (void)off;
-    (void)fi;
-    (void)flags;
     struct fspath p;
     int rc = parse_path(path, &p);
     if (rc < 0)
         return rc;
     if (p.depth == 2)
         return -ENOTDIR;
-    filler(buf, ".", NULL, 0, 0);
-    filler(buf, "..", NULL, 0, 0);
-    if (p.depth == 0) {
-        int err = 0;
-        json_t *names = jobs_list_names(ctx()->jobs, &err);
-        if (!names)
-            return err;
-        filler(buf, STATUS_FILE, NULL, 0, 0);
-        size_t i;
-        json_t *v;
-        json_array_foreach(names, i, v) {
-            if (filler(buf, json_string_value(v), NULL, 0, 0))
-                break;
-        }
-        json_decref(names);
-        return 0;
-    }
-    struct job *job;
-    if ((rc = get_job(p.job, &job)) < 0)
-        return rc;
-    filler(buf, "running", NULL, 0, 0);
-    filler(buf, "completed", NULL, 0, 0);
-    filler(buf, STATE_FILE, NULL, 0, 0);
-    size_t n = 0;
-    char **keys = state_keys(job->state, &n);
-    if (!keys && n) {
-        put_job(job);
+    struct strlist *names = calloc(1, sizeof *names);
+    if (!names)
         return -ENOMEM;
-    }
-    int full = 0;
-    for (size_t i = 0; i < n && !full; i++)
-        full = filler(buf, keys[i], NULL, 0, 0);
-    state_keys_free(keys, n);
-    if (!full) {
-        struct fill_ctx fc = {.buf = buf, .filler = filler, .state = job->state};
-        pthread_mutex_lock(&job->lock);
-        if (strmap_each(job->pending, fill_pending, &fc) == 0) {
-            fc.state = NULL;
-            strmap_each(job->scratch, fill_each, &fc);
+    fi->fh = (uint64_t)(uintptr_t)names;
+    return 0;
+}
+
+static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
+                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+    (void)flags;
+    struct strlist *names = (struct strlist *)(uintptr_t)fi->fh;
+    if (off < 0)
+        return -EINVAL;
+    if (off == 0) { /* the start, or a rewind: list afresh */
+        struct fspath p;
+        int rc = parse_path(path, &p);
+        if (rc < 0)
+            return rc;
+        strlist_clear(names);
+        if ((rc = list_dir(&p, names)) < 0) {
+            strlist_clear(names);
+            return rc;
         }
-        pthread_mutex_unlock(&job->lock);
     }
-    put_job(job);
+    for (size_t i = (size_t)off; i < names->n; i++)
+        if (filler(buf, names->v[i], NULL, (off_t)(i + 1), 0))
+            break; /* the kernel's buffer is full */
+    return 0;
+}
+
+static int op_releasedir(const char *path, struct fuse_file_info *fi)
+{
+    (void)path;
+    struct strlist *names = (struct strlist *)(uintptr_t)fi->fh;
+    if (names) {
+        strlist_clear(names);
+        free(names);
+    }
     return 0;
 }
 
@@ -1273,7 +1320,9 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 const struct fuse_operations bookmarkfs_ops = {
     .init = op_init,
     .getattr = op_getattr,
+    .opendir = op_opendir,
     .readdir = op_readdir,
+    .releasedir = op_releasedir,
     .mkdir = op_mkdir,
     .rmdir = op_rmdir,
     .open = op_open,

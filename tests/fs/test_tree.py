@@ -272,3 +272,37 @@ def test_names_removed_by_a_state_replace_are_gone_at_once(job):
     os.rename(job / "a", job / "c")
     expect_errno(errno.ENOENT, os.stat, job / "a")
     assert state(job) == {"b": 2, "c": 3, "d": 5}
+
+
+def test_a_large_listing_spans_many_reads_each_name_once_in_order(job):
+    # 20,000 keys take dozens of getdents calls; each continues where the
+    # last stopped.
+    names = [f"dataset_{i:05d}.table" for i in range(20000)]
+    write(job / ".state.json", json.dumps({n: i for i, n in enumerate(names)}))
+    got = os.listdir(job)
+    assert got == ["running", "completed", ".state.json"] + names
+    r = subprocess.run(["ls", "-f", str(job)], check=True, stdout=subprocess.PIPE, text=True)
+    assert r.stdout.split("\n")[:5] == [".", "..", "running", "completed", ".state.json"]
+    assert r.stdout.split() == [".", "..", "running", "completed", ".state.json"] + names
+
+
+def test_a_listing_is_the_directory_as_it_was_opened_and_fresh_at_a_rewind(job):
+    write(job / ".state.json", json.dumps({f"k{i}": i for i in range(3000)}))
+    it = os.scandir(job)
+    first = [next(it).name for _ in range(10)]
+    # Changes while the listing is read do not tear it: it is the directory
+    # as it was at its start, each name once.
+    write(job / ".state.json", json.dumps({"other": 1}))
+    rest = [e.name for e in it]
+    it.close()
+    seen = first + rest
+    assert seen == ["running", "completed", ".state.json"] + [f"k{i}" for i in range(3000)]
+    # A new listing (or a rewind: a read from offset 0) is fresh.
+    assert os.listdir(job) == ["running", "completed", ".state.json", "other"]
+    fd = os.open(job, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        first_pass = os.listdir(fd)  # reads from the start, then rewinds
+        write(job / "added", "1")
+        assert os.listdir(fd) == first_pass + ["added"]
+    finally:
+        os.close(fd)
