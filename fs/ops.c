@@ -586,7 +586,9 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
     struct strlist *names = (struct strlist *)(uintptr_t)fi->fh;
     if (off < 0)
         return -EINVAL;
-    if (off == 0) { /* the start, or a rewind: list afresh */
+    /* The start or a rewind lists afresh; so does a stream whose first
+     * read is at an offset (a seekdir to a telldir of another stream). */
+    if (off == 0 || names->n == 0) {
         struct fspath p;
         int rc = parse_path(path, &p);
         if (rc < 0)

@@ -1,5 +1,6 @@
 """SPEC §3: the rules of the tree, one test each, errors included, each with
 proof that the old value and the state are intact afterwards."""
+import ctypes
 import errno
 import hashlib
 import json
@@ -306,3 +307,37 @@ def test_a_listing_is_the_directory_as_it_was_opened_and_fresh_at_a_rewind(job):
         assert os.listdir(fd) == first_pass + ["added"]
     finally:
         os.close(fd)
+
+
+class _Dirent(ctypes.Structure):
+    _fields_ = [("d_ino", ctypes.c_uint64), ("d_off", ctypes.c_int64),
+                ("d_reclen", ctypes.c_ushort), ("d_type", ctypes.c_ubyte),
+                ("d_name", ctypes.c_char * 256)]
+
+
+def test_seekdir_to_another_streams_telldir_continues_there(job):
+    for i in range(50):
+        write(job / f"k{i:02d}", str(i))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.opendir.restype = ctypes.c_void_p
+    libc.opendir.argtypes = [ctypes.c_char_p]
+    libc.readdir.restype = ctypes.POINTER(_Dirent)
+    libc.readdir.argtypes = [ctypes.c_void_p]
+    libc.telldir.restype = ctypes.c_long
+    libc.telldir.argtypes = [ctypes.c_void_p]
+    libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
+    libc.closedir.argtypes = [ctypes.c_void_p]
+    a = libc.opendir(bytes(job))
+    b = libc.opendir(bytes(job))
+    assert a and b
+    try:
+        for _ in range(7):
+            assert libc.readdir(a)
+        pos = libc.telldir(a)
+        want = libc.readdir(a).contents.d_name
+        libc.seekdir(b, pos)  # b has read nothing yet
+        got = libc.readdir(b)
+        assert got and got.contents.d_name == want
+    finally:
+        libc.closedir(a)
+        libc.closedir(b)
