@@ -745,15 +745,20 @@ json_t *state_parse_value(const char *buf, size_t len, char *err, size_t errlen)
     return v;
 }
 
+/* dump_text, with errno ENOMEM when it fails. */
+static char *dump_or_enomem(const json_t *value, size_t extra, size_t *n)
+{
+    char *buf = dump_text(value, extra, n);
+    if (!buf)
+        errno = ENOMEM;
+    return buf;
+}
+
 char *state_value_compact(const json_t *value, size_t *len)
 {
     size_t n;
-    char *buf = dump_text(value, 0, &n);
-    if (!buf) {
-        errno = ENOMEM;
-        return NULL;
-    }
-    if (len)
+    char *buf = dump_or_enomem(value, 0, &n);
+    if (buf && len)
         *len = n;
     return buf;
 }
@@ -761,11 +766,9 @@ char *state_value_compact(const json_t *value, size_t *len)
 char *state_dump_value(const json_t *value, size_t *len)
 {
     size_t n;
-    char *buf = dump_text(value, 1, &n);
-    if (!buf) {
-        errno = ENOMEM;
+    char *buf = dump_or_enomem(value, 1, &n);
+    if (!buf)
         return NULL;
-    }
     buf[n++] = '\n';
     buf[n] = '\0';
     if (len)
