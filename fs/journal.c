@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,9 +191,8 @@ static json_t *encode(const struct journal_record *rec, uint64_t seq)
               json_object_set_new(o, "job", json_string(rec->job));
     switch (rec->op) {
     case JOURNAL_SET:
-        /* A value given as text is added by the caller of encode(). */
-        bad = bad || json_object_set_new(o, "key", json_string(rec->key)) ||
-              (!rec->value_text && (!rec->value || json_object_set(o, "value", rec->value)));
+        bad = bad || json_object_set_new(o, "key", json_string(rec->key)) || !rec->value ||
+              json_object_set(o, "value", rec->value);
         break;
     case JOURNAL_REMOVE:
         bad = bad || json_object_set_new(o, "key", json_string(rec->key));
@@ -563,21 +563,46 @@ uint64_t journal_last_seq_locked(const struct journal *jn) { return jn->last_seq
 
 /* ---- append */
 
-/* A set record's value given as compact JSON text goes in as it is, as the
- * object's last member: its closing brace is moved behind it. The text
- * already came out of jansson, so it is not serialized a second time. */
-static int append_value_text(struct textbuf *b, const struct journal_record *rec)
+/* A string as JSON, escaped by jansson. 0, -EINVAL (not UTF-8), -ENOMEM. */
+static int put_string(struct textbuf *b, const char *str)
 {
-    static const char member[] = ",\"value\":";
-    if (rec->op != JOURNAL_SET || !rec->value_text)
+    json_t *j = json_string(str);
+    if (!j)
+        return -EINVAL;
+    int rc = json_dump_callback(j, textbuf_put, b, DUMP_FLAGS | JSON_ENCODE_ANY);
+    json_decref(j);
+    return rc == 0 ? 0 : -ENOMEM;
+}
+
+/* The record's JSON into b. A set record whose value comes as compact JSON
+ * text (every key write) is joined from its members, in encode()'s order,
+ * the strings escaped by jansson and the value as it came out of jansson:
+ * no object is built and the value is not serialized again. 0, -EINVAL
+ * (a name or text that is not UTF-8), -ENOMEM. */
+static int serialize(const struct journal_record *rec, uint64_t seq, struct textbuf *b)
+{
+    if (rec->op == JOURNAL_SET && rec->value_text) {
+        char head[64];
+        int n = snprintf(head, sizeof head, "{\"seq\":%" PRIu64 ",\"op\":\"set\",\"job\":",
+                         seq);
+        int rc = n > 0 && (size_t)n < sizeof head ? textbuf_put(head, (size_t)n, b) : -1;
+        if (rc != 0)
+            return -ENOMEM;
+        if ((rc = put_string(b, rec->job)) < 0 ||
+            (rc = textbuf_put(",\"key\":", 7, b) == 0 ? 0 : -ENOMEM) < 0 ||
+            (rc = put_string(b, rec->key)) < 0)
+            return rc;
+        if (textbuf_put(",\"value\":", 9, b) != 0 ||
+            textbuf_put(rec->value_text, rec->value_len, b) != 0 || textbuf_put("}", 1, b) != 0)
+            return -ENOMEM;
         return 0;
-    if (b->len == 0 || b->p[b->len - 1] != '}')
-        return -1;
-    b->len--;
-    if (textbuf_put(member, sizeof member - 1, b) != 0 ||
-        textbuf_put(rec->value_text, rec->value_len, b) != 0)
-        return -1;
-    return textbuf_put("}", 1, b);
+    }
+    json_t *o = encode(rec, seq);
+    if (!o)
+        return -EINVAL; /* (or no memory) */
+    int rc = json_dump_callback(o, textbuf_put, b, DUMP_FLAGS) == 0 ? 0 : -ENOMEM;
+    json_decref(o);
+    return rc;
 }
 
 int journal_append_locked(struct journal *jn, struct journal_record *rec)
@@ -586,23 +611,23 @@ int journal_append_locked(struct journal *jn, struct journal_record *rec)
     if (jn->broken)
         return -EIO;
     uint64_t seq = jn->last_seq + 1;
-    json_t *o = encode(rec, seq);
-    if (!o)
-        return -EINVAL; /* a name or text that is not UTF-8 (or no memory) */
     /* One pass: the head's room first, then the payload after it. A
      * replace's text is reserved for up front (escaping adds a little). */
     static const char no_head[JOURNAL_RECORD_HEAD];
     struct textbuf b;
     textbuf_init(&b);
     size_t hint = rec->op == JOURNAL_REPLACE ? rec->text_len + rec->text_len / 8 + 256 : 0;
-    char *job = strdup(rec->job);
-    int rc = job ? index_reserve(jn) : -ENOMEM;
-    if (rc == 0 && (textbuf_reserve(&b, JOURNAL_RECORD_HEAD + hint) != 0 ||
-                    textbuf_put(no_head, sizeof no_head, &b) != 0 ||
-                    json_dump_callback(o, textbuf_put, &b, DUMP_FLAGS) != 0 ||
-                    append_value_text(&b, rec) != 0))
-        rc = -ENOMEM;
-    json_decref(o);
+    int rc = textbuf_reserve(&b, JOURNAL_RECORD_HEAD + hint) == 0 &&
+                     textbuf_put(no_head, sizeof no_head, &b) == 0
+                 ? serialize(rec, seq, &b)
+                 : -ENOMEM;
+    if (rc == -EINVAL) { /* nothing was written */
+        textbuf_free(&b);
+        return rc;
+    }
+    char *job = rc == 0 ? strdup(rec->job) : NULL;
+    if (rc == 0)
+        rc = job ? index_reserve(jn) : -ENOMEM;
     size_t n = b.len > JOURNAL_RECORD_HEAD ? b.len - JOURNAL_RECORD_HEAD : 0;
     if (rc == 0 && (n == 0 || n > UINT32_MAX))
         rc = -ENOMEM;

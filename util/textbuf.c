@@ -34,7 +34,8 @@ int textbuf_reserve(struct textbuf *b, size_t more)
 int textbuf_put(const char *buf, size_t size, void *data)
 {
     struct textbuf *b = data;
-    if (textbuf_reserve(b, size) != 0)
+    /* jansson calls this for every few bytes: the common case stays here. */
+    if (size >= b->cap - b->len && textbuf_reserve(b, size) != 0)
         return -1;
     memcpy(b->p + b->len, buf, size);
     b->len += size;

@@ -215,6 +215,29 @@ static void test_value_as_text(void)
     CHECK(strcmp(json_string_value(json_object_get(json_array_get(got, 0), "key")), "t") == 0);
     json_decref(want);
     json_decref(got);
+    /* Names that need escaping survive; a name that is not UTF-8 is
+     * refused with nothing written. */
+    static const char job[] = "jo\"b \\ caf\xc3\xa9", key[] = "q\"\n\t\x01 \xe2\x98\x95";
+    append(jn, (struct journal_record){.op = JOURNAL_SET, .job = job, .key = key,
+                                       .value_text = "[1]", .value_len = 3});
+    off_t size = file_size(journal_path(jn));
+    journal_lock(jn);
+    struct journal_record bad = {.op = JOURNAL_SET, .job = job, .key = "bad\xff",
+                                 .value_text = "1", .value_len = 1};
+    CHECK(journal_append_locked(jn, &bad) == -EINVAL);
+    journal_unlock(jn);
+    CHECK(file_size(journal_path(jn)) == size);
+    journal_close(jn);
+    jn = open_id("value-as-text");
+    got = records(jn, job);
+    REQUIRE(json_array_size(got) == 1);
+    json_t *rec = json_array_get(got, 0);
+    CHECK(strcmp(json_string_value(json_object_get(rec, "key")), key) == 0);
+    CHECK(strcmp(json_string_value(json_object_get(rec, "job")), job) == 0);
+    want = parse("[1]");
+    CHECK(json_equal(json_object_get(rec, "value"), want));
+    json_decref(want);
+    json_decref(got);
     journal_close(jn);
 }
 
