@@ -925,9 +925,11 @@ static int commit_handle(struct handle *h)
         if (h->dirty) {
             rc = commit_key(h->job, h->name, h->buf ? h->buf : "", h->len);
             h->dirty = 0;
-            if (rc == 0)
-                pending_leave(h); /* it is in the state now */
-            else
+            /* In the state now, or refused: a new key whose first value
+             * was refused does not exist, from the failed close on (not
+             * from the asynchronous release). */
+            pending_leave(h);
+            if (rc != 0)
                 h->failed = 1;
         }
         break;
