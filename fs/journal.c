@@ -190,9 +190,8 @@ static json_t *encode(const struct journal_record *rec, uint64_t seq)
               json_object_set_new(o, "op", json_string(OP_NAMES[rec->op])) ||
               json_object_set_new(o, "job", json_string(rec->job));
     switch (rec->op) {
-    case JOURNAL_SET:
-        bad = bad || json_object_set_new(o, "key", json_string(rec->key)) || !rec->value ||
-              json_object_set(o, "value", rec->value);
+    case JOURNAL_SET: /* joined by serialize() */
+        bad = 1;
         break;
     case JOURNAL_REMOVE:
         bad = bad || json_object_set_new(o, "key", json_string(rec->key));
@@ -574,14 +573,16 @@ static int put_string(struct textbuf *b, const char *str)
     return rc == 0 ? 0 : -ENOMEM;
 }
 
-/* The record's JSON into b. A set record whose value comes as compact JSON
- * text (every key write) is joined from its members, in encode()'s order,
- * the strings escaped by jansson and the value as it came out of jansson:
- * no object is built and the value is not serialized again. 0, -EINVAL
- * (a name or text that is not UTF-8), -ENOMEM. */
+/* The record's JSON into b. A set record (every key write) is joined from
+ * its members, the strings escaped by jansson and the value's compact text
+ * as it came out of jansson: no object is built and the value is not
+ * serialized again. 0, -EINVAL (a name or text that is not UTF-8, or a set
+ * without its text), -ENOMEM. */
 static int serialize(const struct journal_record *rec, uint64_t seq, struct textbuf *b)
 {
-    if (rec->op == JOURNAL_SET && rec->value_text) {
+    if (rec->op == JOURNAL_SET) {
+        if (!rec->value_text)
+            return -EINVAL;
         char head[64];
         int n = snprintf(head, sizeof head, "{\"seq\":%" PRIu64 ",\"op\":\"set\",\"job\":",
                          seq);

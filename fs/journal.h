@@ -39,8 +39,8 @@ struct journal_record {
     const char *job;
     const char *key;     /* set, remove; rename: the old name */
     const char *to;      /* rename: the new name */
-    json_t *value;       /* set (borrowed) */
-    const char *value_text; /* set: instead of value, its compact JSON text */
+    json_t *value;       /* set, as journal_each reads it back */
+    const char *value_text; /* set, to append: the value's compact JSON text */
     size_t value_len;
     const char *text;    /* replace: the bytes written to .state.json */
     size_t text_len;
