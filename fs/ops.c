@@ -739,6 +739,8 @@ static int open_entry(const char *path, struct fuse_file_info *fi, int create)
         break; /* opened by open_status() */
     case E_RUNNING:
     case E_COMPLETED: {
+        if (acc == O_WRONLY)
+            break; /* a commit: the read-out text is not needed */
         size_t len = 0;
         h->buf = job_control_text(job, control_kind(type), &len);
         if (!h->buf)
@@ -817,10 +819,11 @@ static int open_entry(const char *path, struct fuse_file_info *fi, int create)
     }
     fi->fh = (uint64_t)(uintptr_t)h;
     fi->direct_io = 1; /* sizes change at close: never serve stale pages */
-    /* A reader commits nothing at close, so the kernel need not send a
-     * FLUSH: one request less per read. (A key created by this open
-     * becomes null at release, which needs no flush either.) */
-    fi->noflush = acc == O_RDONLY;
+    /* A reader commits nothing at close, nor does a control file (it
+     * uploads in write()) or a scratch file, so the kernel need not send a
+     * FLUSH: one request less per read or commit. (A key created by this
+     * open becomes null at release, which needs no flush either.) */
+    fi->noflush = acc == O_RDONLY || is_control(type) || type == E_SCRATCH;
     return 0;
 }
 

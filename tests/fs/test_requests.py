@@ -1,7 +1,9 @@
 """What the kernel asks of the daemon per key operation, read from the FUSE
 debug log (-d): the structure the key write/read benchmarks depend on. A
 warm name is not looked up again (the kernel caches names), a write is
-OPEN, WRITE, FLUSH, RELEASE, and a read sends no FLUSH."""
+OPEN, WRITE, FLUSH, RELEASE, a read sends no FLUSH, and neither does a
+commit (a write to a control file uploads in WRITE)."""
+import json
 import os
 import re
 import time
@@ -74,3 +76,19 @@ def test_a_warm_key_write_is_four_requests_and_a_read_sends_no_flush(debug_mount
     assert got == ['{"epoch_time":2}\n']
     assert "FLUSH" not in ops and "LOOKUP" not in ops, ops
     assert ops[0] == "OPEN" and ops[-1] == "RELEASE", ops
+
+
+@pytest.mark.parametrize("control", ["running", "completed"])
+def test_a_commit_sends_no_flush_and_still_uploads_once(debug_mount, control):
+    job = debug_mount.path / "job"
+    job.mkdir()
+    write_key(job / "k", '{"epoch_time": 7}')
+    write_key(job / control, "1\n")  # the name is warm from here on
+    before = json.loads((job / control).read_text())["last_upload"]
+    ops = requests_during(debug_mount, lambda: write_key(job / control, "1\n"))
+    assert ops == ["OPEN", "WRITE", "RELEASE"], ops
+    assert debug_mount.log().count(f"{control} uploaded") == 2
+    # A reader still gets the read-out, and it names the new upload.
+    after = json.loads((job / control).read_text())["last_upload"]
+    assert after["keys"] == 1 and after["key"].endswith(f"job_{control}.json")
+    assert after["time"] >= before["time"]
