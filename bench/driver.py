@@ -30,11 +30,15 @@ LZ, DLZ = "lz-bucket", "dlz-bucket"
 S3FS_BUCKET = "s3fs-bucket"
 DOMAIN, USER = "bench_domain", "bench_user"
 
-FULL = dict(reps=5, key_reps=11, commit_reps=15, commit_warmup=5, key_iters=1000,
+# Commits of up to 1,000 keys take a few ms, about the spread of one sample
+# on a busy machine: they get many more repeats than the 100,000-key ones.
+FULL = dict(reps=5, key_reps=21, commit_reps=61, commit_reps_large=15, commit_warmup=5,
+            key_iters=1000,
             s3fs_iters=50, nkeys=100,
             commit_sizes=[10, 1000, 100000], goc_sizes=[10, 1000, 10000],
             scale_keys=100000, scale_jobs=1000, parallel=[1, 2, 4], par_iters=1000)
-QUICK = dict(reps=2, key_reps=2, commit_reps=2, commit_warmup=1, key_iters=100,
+QUICK = dict(reps=2, key_reps=2, commit_reps=2, commit_reps_large=2, commit_warmup=1,
+             key_iters=100,
              s3fs_iters=10, nkeys=10,
              commit_sizes=[10, 1000], goc_sizes=[10, 100],
              scale_keys=1000, scale_jobs=20, parallel=[1, 2, 4], par_iters=100)
@@ -289,7 +293,8 @@ class Bench:
         self.a = args
         self.cfg = dict(QUICK if args.quick else FULL)
         if args.reps:
-            self.cfg["reps"] = self.cfg["key_reps"] = self.cfg["commit_reps"] = args.reps
+            for k in ("reps", "key_reps", "commit_reps", "commit_reps_large"):
+                self.cfg[k] = args.reps
         self.out = Path(args.out).resolve()
         self.build = build_dir()
         self.procs = []
@@ -480,8 +485,13 @@ class Bench:
             for n in sizes:
                 for f in impls.values():
                     f(n)
-        for rep in range(self.cfg["commit_reps"]):
+        def reps(n):
+            return self.cfg["commit_reps"] if n <= 1000 else self.cfg["commit_reps_large"]
+
+        for rep in range(max(map(reps, sizes))):
             for n in sizes:
+                if rep >= reps(n):
+                    continue
                 for k in rotate(list(impls), rep):
                     res[n][k].append(impls[k](n))
         self.results["commit"] = {
