@@ -5,7 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fs/loop.h"
 #include "util/log.h"
+
+/* Parsing more than this takes a millisecond or more. */
+#define LARGE_TEXT (16 * 1024)
 
 static void iso_time(int64_t ms, char out[64])
 {
@@ -390,6 +394,7 @@ size_t jobs_warn_pending(struct jobs *j)
 
 int jobs_sync(struct jobs *j)
 {
+    loop_may_block(); /* fsync */
     if (!j->journal)
         return 0;
     return journal_sync(j->journal) < 0 ? -EIO : 0;
@@ -467,6 +472,8 @@ int job_rename(struct jobs *j, struct job *job, const char *from, const char *to
 int job_replace(struct jobs *j, struct job *job, const char *text, size_t len, char *why,
                 size_t whylen)
 {
+    if (len > LARGE_TEXT)
+        loop_may_block(); /* a long parse */
     if (!j->journal)
         return state_from_bytes(job->state, text, len, why, whylen);
     /* Journaled first and taken back if the document does not parse: the
@@ -515,6 +522,7 @@ int jobs_get(struct jobs *j, const char *name, int create, struct job **out)
     *out = jobs_find_loaded(j, name);
     if (*out)
         return create ? -EEXIST : 0;
+    loop_may_block(); /* the store, or another thread's load of it */
 
     /* One load at a time: a second thread asking for the same job waits
      * and then finds it in the table. */
@@ -620,6 +628,7 @@ static int add_journaled(const char *key, size_t n, void *arg)
 
 json_t *jobs_list_names(struct jobs *j, int *err)
 {
+    loop_may_block(); /* lists the store */
     *err = 0;
     json_t *seen = json_object();
     if (!seen) {
@@ -767,6 +776,7 @@ char *jobs_status_text(struct jobs *j, size_t *len)
 
 int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
 {
+    loop_may_block();
     const char *kname = kind == UPLOAD_COMPLETED ? "completed" : "running";
     pthread_mutex_lock(&job->upload_lock);
     int64_t started = mono_ms();

@@ -12,6 +12,7 @@
 #include <fuse_lowlevel.h>
 
 #include "fs/journal.h"
+#include "fs/loop.h"
 #include "fs/ops.h"
 #include "fs/options.h"
 #include "s3/store_s3.h"
@@ -204,11 +205,24 @@ int main(int argc, char *argv[])
             goto out;
         }
         fuse_loop_cfg_set_clone_fd(lc, co.clone_fd);
-        if (co.max_threads > 0 && co.max_threads <= 100000)
+        unsigned max_threads = 10; /* libfuse's default */
+        if (co.max_threads > 0 && co.max_threads <= 100000) {
             fuse_loop_cfg_set_max_threads(lc, co.max_threads);
+            max_threads = co.max_threads;
+        }
         if (co.max_idle_threads != UINT_MAX)
             fuse_loop_cfg_set_idle_threads(lc, co.max_idle_threads);
-        rc = fuse_loop_mt(fuse, lc);
+        /* libfuse's loop when asked for, or for clone_fd (a device per
+         * thread, which only libfuse's loop can open). */
+        if (o.fuse_loop || co.clone_fd) {
+            rc = fuse_loop_mt(fuse, lc);
+        } else {
+            struct loop_config cfg = {.max_threads = max_threads,
+                                      .spin_us = o.spin_time_us};
+            rc = loop_run(se, &cfg);
+            if (rc < 0)
+                log_error("reading requests failed: %s", strerror(-rc));
+        }
         fuse_loop_cfg_destroy(lc);
     }
     fuse_remove_signal_handlers(se);

@@ -8,8 +8,12 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include "fs/loop.h"
 #include "util/log.h"
 #include "util/strlist.h"
+
+/* Serializing or listing more keys than this takes a millisecond or more. */
+#define LARGE_STATE 10000
 
 #ifndef RENAME_NOREPLACE
 #define RENAME_NOREPLACE (1 << 0)
@@ -533,6 +537,8 @@ static int list_dir(const struct fspath *p, struct strlist *names)
     struct job *job;
     if ((rc = get_job(p->job, &job)) < 0)
         return rc;
+    if (state_count(job->state) > LARGE_STATE)
+        loop_may_block(); /* copying many names */
     static const char *const fixed[] = {"running", "completed", STATE_FILE};
     for (size_t i = 0; i < 3 && rc == 0; i++)
         rc = strlist_add(names, fixed[i]);
@@ -752,6 +758,8 @@ static int open_entry(const char *path, struct fuse_file_info *fi, int create)
         /* O_TRUNC empties this descriptor's bytes; nothing is committed
          * until something is written (shells flush a duplicate first). */
         if (!trunc) {
+            if (state_count(job->state) > LARGE_STATE)
+                loop_may_block(); /* a long serialization */
             size_t len = 0;
             h->buf = state_to_bytes(job->state, &len);
             if (!h->buf) {

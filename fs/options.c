@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { KEY_HELP, KEY_VERSION, KEY_PATH_STYLE, KEY_SUCCESS_TRIGGER };
+enum { KEY_HELP, KEY_VERSION, KEY_PATH_STYLE, KEY_SUCCESS_TRIGGER, KEY_FUSE_LOOP };
 
 #define OPT(dashed, underscored, field)                                     \
     {dashed "=%s", offsetof(struct options, field), 0},                     \
@@ -32,10 +32,13 @@ static const struct fuse_opt opt_spec[] = {
     OPT("--timeout", "timeout", timeout),
     OPT("--retries", "retries", retries),
     OPT("--retry-time", "retry_time", retry_time),
+    OPT("--spin-us", "spin_us", spin_us),
     FUSE_OPT_KEY("--path-style", KEY_PATH_STYLE),
     FUSE_OPT_KEY("path_style", KEY_PATH_STYLE),
     FUSE_OPT_KEY("--success-trigger", KEY_SUCCESS_TRIGGER),
     FUSE_OPT_KEY("success_trigger", KEY_SUCCESS_TRIGGER),
+    FUSE_OPT_KEY("--fuse-loop", KEY_FUSE_LOOP),
+    FUSE_OPT_KEY("fuse_loop", KEY_FUSE_LOOP),
     /* fstab-only options that mount.fuse3 may pass through: not ours, not
      * libfuse's. */
     FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
@@ -81,6 +84,9 @@ static int proc(void *data, const char *arg, int key, struct fuse_args *out)
         return 0;
     case KEY_SUCCESS_TRIGGER:
         ps->opts.success_trigger = 1;
+        return 0;
+    case KEY_FUSE_LOOP:
+        ps->opts.fuse_loop = 1;
         return 0;
     case FUSE_OPT_KEY_NONOPT:
         if (ps->nnonopts >= 2) {
@@ -282,6 +288,13 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
         parse_ms("retries", o->retries, &o->max_attempts, 1, err, errlen) ||
         parse_ms("retry-time", o->retry_time, &o->max_retry_ms, 0, err, errlen))
         return -1;
+    o->spin_time_us = 20;
+    if (parse_ms("spin-us", o->spin_us, &o->spin_time_us, 0, err, errlen))
+        return -1;
+    if (o->spin_time_us > 1000) {
+        snprintf(err, errlen, "invalid --spin-us '%s': at most 1000", o->spin_us);
+        return -1;
+    }
     if (!o->cache_dir && !(o->cache_dir = xdg_dir("XDG_STATE_HOME", ".local/state"))) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -295,7 +308,7 @@ void options_free(struct options *o)
                        &o->dataset,  &o->user,      &o->file_type,  &o->resume_from,
                        &o->endpoint, &o->region,    &o->profile,    &o->ca_file,
                        &o->cache_dir, &o->connect_timeout, &o->timeout, &o->retries,
-                       &o->retry_time, &o->source,  &o->dir_root};
+                       &o->retry_time, &o->spin_us, &o->source, &o->dir_root};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         free(*fields[i]);
         *fields[i] = NULL;
@@ -330,6 +343,9 @@ void options_usage(const char *prog)
            "  --timeout=MS            S3 time-out per request (default: 30000)\n"
            "  --retries=N             S3 attempts per operation (default: 5)\n"
            "  --retry-time=MS         S3 time bound per operation, retries included (default: 60000)\n"
+           "  --spin-us=US            how long the thread that reads requests watches for the\n"
+           "                          next one before it sleeps; 0: never (default: 20)\n"
+           "  --fuse-loop             libfuse's own multi-threaded loop, not bookmarkfs's\n"
            "  -f                      stay in the foreground\n"
            "  -d                      debug (implies -f)\n"
            "  -o OPT[,OPT...]         mount options (allow_other, ...)\n"

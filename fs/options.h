@@ -11,9 +11,10 @@ struct options {
     /* as given (owned, may be NULL) */
     char *store, *lz_bucket, *dlz_bucket, *domain, *dataset, *user, *file_type;
     char *resume_from, *endpoint, *region, *profile, *ca_file, *cache_dir;
-    char *connect_timeout, *timeout, *retries, *retry_time;
+    char *connect_timeout, *timeout, *retries, *retry_time, *spin_us;
     int path_style;
     int success_trigger;
+    int fuse_loop; /* libfuse's multi-threaded loop, not fs/loop.c */
     int show_help, show_version;
     char *source; /* the "device" argument mount(8) passes, ignored */
     /* resolved */
@@ -21,6 +22,7 @@ struct options {
     char *dir_root; /* for dir: */
     int resume_running;
     long connect_timeout_ms, timeout_ms, max_attempts, max_retry_ms;
+    long spin_time_us; /* --spin-us */
 };
 
 /* Parses our options out of args (leaving FUSE's own), applies defaults and

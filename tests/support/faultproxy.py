@@ -17,6 +17,8 @@ and injects faults, per request:
     skew       forward with the X-Amz-Date header moved `skew_seconds` ahead,
                as a client whose clock is off would send it (the upstream
                server judges the time)
+    hold       wait until `proxy.release()` (`proxy.held` is set meanwhile),
+               then forward as pass
 
 The next actions come from an explicit script (`proxy.script([...])`) and,
 when it is empty, are drawn from `probabilities` (seeded) or are "pass".
@@ -34,7 +36,7 @@ from urllib.parse import urlsplit
 
 ACTIONS = ("pass", "500", "503", "403", "404", "expired", "requesttimeout", "badsignature",
            "reset",
-           "slow", "truncate", "malformed", "skew")
+           "slow", "truncate", "malformed", "skew", "hold")
 
 _ERRORS = {
     "500": (500, "InternalError", "We encountered an internal error. Please try again."),
@@ -75,6 +77,8 @@ class FaultProxy:
         self._script = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self.held = threading.Event()  # a "hold" request is waiting
+        self._released = threading.Event()
         self._server = None
         self._thread = None
 
@@ -85,6 +89,10 @@ class FaultProxy:
                 raise ValueError(f"unknown action {a}")
         with self._lock:
             self._script = list(actions)
+
+    def release(self):
+        """Lets every held request (and any later "hold") through."""
+        self._released.set()
 
     def reset_log(self):
         with self._lock:
@@ -192,6 +200,14 @@ class FaultProxy:
                     shifted = time.strftime("%Y%m%dT%H%M%SZ",
                                             time.gmtime(t + proxy.skew_seconds))
                     self.headers.replace_header("X-Amz-Date", shifted)
+                self._do_pass(action, body)
+
+            def _do_hold(self, action, body):
+                proxy.held.set()
+                while not proxy._released.wait(0.05):
+                    if proxy._stopping.is_set():
+                        self.close_connection = True
+                        return
                 self._do_pass(action, body)
 
             def _do_slow(self, action, body):

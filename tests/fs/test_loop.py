@@ -1,0 +1,121 @@
+"""The request loop (fs/loop.c). One thread reads requests and serves them
+itself; before work that may wait (the store, the disk, a large parse) it
+hands the device to another thread. So an upload or a job load held up in
+the store holds up no key write elsewhere. The proxy's "hold" action keeps
+a request in the proxy until the test lets it go, which makes "while the
+upload is in flight" exact rather than a matter of timing."""
+import json
+import os
+import threading
+
+import pytest
+
+from tests.support.faultproxy import FaultProxy
+from tests.support.faults import EndpointStore, compact, last_upload, sh_write
+from tests.support.mount import LZ, Mount
+
+
+def in_thread(fn):
+    box = {}
+
+    def go():
+        try:
+            box["result"] = fn()
+        except BaseException as e:  # reported by the test that reads box
+            box["error"] = e
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    return t, box
+
+
+def result(box):
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def hundred_key_writes(job):
+    def go():
+        for i in range(100):
+            (job / f"k{i}").write_text(json.dumps({"i": i}))
+        return json.loads((job / ".state.json").read_text()), sorted(os.listdir(job))
+    return go
+
+
+def check_hundred_keys(got):
+    state, names = got
+    assert state == {f"k{i}": {"i": i} for i in range(100)}
+    assert names == sorted([".state.json", "running", "completed"] +
+                           [f"k{i}" for i in range(100)])
+
+
+@pytest.fixture
+def proxied(s3server, tmp_path):
+    """A mount whose store requests pass the fault proxy; time-outs far
+    beyond the test's, so that a held request is never retried."""
+    with FaultProxy(s3server.endpoint) as proxy:
+        store = EndpointStore(s3server, proxy.endpoint, retries=1, retry_time=60000,
+                              timeout=60000)
+        with Mount(store, tmp_path / "mnt") as m:
+            yield proxy, store, m
+        proxy.release()
+
+
+def test_an_upload_held_in_the_store_holds_up_no_key_write(proxied):
+    proxy, store, m = proxied
+    a, b = m.path / "a", m.path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "k").write_text('"v"')
+    proxy.script(["hold"])  # the next store request: the PUT of a's upload
+    upload, upload_box = in_thread(lambda: sh_write(a / "running"))
+    try:
+        assert proxy.held.wait(30), "the upload never reached the store"
+        writes, writes_box = in_thread(hundred_key_writes(b))
+        writes.join(30)
+        assert not writes.is_alive(), "key writes waited for the held upload"
+        assert upload.is_alive(), "the upload was not held"
+        check_hundred_keys(result(writes_box))
+        assert json.loads((a / "k").read_text()) == "v"  # its own job too
+    finally:
+        proxy.release()
+        upload.join(60)
+    r = result(upload_box)
+    assert r.returncode == 0, (r.stderr, m.log())
+    assert store.get(LZ, last_upload(a)["key"]) == compact({"k": "v"})
+    assert [meth for meth, _, act in proxy.log if act == "hold"] == ["PUT"]
+
+
+def test_a_job_load_held_in_the_store_holds_up_no_key_write(proxied):
+    proxy, store, m = proxied
+    b = m.path / "b"
+    b.mkdir()
+    proxy.script(["hold"])  # the next store request: listing job c's history
+    look, look_box = in_thread(lambda: os.path.exists(m.path / "c"))
+    try:
+        assert proxy.held.wait(30), "the load never reached the store"
+        writes, writes_box = in_thread(hundred_key_writes(b))
+        writes.join(30)
+        assert not writes.is_alive(), "key writes waited for the held load"
+        assert look.is_alive(), "the load was not held"
+        check_hundred_keys(result(writes_box))
+    finally:
+        proxy.release()
+        look.join(60)
+    assert result(look_box) is False  # c has no history: no such job
+    assert [meth for meth, _, act in proxy.log if act == "hold"] == ["GET"]
+
+
+@pytest.mark.parametrize("extra", [["--fuse-loop"], ["--spin-us=0"], ["--spin-us=1000"],
+                                   ["-o", "max_threads=1"], ["-o", "clone_fd"]],
+                         ids=["fuse-loop", "no-spin", "long-spin", "one-thread", "clone_fd"])
+def test_every_loop_setting_serves_the_same_tree(store, tmp_path, extra):
+    with Mount(store, tmp_path / "mnt", extra=extra) as m:
+        job = m.path / "job"
+        job.mkdir()
+        check_hundred_keys(hundred_key_writes(job)())
+        r = sh_write(job / "running")
+        assert r.returncode == 0, (r.stderr, m.log())
+        assert store.get(LZ, last_upload(job)["key"]) == compact(
+            {f"k{i}": {"i": i} for i in range(100)})
