@@ -237,6 +237,11 @@ class FuseProc:
     def pid(self):
         return self.proc.pid
 
+    def cpu_seconds(self):
+        """User + system CPU of the daemon so far, all its threads."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_kb(self):
         out = {}
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -298,6 +303,7 @@ class Bench:
         self.out = Path(args.out).resolve()
         self.build = build_dir()
         self.procs = []
+        self.daemons = {}  # target name: its FuseProc
         self.results = {"quick": args.quick, "config": self.cfg, "machine": machine()}
 
     # -- set-up
@@ -331,12 +337,12 @@ class Bench:
             [str(self.tools["rawput"]), self.s3.endpoint, LZ], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, env=self.env)
 
-    def mount_bookmarkfs(self, dataset):
+    def mount_bookmarkfs(self, dataset, extra=()):
         mnt = self.ws / f"mnt-bfs-{dataset}"
         cmd = [str(self.bin), "--store=s3", f"--endpoint={self.s3.endpoint}", "--path-style",
                f"--lz-bucket={LZ}", f"--dlz-bucket={DLZ}", f"--domain={DOMAIN}",
                f"--dataset={dataset}", f"--user={USER}",
-               f"--cache-dir={self.ws / ('cache-' + dataset)}", "-f", str(mnt)]
+               f"--cache-dir={self.ws / ('cache-' + dataset)}", *extra, "-f", str(mnt)]
         return self.start(FuseProc("bookmarkfs", cmd, mnt, env=self.env))
 
     def start(self, p):
@@ -391,18 +397,25 @@ class Bench:
             for i in range(4):
                 (src / f"par{i}").mkdir()
             mnt = self.ws / "mnt-pt"
-            self.start(FuseProc("passthrough_ll", [str(self.tools["passthrough_ll"]), "-f",
-                                                   "-o", f"source={src}", str(mnt)], mnt))
+            self.daemons["passthrough_ll"] = self.start(
+                FuseProc("passthrough_ll", [str(self.tools["passthrough_ll"]), "-f",
+                                            "-o", f"source={src}", str(mnt)], mnt))
             t["passthrough_ll"] = mnt / "job"
         self.bfs_keys = self.mount_bookmarkfs("bench_keys")
         (self.bfs_keys.mnt / "job").mkdir()
         t["bookmarkfs"] = self.bfs_keys.mnt / "job"
+        self.daemons["bookmarkfs"] = self.bfs_keys
+        # The same daemon on libfuse's own request loop: what fs/loop.c buys.
+        fl = self.mount_bookmarkfs("bench_keys_fuse_loop", ["--fuse-loop"])
+        (fl.mnt / "job").mkdir()
+        t["bookmarkfs_fuse_loop"] = fl.mnt / "job"
+        self.daemons["bookmarkfs_fuse_loop"] = fl
         if shutil.which("s3fs") and not self.a.no_s3fs:
             pw = self.ws / "s3fs.passwd"
             pw.write_text(f"{ACCESS_KEY}:{SECRET_KEY}\n")
             pw.chmod(0o600)
             mnt = self.ws / "mnt-s3fs"
-            self.start(FuseProc("s3fs", ["s3fs", S3FS_BUCKET, str(mnt), "-f",
+            self.daemons["s3fs"] = self.start(FuseProc("s3fs", ["s3fs", S3FS_BUCKET, str(mnt), "-f",
                                          "-o", f"url={self.s3.endpoint}",
                                          "-o", "use_path_request_style",
                                          "-o", f"endpoint={REGION}",
@@ -418,6 +431,7 @@ class Bench:
         t = self.targets
         names = list(t)
         res = {"write": {n: [] for n in names}, "read": {n: [] for n in names}}
+        cpu = {n: [0.0, 0] for n in names if n in self.daemons}  # seconds, writes
         for n in names:  # create every key once, then warm up
             self.run_keyloop("write", t[n], self.cfg["nkeys"])
             self.run_keyloop("read", t[n], self.cfg["nkeys"])
@@ -425,12 +439,19 @@ class Bench:
             for n in rotate(names, rep):
                 iters = self.cfg["s3fs_iters"] if n == "s3fs" else self.cfg["key_iters"]
                 for mode in ("write", "read"):
+                    before = self.daemons[n].cpu_seconds() if n in cpu and mode == "write" else 0
                     r = self.run_keyloop(mode, t[n], iters)
                     res[mode][n].append(r["ns_per_op"] / 1000)  # us
+                    if n in cpu and mode == "write":
+                        cpu[n][0] += self.daemons[n].cpu_seconds() - before
+                        cpu[n][1] += r["ops"]
         self.results["keys"] = {
             "unit": "us/op", "iters": self.cfg["key_iters"], "s3fs_iters": self.cfg["s3fs_iters"],
             "write": {n: stats(v) for n, v in res["write"].items()},
-            "read": {n: stats(v) for n, v in res["read"].items()}}
+            "read": {n: stats(v) for n, v in res["read"].items()},
+            # the daemon's user+system CPU over every timed write, per write
+            "daemon_cpu_us_per_write": {n: secs * 1e6 / ops for n, (secs, ops) in cpu.items()
+                                        if ops}}
 
     # -- commit
     def put_raw(self, body_file, key):
@@ -597,7 +618,8 @@ class Bench:
     # -- parallel
     def bench_parallel(self):
         log("5. parallel writers")
-        targets = {"bookmarkfs": self.bfs_keys.mnt}
+        targets = {"bookmarkfs": self.bfs_keys.mnt,
+                   "bookmarkfs_fuse_loop": self.targets["bookmarkfs_fuse_loop"].parent}
         if self.tools["passthrough_ll"]:
             targets["passthrough_ll"] = self.targets["passthrough_ll"].parent
         maxp = max(self.cfg["parallel"])

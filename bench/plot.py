@@ -39,12 +39,14 @@ def table(r):
     if k:
         out += ["**1. Key write / read** (µs per open+write+close / open+read+close; "
                 f"{k['iters']} ops per repeat, s3fs {k['s3fs_iters']})", "",
-                "| target | write µs | read µs | write vs bookmarkfs |", "|---|---|---|---|"]
+                "| target | write µs | read µs | write vs bookmarkfs | daemon CPU µs per write |",
+                "|---|---|---|---|---|"]
         bw = k["write"].get("bookmarkfs", {}).get("median")
+        cpu = k.get("daemon_cpu_us_per_write", {})
         for t in k["write"]:
             ratio = k["write"][t]["median"] / bw if bw else None
-            out.append(f"| {t} | {mmm(k['write'][t])} | {mmm(k['read'][t])} | "
-                       f"{fmt(ratio)}x |")
+            out.append(f"| {t.replace('_fuse_loop', ' --fuse-loop')} | {mmm(k['write'][t])} | "
+                       f"{mmm(k['read'][t])} | {fmt(ratio)}x | {fmt(cpu.get(t))} |")
         out.append("")
     c = r.get("commit")
     if c:
@@ -86,7 +88,8 @@ def table(r):
         targets = list(next(iter(p["writers"].values())))
         out += [f"**5. Parallel writers** (key writes/s, all processes together; each on "
                 f"its own job, {p['iters_per_writer']} writes each)", "",
-                "| writers | " + " | ".join(targets) + " |",
+                "| writers | " + " | ".join(t.replace("_fuse_loop", " --fuse-loop")
+                                              for t in targets) + " |",
                 "|---|" + "---|" * len(targets)]
         for n, s in p["writers"].items():
             out.append(f"| {n} | " + " | ".join(mmm(s[t]) for t in targets) + " |")
