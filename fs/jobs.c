@@ -293,6 +293,16 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
 
 void jobs_set_journal(struct jobs *j, struct journal *jn) { j->journal = jn; }
 
+/* The journal is shared by all jobs: a thread that finds it held (a large
+ * replace or upload snapshot under way) may wait a while. */
+static void lock_journal(struct jobs *j)
+{
+    if (journal_trylock(j->journal) != 0) {
+        loop_may_block();
+        journal_lock(j->journal);
+    }
+}
+
 struct replay_ctx {
     struct job *job;
     size_t applied, skipped;
@@ -418,7 +428,7 @@ int job_set_text(struct jobs *j, struct job *job, const char *key, char *text, s
         return -ENOMEM;
     if (!j->journal)
         return state_set_text(job->state, key, text, len);
-    journal_lock(j->journal);
+    lock_journal(j);
     struct journal_record rec = {.op = JOURNAL_SET, .job = job->name, .key = key,
                                  .value_text = text, .value_len = len};
     int rc = journal_append_locked(j->journal, &rec);
@@ -438,7 +448,7 @@ int job_remove(struct jobs *j, struct job *job, const char *key)
 {
     if (!j->journal)
         return state_remove(job->state, key);
-    journal_lock(j->journal);
+    lock_journal(j);
     int rc = state_has(job->state, key) ? 0 : -ENOENT;
     struct journal_record rec = {.op = JOURNAL_REMOVE, .job = job->name, .key = key};
     if (rc == 0 && (rc = journal_append_locked(j->journal, &rec)) < 0)
@@ -455,7 +465,7 @@ int job_rename(struct jobs *j, struct job *job, const char *from, const char *to
 {
     if (!j->journal)
         return state_rename(job->state, from, to);
-    journal_lock(j->journal);
+    lock_journal(j);
     int rc = state_has(job->state, from) ? 0 : -ENOENT;
     struct journal_record rec = {.op = JOURNAL_RENAME, .job = job->name, .key = from,
                                  .to = to};
@@ -479,7 +489,7 @@ int job_replace(struct jobs *j, struct job *job, const char *text, size_t len, c
     /* Journaled first and taken back if the document does not parse: the
      * journal holds only changes that apply, and the document is parsed
      * once, with no second copy of the state alive beside the journal's. */
-    journal_lock(j->journal);
+    lock_journal(j);
     struct journal_record rec = {.op = JOURNAL_REPLACE, .job = job->name, .text = text,
                                  .text_len = len};
     int rc = journal_append_locked(j->journal, &rec);
@@ -502,7 +512,7 @@ static void journal_drop(struct jobs *j, struct job *job, uint64_t seq)
 {
     if (!j->journal)
         return;
-    journal_lock(j->journal);
+    lock_journal(j);
     if (seq == 0)
         seq = journal_last_seq_locked(j->journal);
     /* A job with no records since the last drop has nothing to drop: the
@@ -511,7 +521,7 @@ static void journal_drop(struct jobs *j, struct job *job, uint64_t seq)
     journal_unlock(j->journal);
     if (none || journal_compact(j->journal, job->name, seq) < 0)
         return;
-    journal_lock(j->journal);
+    lock_journal(j);
     if (job->journal_seq <= seq)
         job->journal_seq = 0;
     journal_unlock(j->journal);
@@ -786,7 +796,7 @@ int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
     /* The snapshot and the journal position it includes, taken together. */
     uint64_t upto = 0;
     if (j->journal)
-        journal_lock(j->journal);
+        lock_journal(j);
     char *body = state_to_bytes(job->state, &len);
     if (j->journal) {
         upto = journal_last_seq_locked(j->journal);

@@ -556,6 +556,8 @@ const char *journal_path(const struct journal *jn) { return jn->path; }
 
 void journal_lock(struct journal *jn) { pthread_mutex_lock(&jn->lock); }
 
+int journal_trylock(struct journal *jn) { return pthread_mutex_trylock(&jn->lock); }
+
 void journal_unlock(struct journal *jn) { pthread_mutex_unlock(&jn->lock); }
 
 uint64_t journal_last_seq_locked(const struct journal *jn) { return jn->last_seq; }

@@ -65,6 +65,8 @@ void journal_close(struct journal *jn);
 const char *journal_path(const struct journal *jn);
 
 void journal_lock(struct journal *jn);
+/* 0 when taken, else EBUSY: another thread holds it. */
+int journal_trylock(struct journal *jn);
 void journal_unlock(struct journal *jn);
 
 /* Caller holds the lock. Appends one record (write(), no fsync) and sets
