@@ -519,7 +519,10 @@ static void journal_drop(struct jobs *j, struct job *job, uint64_t seq)
      * journal's other records are not walked for it. */
     int none = job->journal_seq == 0;
     journal_unlock(j->journal);
-    if (none || journal_compact(j->journal, job->name, seq) < 0)
+    if (none)
+        return;
+    loop_may_block(); /* the compaction copies the journal and fsyncs it */
+    if (journal_compact(j->journal, job->name, seq) < 0)
         return;
     lock_journal(j);
     if (job->journal_seq <= seq)

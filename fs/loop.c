@@ -14,13 +14,16 @@
  * device to a waiting thread (started if none waits, up to max_threads)
  * and becomes an ordinary thread for the rest of that request. So a slow
  * upload never holds up key writes, and only slow requests cost a hand-off.
- * The spin stops early when this thread is preempted (others need the
- * CPU) and waits a while before the next one. */
+ * A thread that has just taken over does not spin: no caller waits on it.
+ * The spin yields the CPU to any task ready on it (the caller, after its
+ * answer); a spin that gave the CPU up (yielded, or was preempted: others
+ * need it) is followed by 10 ms without one. */
 #include "fs/loop.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -30,7 +33,7 @@
 
 #include "util/log.h"
 
-#define BACK_OFF_NS 10000000 /* no spin for 10 ms after a preempted one */
+#define BACK_OFF_NS 10000000 /* no spin for 10 ms after one that gave the CPU up */
 
 struct loop;
 
@@ -66,7 +69,7 @@ static int64_t mono_ns(void)
 }
 
 /* The leader watches the device until a request is there or the budget is
- * spent, unless it was preempted lately. */
+ * spent, unless a spin lately gave the CPU up. */
 static void spin(struct loop *l)
 {
     int64_t now = mono_ns();
@@ -78,7 +81,8 @@ static void spin(struct loop *l)
     struct pollfd p = {.fd = fuse_session_fd(l->se), .events = POLLIN};
     int64_t end = now + l->spin_ns;
     while (poll(&p, 1, 0) == 0 && mono_ns() < end)
-        ;
+        sched_yield(); /* a task ready on this CPU (the caller) goes first */
+    /* A yield that ran another task counts as involuntary too. */
     if (getrusage(RUSAGE_THREAD, &after) == 0 && after.ru_nivcsw != before.ru_nivcsw)
         l->calm_until = mono_ns() + BACK_OFF_NS;
 }
@@ -145,8 +149,10 @@ static void *work(void *arg)
     struct loop *l = w->l;
     self = w;
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+    int served = 0; /* it led and answered the last request itself */
     for (;;) {
         pthread_mutex_lock(&l->lock);
+        served = served && w->leader;
         if (!w->leader) {
             while (l->have_leader && !fuse_session_exited(l->se)) {
                 l->nwaiting++;
@@ -161,8 +167,8 @@ static void *work(void *arg)
         pthread_mutex_unlock(&l->lock);
         if (fuse_session_exited(l->se))
             break;
-        if (l->spin_ns > 0)
-            spin(l);
+        if (l->spin_ns > 0 && served)
+            spin(l); /* not on taking over: no caller is waiting on it */
         pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
         int res = fuse_session_receive_buf(l->se, &w->buf);
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
@@ -173,6 +179,7 @@ static void *work(void *arg)
             break;
         }
         fuse_session_process_buf(l->se, &w->buf);
+        served = 1;
     }
     return NULL;
 }
