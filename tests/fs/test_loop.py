@@ -50,6 +50,17 @@ def check_hundred_keys(got):
                            [f"k{i}" for i in range(100)])
 
 
+def writes_meanwhile(proxy, held, job):
+    """With a store request held in the proxy (the thread `held` waits on
+    it), 100 key writes to another job complete."""
+    assert proxy.held.wait(30), "the request never reached the store"
+    writes, box = in_thread(hundred_key_writes(job))
+    writes.join(30)
+    assert not writes.is_alive(), "key writes waited for the held request"
+    assert held.is_alive(), "the request was not held"
+    check_hundred_keys(result(box))
+
+
 @pytest.fixture
 def proxied(s3server, tmp_path):
     """A mount whose store requests pass the fault proxy; time-outs far
@@ -71,12 +82,7 @@ def test_an_upload_held_in_the_store_holds_up_no_key_write(proxied):
     proxy.script(["hold"])  # the next store request: the PUT of a's upload
     upload, upload_box = in_thread(lambda: sh_write(a / "running"))
     try:
-        assert proxy.held.wait(30), "the upload never reached the store"
-        writes, writes_box = in_thread(hundred_key_writes(b))
-        writes.join(30)
-        assert not writes.is_alive(), "key writes waited for the held upload"
-        assert upload.is_alive(), "the upload was not held"
-        check_hundred_keys(result(writes_box))
+        writes_meanwhile(proxy, upload, b)
         assert json.loads((a / "k").read_text()) == "v"  # its own job too
     finally:
         proxy.release()
@@ -94,12 +100,7 @@ def test_a_job_load_held_in_the_store_holds_up_no_key_write(proxied):
     proxy.script(["hold"])  # the next store request: listing job c's history
     look, look_box = in_thread(lambda: os.path.exists(m.path / "c"))
     try:
-        assert proxy.held.wait(30), "the load never reached the store"
-        writes, writes_box = in_thread(hundred_key_writes(b))
-        writes.join(30)
-        assert not writes.is_alive(), "key writes waited for the held load"
-        assert look.is_alive(), "the load was not held"
-        check_hundred_keys(result(writes_box))
+        writes_meanwhile(proxy, look, b)
     finally:
         proxy.release()
         look.join(60)
