@@ -59,7 +59,7 @@ struct loop {
     int64_t calm_until; /* only the leader reads and writes it */
 };
 
-static __thread struct worker *self;
+static _Thread_local struct worker *self; /* this thread's, in the loop's threads */
 
 static int64_t mono_ns(void)
 {
