@@ -439,10 +439,11 @@ class Bench:
             for n in rotate(names, rep):
                 iters = self.cfg["s3fs_iters"] if n == "s3fs" else self.cfg["key_iters"]
                 for mode in ("write", "read"):
-                    before = self.daemons[n].cpu_seconds() if n in cpu and mode == "write" else 0
+                    counted = n in cpu and mode == "write"
+                    before = self.daemons[n].cpu_seconds() if counted else 0
                     r = self.run_keyloop(mode, t[n], iters)
                     res[mode][n].append(r["ns_per_op"] / 1000)  # us
-                    if n in cpu and mode == "write":
+                    if counted:
                         cpu[n][0] += self.daemons[n].cpu_seconds() - before
                         cpu[n][1] += r["ops"]
         self.results["keys"] = {
