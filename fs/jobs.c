@@ -444,6 +444,34 @@ int job_set_text(struct jobs *j, struct job *job, const char *key, char *text, s
     return rc;
 }
 
+int job_create(struct jobs *j, struct job *job, const char *key)
+{
+    if (!j->journal) {
+        if (state_has(job->state, key))
+            return 0;
+        return state_set(job->state, key, json_null());
+    }
+    lock_journal(j);
+    int rc = 0;
+    if (!state_has(job->state, key)) { /* checked and set under the lock */
+        char *text = strdup("null");
+        struct journal_record rec = {.op = JOURNAL_SET, .job = job->name, .key = key,
+                                     .value_text = text, .value_len = 4};
+        if (!text)
+            rc = -ENOMEM;
+        else if ((rc = journal_append_locked(j->journal, &rec)) < 0) {
+            rc = journal_error(rc);
+            free(text);
+        } else if ((rc = state_set_text(job->state, key, text, 4)) < 0) {
+            journal_undo_locked(j->journal);
+        } else {
+            job->journal_seq = rec.seq;
+        }
+    }
+    journal_unlock(j->journal);
+    return rc;
+}
+
 int job_remove(struct jobs *j, struct job *job, const char *key)
 {
     if (!j->journal)

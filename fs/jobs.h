@@ -85,6 +85,10 @@ int job_set(struct jobs *j, struct job *job, const char *key, json_t *value);
 /* job_set_text: the same with the value as its compact JSON text (from
  * state_value_compact), which it takes. */
 int job_set_text(struct jobs *j, struct job *job, const char *key, char *text, size_t len);
+/* job_create: a key created and closed with no content (README, "Key
+ * files") holds null: journaled and applied like job_set_text, unless the
+ * key exists by then (another writer's value stays). 0 or as job_set. */
+int job_create(struct jobs *j, struct job *job, const char *key);
 int job_remove(struct jobs *j, struct job *job, const char *key);
 int job_rename(struct jobs *j, struct job *job, const char *from, const char *to);
 int job_replace(struct jobs *j, struct job *job, const char *text, size_t len, char *why,

@@ -221,6 +221,7 @@ static int bytes_write(char **data, size_t *len, size_t *cap, const char *src,
 }
 
 static int commit_key(struct job *job, const char *key, const char *buf, size_t len);
+static int commit_created(struct handle *h);
 
 /* Caller holds h->lock. */
 static void pending_leave(struct handle *h)
@@ -254,8 +255,9 @@ static void handle_free(struct handle *h)
     if (h->next)
         h->next->prev = h->prev;
     pthread_mutex_unlock(&open_lock);
-    /* A new key closed with no content holds null. */
-    if (h->created && !h->failed && commit_key(h->job, h->name, "", 0) != 0)
+    /* A new key that no close or fsync committed (the loop ended first)
+     * holds null, as its close would have made it. */
+    if (h->created && !h->failed && commit_created(h) != 0)
         log_error("job '%s' key '%s': cannot create it", h->job->name, h->name);
     if (h->scratch) {
         pthread_mutex_lock(&h->job->lock);
@@ -335,6 +337,21 @@ static int commit_key(struct job *job, const char *key, const char *buf, size_t 
         log_error("job '%s' key '%s': the journal cannot take the change; old value "
                   "kept",
                   job->name, key);
+    return rc;
+}
+
+/* A key created and closed (or fsynced) with no content holds null from
+ * that close on (README, "Key files"), unless a writer gave it a value
+ * meanwhile. It stops being pending either way. */
+static int commit_created(struct handle *h)
+{
+    int rc = job_create(ctx()->jobs, h->job, h->name);
+    if (rc == 0)
+        job_touch(h->job);
+    else
+        log_error("job '%s' key '%s': the journal cannot take the new key; it is not "
+                  "created",
+                  h->job->name, h->name);
     return rc;
 }
 
@@ -829,9 +846,10 @@ static int open_entry(const char *path, struct fuse_file_info *fi, int create)
     fi->direct_io = 1; /* sizes change at close: never serve stale pages */
     /* A reader commits nothing at close, nor does a control file (it
      * uploads in write()) or a scratch file, so the kernel need not send a
-     * FLUSH: one request less per read or commit. (A key created by this
-     * open becomes null at release, which needs no flush either.) */
-    fi->noflush = acc == O_RDONLY || is_control(type) || type == E_SCRATCH;
+     * FLUSH: one request less per read or commit. A key created by this
+     * open is committed at its close, read-only or not. */
+    fi->noflush = (acc == O_RDONLY && !h->created) || is_control(type) ||
+                  type == E_SCRATCH;
     return 0;
 }
 
@@ -939,6 +957,11 @@ static int commit_handle(struct handle *h)
             /* In the state now, or refused: a new key whose first value
              * was refused does not exist, from the failed close on (not
              * from the asynchronous release). */
+            pending_leave(h);
+            if (rc != 0)
+                h->failed = 1;
+        } else if (h->created) {
+            rc = commit_created(h);
             pending_leave(h);
             if (rc != 0)
                 h->failed = 1;

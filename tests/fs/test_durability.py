@@ -1,0 +1,156 @@
+"""What close() and fsync() acknowledge survives: a key created empty is in
+the state and the journal when its close returns; a remount brings every job
+with local changes back exactly as the mount had it, whatever --resume-from
+and whichever upload came last; a journal that filled its disk shrinks again
+at the next upload."""
+import errno
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.support.mount import Mount
+
+
+def jmount(store, tmp_path, name, cache, extra=()):
+    return Mount(store, tmp_path / name, extra=[f"--cache-dir={cache}", *extra])
+
+
+def state(mnt, job="etl"):
+    return json.loads((mnt / job / ".state.json").read_text())
+
+
+def the_journal(cache):
+    files = sorted(cache.glob("*/journal"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+# ---- a key created empty
+
+
+def create_touch(path):
+    subprocess.run(["touch", str(path)], check=True, timeout=30)
+
+
+def create_python(path):
+    open(path, "w").close()
+
+
+def create_rdonly(path):
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o644))
+
+
+def create_shell_dup(path):
+    """As a shell's redirection does: the descriptor opened is closed while
+    a duplicate stays open (RELEASE comes only with the last close)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    keep = os.dup(fd)
+    os.close(fd)
+    return keep
+
+
+CREATES = {"touch": create_touch, "python": create_python, "rdonly": create_rdonly,
+           "dup": create_shell_dup}
+
+
+def test_an_empty_create_is_in_the_state_and_journal_when_close_returns(store, tmp_path):
+    cache = tmp_path / "cache"
+    m = jmount(store, tmp_path, "m1", cache).start()
+    job = m.path / "etl"
+    job.mkdir()
+    held = []
+    for name, create in CREATES.items():
+        fd = create(job / name)
+        if fd is not None:
+            held.append(fd)
+        # .state.json right after close: the key is part of the state.
+        assert name in state(m.path), name
+    # fsync of a new empty key journals it, while the file is still open.
+    fd = os.open(job / "synced", os.O_WRONLY | os.O_CREAT, 0o644)
+    os.fsync(fd)
+    held.append(fd)
+    m.kill()  # right after the closes; the held descriptors never release
+    for fd in held:
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # the daemon is gone
+    with jmount(store, tmp_path, "m2", cache) as m2:
+        assert state(m2.path) == {name: None for name in [*CREATES, "synced"]}
+
+
+def test_a_new_key_that_gets_a_value_meanwhile_keeps_it(store, tmp_path):
+    cache = tmp_path / "cache"
+    with jmount(store, tmp_path, "m1", cache) as m:
+        job = m.path / "etl"
+        job.mkdir()
+        fd = os.open(job / "k", os.O_WRONLY | os.O_CREAT, 0o644)
+        (job / "k").write_text("5")  # another writer, before the first close
+        os.close(fd)
+        assert state(m.path) == {"k": 5}
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit(1)")
+def test_an_empty_create_the_journal_cannot_take_fails_its_close(store, tmp_path):
+    cache = tmp_path / "cache"
+    m = jmount(store, tmp_path, "m1", cache).start()
+    job = m.path / "etl"
+    job.mkdir()
+    (job / "big").write_text(json.dumps("b" * 8000))  # the journal outgrows the log
+    jfile = the_journal(cache)
+    size = jfile.stat().st_size
+    assert size > len(m.log()) + 2000
+    pid = m.proc.pid  # ours
+    subprocess.run(["prlimit", f"--pid={pid}", f"--fsize={size + 20}:"], check=True,
+                   timeout=30)
+    try:
+        for name, create in CREATES.items():
+            if name == "dup":
+                continue  # its close error goes where a shell puts it: nowhere
+            if name == "touch":
+                # touch closes the descriptor it opened before it sets the
+                # times (on a duplicate): those find no key and it exits 1.
+                with pytest.raises(subprocess.CalledProcessError):
+                    create(job / name)
+            else:
+                with pytest.raises(OSError) as e:
+                    create(job / name)
+                assert e.value.errno == errno.EIO, name
+            assert name not in os.listdir(job), name
+            assert name not in state(m.path)
+        fd = os.open(job / "synced", os.O_WRONLY | os.O_CREAT, 0o644)
+        with pytest.raises(OSError) as e:
+            os.fsync(fd)
+        assert e.value.errno == errno.EIO
+        os.close(fd)
+        assert "synced" not in os.listdir(job)
+        assert jfile.stat().st_size == size
+    finally:
+        subprocess.run(["prlimit", f"--pid={pid}", "--fsize=unlimited:"], check=True,
+                       timeout=30)
+    assert "the journal cannot take the new key" in m.log()
+    m.kill()
+    with jmount(store, tmp_path, "m2", cache) as m2:
+        assert state(m2.path) == {"big": "b" * 8000}
+
+
+@pytest.mark.parametrize("extra", [[], ["--fuse-loop"]], ids=["loop", "fuse-loop"])
+def test_create_close_unlink_never_is_ebusy(store, tmp_path, extra):
+    """vim's probe: create 4913, close it, remove it; 300 times."""
+    cache = tmp_path / "cache"
+    m = jmount(store, tmp_path, "m1", cache, extra=extra).start()
+    job = m.path / "etl"
+    job.mkdir()
+    (job / "keep").write_text("1")
+    for _ in range(300):
+        fd = os.open(job / "4913", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+        os.unlink(job / "4913")  # EBUSY would raise here
+    assert state(m.path) == {"keep": 1}
+    assert sorted(os.listdir(job)) == [".state.json", "completed", "keep", "running"]
+    m.stop()
+    with jmount(store, tmp_path, "m2", cache) as m2:
+        assert state(m2.path) == {"keep": 1}
