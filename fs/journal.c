@@ -839,6 +839,30 @@ int journal_compact(struct journal *jn, const char *job, uint64_t upto)
         pthread_mutex_unlock(&jn->compact_lock);
         return 0;
     }
+    if (keep == 0) {
+        /* Nothing is kept: cut the file back to its header in place. This
+         * needs no room on the disk (a copy would, and a journal that
+         * filled its disk could then never shrink again); a crash at any
+         * point leaves either the old records, all uploaded, or none. */
+        int rc = ftruncate(jn->fd, JOURNAL_HEADER_LEN) == 0 ? 0 : -errno;
+        if (rc == 0) {
+            index_free(jn->recs, jn->n);
+            jn->recs = NULL;
+            jn->n = jn->cap = 0;
+            jn->end = JOURNAL_HEADER_LEN;
+            jn->can_undo = 0;
+            jn->broken = 0;
+            if (fdatasync(jn->fd) != 0) /* the records are uploaded: no loss */
+                log_warn("journal %s: fsync failed: %s", jn->path, strerror(errno));
+        } else {
+            log_warn("journal %s: cutting it back failed (%s); the entries of job '%s' "
+                     "stay",
+                     jn->path, strerror(-rc), job);
+        }
+        pthread_mutex_unlock(&jn->lock);
+        pthread_mutex_unlock(&jn->compact_lock);
+        return rc;
+    }
     struct jrec *kept = keep ? calloc(keep, sizeof *kept) : NULL;
     size_t nk = 0;
     int rc = keep && !kept ? -ENOMEM : 0;

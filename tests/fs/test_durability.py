@@ -14,8 +14,27 @@ import pytest
 from tests.support.mount import Mount
 
 
+STARTED = []
+
+
+def kill_started():
+    while STARTED:
+        m = STARTED.pop()
+        if m.proc is not None:
+            m.kill()
+
+
+@pytest.fixture(autouse=True)
+def no_mount_left():
+    """A failing test leaves no daemon of its own behind."""
+    yield
+    kill_started()
+
+
 def jmount(store, tmp_path, name, cache, extra=()):
-    return Mount(store, tmp_path / name, extra=[f"--cache-dir={cache}", *extra])
+    m = Mount(store, tmp_path / name, extra=[f"--cache-dir={cache}", *extra])
+    STARTED.append(m)
+    return m
 
 
 def state(mnt, job="etl"):
@@ -154,3 +173,65 @@ def test_create_close_unlink_never_is_ebusy(store, tmp_path, extra):
     m.stop()
     with jmount(store, tmp_path, "m2", cache) as m2:
         assert state(m2.path) == {"keep": 1}
+
+
+# ---- a journal that filled its disk
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 160 KiB tmpfs for the cache dir (ours: unmounted at the end)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path = tmp_path / "small"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k,mode=0700",
+                    "bookmarkfs-test-cache", str(path)], check=True, timeout=30)
+    try:
+        yield path
+    finally:
+        kill_started()  # a daemon that holds the journal keeps the tmpfs busy
+        subprocess.run(["umount", str(path)], check=False, timeout=30)
+
+
+def fill_journal(job):
+    """Key writes until the journal's disk is full; returns what landed."""
+    landed = {}
+    for i in range(1000):
+        value = {"i": i, "pad": "x" * 2000}
+        try:
+            (job / f"k{i}").write_text(json.dumps(value))
+        except OSError as e:
+            assert e.errno == errno.EIO
+            return landed
+        landed[f"k{i}"] = value
+    raise AssertionError("the disk never filled")
+
+
+def test_a_journal_that_filled_its_disk_shrinks_at_the_next_upload(store, tmp_path,
+                                                                    small_disk):
+    m = jmount(store, tmp_path, "m1", small_disk).start()
+    filled_and_uploaded(m, small_disk)
+    m.kill()
+    with jmount(store, tmp_path, "m2", small_disk) as m2:
+        assert state(m2.path) == m.landed
+        (m2.path / "etl" / "x").write_text("3")  # room to write at once
+
+
+def filled_and_uploaded(m, small_disk):
+    job = m.path / "etl"
+    job.mkdir()
+    landed = m.landed = fill_journal(job)
+    assert len(landed) > 10
+    jfile = the_journal(small_disk)
+    full = jfile.stat().st_size
+    assert state(m.path) == landed  # nothing refused is in the state
+    (job / "completed").write_text("1")  # uploads; its compaction frees the disk
+    assert jfile.stat().st_size < full // 10
+    (job / "after").write_text('"works"')
+    landed["after"] = "works"
+    again = fill_journal(m.path / "etl")  # and the disk can fill and empty again
+    landed.update(again)
+    (job / "completed").write_text("1")
+    (job / "last").write_text("2")
+    landed["last"] = 2
