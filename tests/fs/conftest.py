@@ -1,5 +1,8 @@
-"""Every filesystem test runs against both stores: the local directory and
-S3 (a real s3rver on 127.0.0.1)."""
+"""Every filesystem test that takes `store` (or `mount`, `mnt`) runs against
+both stores, and S3 on both servers: the local directory, s3rver and Ceph
+RGW on 127.0.0.1 (RGW verifies every request's signature). The fault,
+bad-input and security tests take `s3server`: s3rver behind the fault proxy;
+those that need a verifying server take `rgw_server` (tests/conftest.py)."""
 import sys
 from pathlib import Path
 
@@ -17,10 +20,12 @@ def s3server():
         yield server
 
 
-@pytest.fixture(params=["dir", "s3"])
+@pytest.fixture(params=["dir", "s3", "rgw"])
 def store(request, tmp_path):
     if request.param == "dir":
         return DirStore(tmp_path / "store")
+    if request.param == "rgw":
+        return S3Store(request.getfixturevalue("rgw_server"))
     return S3Store(request.getfixturevalue("s3server"))
 
 

@@ -1,4 +1,7 @@
-"""Fixtures for the S3 store tests: a real s3rver on loopback, store_cli."""
+"""Fixtures for the S3 store tests: store_cli, and a real S3 server on
+loopback: each test that takes `s3rver` runs twice, on s3rver (lax: checks
+no signature) and on Ceph RGW (verifies SigV4 on every request). A test
+that only one of them can show is marked only_s3rver / only_rgw, with why."""
 import os
 import sys
 from pathlib import Path
@@ -21,9 +24,18 @@ def store_cli_path():
 
 
 @pytest.fixture(scope="module")
-def s3rver():
+def s3rver_only():
     with S3rver() as server:
         yield server
+
+
+@pytest.fixture(scope="module", params=["s3rver", "rgw"])
+def s3rver(request):
+    """The S3 server of the test: s3rver (one per module) or RGW (one per
+    run, tests/conftest.py)."""
+    if request.param == "s3rver":
+        return request.getfixturevalue("s3rver_only")
+    return request.getfixturevalue("rgw_server")
 
 
 @pytest.fixture
