@@ -25,16 +25,26 @@
 
 #define CRED_FILE_MAX (1024 * 1024)
 
-enum { K_ACCESS, K_SECRET, K_TOKEN, K_REGION, K_COUNT };
+enum {
+    K_ACCESS, K_SECRET, K_TOKEN, K_REGION, K_ROLE_ARN, K_SOURCE_PROFILE,
+    K_CRED_SOURCE, K_EXTERNAL_ID, K_SESSION_NAME, K_DURATION, K_PROCESS,
+    K_CA_BUNDLE, K_WEB_TOKEN_FILE, K_MFA_SERIAL, K_COUNT
+};
 static const char *const key_names[K_COUNT] = {
     "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "region",
+    "role_arn", "source_profile", "credential_source", "external_id",
+    "role_session_name", "duration_seconds", "credential_process", "ca_bundle",
+    "web_identity_token_file", "mfa_serial",
 };
 /* Profile settings that configure credentials this chain does not resolve
- * from a profile: mentioned in the note so the user knows why. */
+ * from a profile (IAM Identity Center): mentioned in the note so the user
+ * knows why. */
 static const char *const unsupported_keys[] = {
-    "role_arn", "credential_process", "sso_session", "sso_start_url",
-    "web_identity_token_file", "credential_source",
+    "sso_session", "sso_start_url",
 };
+
+/* How deep source_profile may chain roles (a loop ends here too). */
+#define ROLE_CHAIN_MAX 8
 
 struct ini_src {
     const char *path;
@@ -282,97 +292,314 @@ static char *file_path(const char *env, const char *dflt)
     return cred_expand_home(v ? v : dflt);
 }
 
-int cred_files_get(const char *profile, int named, struct aws_credentials *out,
-                   char *note, size_t notelen)
-{
-    char *paths[2] = {
-        file_path("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
-        file_path("AWS_CONFIG_FILE", "~/.aws/config"),
-    };
+/* One profile as both files have it. */
+struct profile {
+    const char *name;
+    char *paths[2];      /* credentials file, config file */
     struct ini_want w[2];
-    int read[2] = {0, 0};
-    int rc = CRED_ABSENT;
-    memset(w, 0, sizeof w);
-    if (!paths[0] || !paths[1]) {
+    int read[2];
+};
+
+static void profile_free(struct profile *pr)
+{
+    want_free(&pr->w[0]);
+    want_free(&pr->w[1]);
+    free(pr->paths[0]);
+    free(pr->paths[1]);
+}
+
+static int profile_load(const char *name, struct profile *pr, char *note,
+                        size_t notelen)
+{
+    memset(pr, 0, sizeof *pr);
+    pr->name = name;
+    pr->paths[0] = file_path("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials");
+    pr->paths[1] = file_path("AWS_CONFIG_FILE", "~/.aws/config");
+    if (!pr->paths[0] || !pr->paths[1]) {
         snprintf(note, notelen, "cannot locate the shared files (no home directory)");
-        rc = -ENOMEM;
-        goto out;
+        return -ENOMEM;
     }
     for (int i = 0; i < 2; i++) {
-        read[i] = read_profile(paths[i], i == 1, profile, &w[i]);
-        if (read[i] < 0) {
-            snprintf(note, notelen, "Out of memory reading %s.", paths[i]);
-            rc = read[i];
-            goto out;
+        pr->read[i] = read_profile(pr->paths[i], i == 1, name, &pr->w[i]);
+        if (pr->read[i] < 0) {
+            snprintf(note, notelen, "Out of memory reading %s.", pr->paths[i]);
+            return pr->read[i];
         }
     }
-    for (int i = 0; i < 2; i++) {
-        const char *ak = w[i].vals[K_ACCESS], *sk = w[i].vals[K_SECRET];
-        if (!ak && !sk)
-            continue;
-        if (!ak || !sk || !*ak || !*sk) {
-            snprintf(note, notelen, "Profile '%s' in %s has %s but no %s.",
-                     profile, paths[i],
-                     ak && *ak ? "aws_access_key_id" : "aws_secret_access_key",
-                     ak && *ak ? "aws_secret_access_key" : "aws_access_key_id");
-            rc = -EACCES;
-            goto out;
-        }
-        rc = cred_fill(out, "shared-files", ak, sk, w[i].vals[K_TOKEN], 0);
-        if (rc < 0)
-            snprintf(note, notelen, "Out of memory.");
-        else
-            log_debug("credentials for profile '%s' from %s", profile, paths[i]);
-        goto out;
+    return 0;
+}
+
+/* A setting of the profile: the credentials file's wins over the config
+ * file's. NULL when neither sets it (or sets it empty). */
+static const char *pval(const struct profile *pr, int k)
+{
+    for (int i = 0; i < 2; i++)
+        if (pr->w[i].vals[k] && *pr->w[i].vals[k])
+            return pr->w[i].vals[k];
+    return NULL;
+}
+
+/* Static keys from file i of the profile: 0 filled, CRED_ABSENT none,
+ * -EACCES half a pair. */
+static int static_keys(const struct profile *pr, int i, struct aws_credentials *out,
+                       char *note, size_t notelen)
+{
+    const char *ak = pr->w[i].vals[K_ACCESS], *sk = pr->w[i].vals[K_SECRET];
+    if (!ak && !sk)
+        return CRED_ABSENT;
+    if (!ak || !sk || !*ak || !*sk) {
+        snprintf(note, notelen, "Profile '%s' in %s has %s but no %s.",
+                 pr->name, pr->paths[i],
+                 ak && *ak ? "aws_access_key_id" : "aws_secret_access_key",
+                 ak && *ak ? "aws_secret_access_key" : "aws_access_key_id");
+        return -EACCES;
     }
-    if (!w[0].found && !w[1].found) {
-        if (named) {
-            snprintf(note, notelen, "The profile '%s' is in neither %s%s nor %s%s.",
-                     profile, paths[0], read[0] ? "" : " (absent)", paths[1],
-                     read[1] ? "" : " (absent)");
-            rc = -EACCES;
-        } else {
-            snprintf(note, notelen, "no profile '%s' in %s%s or %s%s", profile,
-                     paths[0], read[0] ? "" : " (absent)", paths[1],
-                     read[1] ? "" : " (absent)");
-        }
-        goto out;
-    }
-    const char *unsup = w[0].unsupported ? w[0].unsupported : w[1].unsupported;
-    if (unsup) {
-        log_warn("profile '%s' configures credentials with %s, which bookmarkfs "
-                 "does not support; only aws_access_key_id and "
-                 "aws_secret_access_key are read from the shared files",
-                 profile, unsup);
-        snprintf(note, notelen, "profile '%s' uses %s, which is not supported",
-                 profile, unsup);
-    } else {
-        snprintf(note, notelen, "profile '%s' has no aws_access_key_id", profile);
-    }
-out:
-    want_free(&w[0]);
-    want_free(&w[1]);
-    free(paths[0]);
-    free(paths[1]);
+    int rc = cred_fill(out, "shared-files", ak, sk, pr->w[i].vals[K_TOKEN], 0);
+    if (rc < 0)
+        snprintf(note, notelen, "Out of memory.");
+    else
+        log_debug("credentials for profile '%s' from %s", pr->name, pr->paths[i]);
     return rc;
 }
 
-char *aws_config_region(const char *profile)
+static int resolve_profile(const struct cred_options *o, const char *name,
+                           const char *root, int named, int depth,
+                           struct aws_credentials *out, char *note, size_t notelen);
+
+/* The credentials a role profile assumes the role with: credential_source
+ * or source_profile. */
+static int role_source(const struct cred_options *o, const struct profile *pr,
+                       const char *root, int depth, struct aws_credentials *src, char *note,
+                       size_t notelen)
 {
+    const char *sp = pval(pr, K_SOURCE_PROFILE), *cs = pval(pr, K_CRED_SOURCE);
+    if (sp && cs) {
+        snprintf(note, notelen, "Profile '%s' sets both source_profile and "
+                 "credential_source; set one.", pr->name);
+        return -EACCES;
+    }
+    if (!sp && !cs) {
+        snprintf(note, notelen, "Profile '%s' sets role_arn but neither "
+                 "source_profile nor credential_source (nor "
+                 "web_identity_token_file).", pr->name);
+        return -EACCES;
+    }
+    int rc;
+    if (cs) {
+        if (strcasecmp(cs, "Environment") == 0)
+            rc = cred_env_get(src, note, notelen);
+        else if (strcasecmp(cs, "Ec2InstanceMetadata") == 0)
+            rc = cred_imds_get(o, src, note, notelen);
+        else if (strcasecmp(cs, "EcsContainer") == 0)
+            rc = cred_container_get(o, src, note, notelen);
+        else {
+            snprintf(note, notelen, "Profile '%s' has credential_source = %s; "
+                     "bookmarkfs knows Environment, Ec2InstanceMetadata and "
+                     "EcsContainer.", pr->name, cs);
+            return -EACCES;
+        }
+        if (rc == CRED_ABSENT) {
+            char why[320];
+            snprintf(why, sizeof why, "%s", note);
+            snprintf(note, notelen, "Profile '%s' takes its source credentials "
+                     "from %s, which has none (%s).", pr->name, cs, why);
+            rc = -EACCES;
+        }
+        return rc;
+    }
+    if (strcmp(sp, pr->name) == 0) {
+        /* A profile may name itself: its own static keys assume its role. */
+        rc = static_keys(pr, 0, src, note, notelen);
+        if (rc == CRED_ABSENT)
+            rc = static_keys(pr, 1, src, note, notelen);
+        if (rc == CRED_ABSENT) {
+            snprintf(note, notelen, "Profile '%s' is its own source_profile but "
+                     "has no aws_access_key_id.", pr->name);
+            rc = -EACCES;
+        }
+        return rc;
+    }
+    rc = resolve_profile(o, sp, root, 1, depth + 1, src, note, notelen);
+    if (rc == CRED_ABSENT) {
+        snprintf(note, notelen, "The source_profile '%s' of profile '%s' has no "
+                 "credentials.", sp, pr->name);
+        rc = -EACCES;
+    }
+    return rc;
+}
+
+/* root: the profile the chain started from, whose region every STS call
+ * of the chain uses (as the AWS CLI does). */
+static int assume_role(const struct cred_options *o, const struct profile *pr,
+                       const char *root, int depth, struct aws_credentials *out, char *note,
+                       size_t notelen)
+{
+    const char *arn = pval(pr, K_ROLE_ARN);
+    if (pval(pr, K_MFA_SERIAL)) {
+        snprintf(note, notelen, "Profile '%s' needs an MFA code (mfa_serial), "
+                 "which a file system cannot ask for; use a profile without it.",
+                 pr->name);
+        return -EACCES;
+    }
+    const char *web = pval(pr, K_WEB_TOKEN_FILE);
+    if (web) {
+        char *path = cred_expand_home(web);
+        if (!path) {
+            snprintf(note, notelen, "Out of memory.");
+            return -ENOMEM;
+        }
+        int rc = cred_sts_web_identity(o, path, arn, pval(pr, K_SESSION_NAME),
+                                       root, out, note, notelen);
+        free(path);
+        return rc;
+    }
+    struct cred_assume_role ar = {
+        .role_arn = arn,
+        .external_id = pval(pr, K_EXTERNAL_ID),
+        .session_name = pval(pr, K_SESSION_NAME),
+        .profile = root,
+    };
+    const char *dur = pval(pr, K_DURATION);
+    if (dur) {
+        char *end;
+        errno = 0;
+        long v = strtol(dur, &end, 10);
+        while (isspace((unsigned char)*end))
+            end++;
+        if (errno || end == dur || *end || v < 900 || v > 43200) {
+            snprintf(note, notelen, "Profile '%s' has duration_seconds = %s; it "
+                     "must be a number of seconds from 900 to 43200.", pr->name,
+                     dur);
+            return -EINVAL;
+        }
+        ar.duration_s = v;
+    }
+    if (depth >= ROLE_CHAIN_MAX) {
+        snprintf(note, notelen, "Profile '%s': its source_profile chain is longer "
+                 "than %d profiles or loops.", pr->name, ROLE_CHAIN_MAX);
+        return -EACCES;
+    }
+    struct aws_credentials src;
+    memset(&src, 0, sizeof src);
+    int rc = role_source(o, pr, root, depth, &src, note, notelen);
+    if (rc < 0)
+        return rc;
+    log_debug("profile '%s': assuming role %s with credentials from %s",
+              pr->name, arn, src.source);
+    rc = cred_sts_assume_role(o, &src, &ar, out, note, notelen);
+    aws_credentials_clear(&src);
+    return rc;
+}
+
+/* The order within a profile is the AWS CLI's: a role (role_arn), then the
+ * credentials file's keys, then credential_process, then the config
+ * file's keys. */
+static int resolve_profile(const struct cred_options *o, const char *name,
+                           const char *root, int named, int depth,
+                           struct aws_credentials *out, char *note, size_t notelen)
+{
+    struct profile pr;
+    int rc = profile_load(name, &pr, note, notelen);
+    if (rc < 0)
+        goto out;
+    if (pval(&pr, K_ROLE_ARN)) {
+        rc = assume_role(o, &pr, root, depth, out, note, notelen);
+        goto out;
+    }
+    rc = static_keys(&pr, 0, out, note, notelen);
+    if (rc != CRED_ABSENT)
+        goto out;
+    const char *proc = pval(&pr, K_PROCESS);
+    if (proc) {
+        rc = cred_process_get(o, proc, name, out, note, notelen);
+        goto out;
+    }
+    rc = static_keys(&pr, 1, out, note, notelen);
+    if (rc != CRED_ABSENT)
+        goto out;
+    rc = CRED_ABSENT;
+    if (!pr.w[0].found && !pr.w[1].found) {
+        if (named) {
+            snprintf(note, notelen, "The profile '%s' is in neither %s%s nor %s%s.",
+                     name, pr.paths[0], pr.read[0] ? "" : " (absent)", pr.paths[1],
+                     pr.read[1] ? "" : " (absent)");
+            rc = -EACCES;
+        } else {
+            snprintf(note, notelen, "no profile '%s' in %s%s or %s%s", name,
+                     pr.paths[0], pr.read[0] ? "" : " (absent)", pr.paths[1],
+                     pr.read[1] ? "" : " (absent)");
+        }
+        goto out;
+    }
+    const char *unsup = pr.w[0].unsupported ? pr.w[0].unsupported : pr.w[1].unsupported;
+    if (unsup) {
+        log_warn("profile '%s' configures credentials with %s (IAM Identity "
+                 "Center), which bookmarkfs does not support", name, unsup);
+        snprintf(note, notelen, "profile '%s' uses %s, which is not supported",
+                 name, unsup);
+    } else {
+        snprintf(note, notelen, "profile '%s' has no aws_access_key_id, "
+                 "role_arn or credential_process", name);
+    }
+out:
+    profile_free(&pr);
+    return rc;
+}
+
+int cred_files_get(const struct cred_options *o, const char *profile, int named,
+                   struct aws_credentials *out, char *note, size_t notelen)
+{
+    return resolve_profile(o, profile, profile, named, 0, out, note, notelen);
+}
+
+/* A setting of the profile in the config file: 0 with *out malloc'd or
+ * NULL (not set), or -ENOMEM. */
+static int config_value(const char *profile, int k, char **out)
+{
+    *out = NULL;
     if (!profile || !*profile)
         profile = cred_getenv("AWS_PROFILE");
     if (!profile)
         profile = "default";
     char *path = file_path("AWS_CONFIG_FILE", "~/.aws/config");
     if (!path)
-        return NULL;
+        return -ENOMEM;
     struct ini_want w;
-    char *region = NULL;
-    if (read_profile(path, 1, profile, &w) > 0) {
-        if (w.vals[K_REGION] && *w.vals[K_REGION])
-            region = strdup(w.vals[K_REGION]);
+    int rc = read_profile(path, 1, profile, &w);
+    free(path);
+    if (rc < 0)
+        return rc;
+    if (rc > 0) {
+        if (w.vals[k] && *w.vals[k] && !(*out = strdup(w.vals[k])))
+            rc = -ENOMEM;
         want_free(&w);
     }
-    free(path);
-    return region;
+    return rc < 0 ? rc : 0;
+}
+
+char *aws_config_region(const char *profile)
+{
+    char *v;
+    return config_value(profile, K_REGION, &v) < 0 ? NULL : v;
+}
+
+int aws_ca_bundle(const char *profile, char **out, const char **from)
+{
+    *out = NULL;
+    *from = NULL;
+    const char *env = cred_getenv("AWS_CA_BUNDLE");
+    char *v = NULL;
+    if (!env) {
+        int rc = config_value(profile, K_CA_BUNDLE, &v);
+        if (rc < 0)
+            return rc;
+        if (!v)
+            return 0;
+    }
+    *out = cred_expand_home(env ? env : v);
+    free(v);
+    if (!*out)
+        return -ENOMEM;
+    *from = env ? "AWS_CA_BUNDLE" : "the profile's ca_bundle";
+    return 0;
 }

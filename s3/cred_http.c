@@ -148,7 +148,7 @@ int cred_http(const struct cred_http_req *rq, struct cred_http_resp *rs,
     if (rq->no_proxy)
         SETOPT(h, CURLOPT_NOPROXY, "*");
     if (crc == CURLE_OK)
-        crc = tls_setup(h, rq->ca_file); /* --ca-file adds to the system bundle */
+        crc = tls_setup(h, rq->ca_bundle, rq->ca_file); /* --ca-file adds */
     if (strcmp(rq->method, "GET") != 0) {
         if (strcmp(rq->method, "POST") != 0)
             SETOPT(h, CURLOPT_CUSTOMREQUEST, rq->method);
@@ -437,6 +437,7 @@ int cred_container_get(const struct cred_options *o, struct aws_credentials *out
         .connect_timeout_ms = CRED_CONNECT_TIMEOUT_MS,
         .timeout_ms = cred_timeout_ms(o),
         .ca_file = o ? o->ca_file : NULL,
+        .ca_bundle = o ? o->ca_bundle : NULL,
         .no_proxy = rel != NULL,
     };
     struct cred_http_resp rs;

@@ -23,15 +23,42 @@
 /* ---- providers ---- */
 int cred_env_get(struct aws_credentials *out, char *note, size_t notelen);
 /* profile: the resolved profile name; named: 1 when the user named it (option
- * or AWS_PROFILE), so a profile found in neither file is an error. */
-int cred_files_get(const char *profile, int named, struct aws_credentials *out,
-                   char *note, size_t notelen);
+ * or AWS_PROFILE), so a profile found in neither file is an error. Resolves
+ * static keys, role_arn (AssumeRole with source_profile or
+ * credential_source; AssumeRoleWithWebIdentity with web_identity_token_file)
+ * and credential_process. */
+int cred_files_get(const struct cred_options *o, const char *profile, int named,
+                   struct aws_credentials *out, char *note, size_t notelen);
 int cred_container_get(const struct cred_options *o, struct aws_credentials *out,
                        char *note, size_t notelen);
 int cred_web_identity_get(const struct cred_options *o, const char *profile,
                           struct aws_credentials *out, char *note, size_t notelen);
 int cred_imds_get(const struct cred_options *o, struct aws_credentials *out,
                   char *note, size_t notelen);
+
+/* STS AssumeRole, signed (SigV4) with src. */
+struct cred_assume_role {
+    const char *role_arn;
+    const char *external_id;   /* or NULL */
+    const char *session_name;  /* or NULL: bookmarkfs-<time> */
+    long duration_s;           /* 0: STS's default (one hour) */
+    const char *profile;       /* for the STS region */
+};
+int cred_sts_assume_role(const struct cred_options *o,
+                         const struct aws_credentials *src,
+                         const struct cred_assume_role *ar,
+                         struct aws_credentials *out, char *note, size_t notelen);
+/* STS AssumeRoleWithWebIdentity with the token in token_file (re-read every
+ * time). session_name may be NULL. */
+int cred_sts_web_identity(const struct cred_options *o, const char *token_file,
+                          const char *role_arn, const char *session_name,
+                          const char *profile, struct aws_credentials *out,
+                          char *note, size_t notelen);
+/* credential_process: runs command with /bin/sh -c and reads the JSON it
+ * prints (Version 1). */
+int cred_process_get(const struct cred_options *o, const char *command,
+                     const char *profile, struct aws_credentials *out,
+                     char *note, size_t notelen);
 
 /* ---- helpers (credentials.c) ---- */
 /* getenv, but NULL for unset or empty variables. */
@@ -64,7 +91,8 @@ struct cred_http_req {
     size_t body_len;
     long connect_timeout_ms;
     long timeout_ms;
-    const char *ca_file;          /* NULL: system bundle */
+    const char *ca_file;          /* NULL: no extra certificates */
+    const char *ca_bundle;        /* NULL: system bundle */
     int no_proxy;                 /* 1: never through a proxy (link-local) */
 };
 

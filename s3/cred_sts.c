@@ -1,8 +1,11 @@
-/* Web identity: STS AssumeRoleWithWebIdentity with the token in
+/* STS: AssumeRoleWithWebIdentity with the token in
  * AWS_WEB_IDENTITY_TOKEN_FILE (re-read every time: it rotates) for
- * AWS_ROLE_ARN. The request is an unsigned form POST, so the token never
- * goes into a URL; the XML answer is parsed with libxml2. */
+ * AWS_ROLE_ARN, or a profile's web_identity_token_file and role_arn; and
+ * AssumeRole for a profile's role_arn, signed with SigV4 by the source
+ * credentials. Requests are form POSTs, so no token goes into a URL; the XML
+ * answer is parsed with libxml2. */
 #include "s3/cred_internal.h"
+#include "s3/sigv4.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -75,28 +78,39 @@ static xmlDocPtr parse_xml(const struct cred_http_resp *rs)
                              XML_PARSE_NOWARNING | XML_PARSE_NOBLANKS);
 }
 
-static char *sts_endpoint(const char *profile)
+/* Where STS is and which region signs for it: AWS_ENDPOINT_URL_STS (or
+ * AWS_ENDPOINT_URL), else the regional endpoint of AWS_REGION,
+ * AWS_DEFAULT_REGION or the profile's region, else the global one. */
+static int sts_target(const char *profile, char **url, char **region)
 {
+    *url = *region = NULL;
+    const char *r = cred_getenv("AWS_REGION");
+    if (!r)
+        r = cred_getenv("AWS_DEFAULT_REGION");
+    char *cfg = r ? NULL : aws_config_region(profile);
+    if (cfg)
+        r = cfg;
     const char *ep = cred_getenv("AWS_ENDPOINT_URL_STS");
     if (!ep)
         ep = cred_getenv("AWS_ENDPOINT_URL");
-    if (ep)
-        return strdup(ep);
-    const char *region = cred_getenv("AWS_REGION");
-    if (!region)
-        region = cred_getenv("AWS_DEFAULT_REGION");
-    char *cfg = region ? NULL : aws_config_region(profile);
-    if (cfg)
-        region = cfg;
-    char *url = NULL;
-    if (!region) {
-        url = strdup("https://sts.amazonaws.com/");
-    } else if (asprintf(&url, "https://sts.%s.amazonaws.com%s/", region,
-                        strncmp(region, "cn-", 3) == 0 ? ".cn" : "") < 0) {
-        url = NULL;
+    int rc = 0;
+    if (ep) {
+        *url = strdup(ep);
+    } else if (!r) {
+        *url = strdup("https://sts.amazonaws.com/");
+    } else if (asprintf(url, "https://sts.%s.amazonaws.com%s/", r,
+                        strncmp(r, "cn-", 3) == 0 ? ".cn" : "") < 0) {
+        *url = NULL;
+    }
+    *region = strdup(r ? r : "us-east-1");
+    if (!*url || !*region) {
+        free(*url);
+        free(*region);
+        *url = *region = NULL;
+        rc = -ENOMEM;
     }
     free(cfg);
-    return url;
+    return rc;
 }
 
 /* Appends "&name=escaped(value)" (no '&' when first) to a malloc'd form body
@@ -137,8 +151,8 @@ static char *form_add(char *body, size_t *blen, const char *name, const char *va
 }
 
 /* Error answer: "Code: Message" into note, without echoing the token. */
-static int sts_error(const struct cred_http_resp *rs, const char *token,
-                     char *note, size_t notelen)
+static int sts_error(const struct cred_http_resp *rs, const char *action,
+                     const char *token, char *note, size_t notelen)
 {
     xmlDocPtr doc = parse_xml(rs);
     xmlChar *code = NULL, *message = NULL;
@@ -150,15 +164,17 @@ static int sts_error(const struct cred_http_resp *rs, const char *token,
         xmlFreeDoc(doc);
     }
     const char *m = message ? (const char *)message : "";
-    if (strstr(m, token))
+    if (token && strstr(m, token))
         m = "(message withheld: it quotes the token)";
-    snprintf(note, notelen, "STS AssumeRoleWithWebIdentity failed with HTTP %ld%s%s%s%.300s.",
+    snprintf(note, notelen, "STS %s failed with HTTP %ld%s%s%s%.300s.", action,
              rs->status, code ? " " : "", code ? (const char *)code : "",
              *m ? ": " : "", m);
     int rc = -EIO;
     if (code && (xmlStrcmp(code, (const xmlChar *)"AccessDenied") == 0 ||
                  xmlStrcmp(code, (const xmlChar *)"InvalidIdentityToken") == 0 ||
                  xmlStrcmp(code, (const xmlChar *)"ExpiredTokenException") == 0 ||
+                 xmlStrcmp(code, (const xmlChar *)"ExpiredToken") == 0 ||
+                 xmlStrcmp(code, (const xmlChar *)"SignatureDoesNotMatch") == 0 ||
                  xmlStrcmp(code, (const xmlChar *)"InvalidClientTokenId") == 0))
         rc = -EACCES;
     else if (!code && (rs->status == 401 || rs->status == 403))
@@ -168,8 +184,8 @@ static int sts_error(const struct cred_http_resp *rs, const char *token,
     return rc;
 }
 
-static int sts_answer(const struct cred_http_resp *rs, struct aws_credentials *out,
-                      char *note, size_t notelen)
+static int sts_answer(const struct cred_http_resp *rs, const char *source,
+                      struct aws_credentials *out, char *note, size_t notelen)
 {
     xmlDocPtr doc = parse_xml(rs);
     if (!doc) {
@@ -193,7 +209,7 @@ static int sts_answer(const struct cred_http_resp *rs, struct aws_credentials *o
         snprintf(note, notelen, "The STS answer has an unreadable Expiration.");
         rc = -EIO;
     } else {
-        rc = cred_fill(out, "web-identity", (const char *)ak, (const char *)sk,
+        rc = cred_fill(out, source, (const char *)ak, (const char *)sk,
                        (const char *)tok, expiration);
         if (rc < 0)
             snprintf(note, notelen, "Out of memory.");
@@ -207,23 +223,51 @@ static int sts_answer(const struct cred_http_resp *rs, struct aws_credentials *o
     return rc;
 }
 
-int cred_web_identity_get(const struct cred_options *o, const char *profile,
+/* POSTs the form and reads the answer into out (source names it). */
+static int sts_call(const struct cred_options *o, const char *url,
+                    const char *const *headers, const char *body, size_t blen,
+                    const char *action, const char *token, const char *source,
+                    struct aws_credentials *out, char *note, size_t notelen)
+{
+    struct cred_http_req rq = {
+        .method = "POST",
+        .url = url,
+        .headers = headers,
+        .body = body,
+        .body_len = blen,
+        .connect_timeout_ms = cred_timeout_ms(o),
+        .timeout_ms = cred_timeout_ms(o),
+        .ca_file = o ? o->ca_file : NULL,
+        .ca_bundle = o ? o->ca_bundle : NULL,
+    };
+    struct cred_http_resp rs;
+    char err[CURL_ERROR_SIZE + 64];
+    int rc = cred_http(&rq, &rs, err, sizeof err);
+    if (rc < 0) {
+        snprintf(note, notelen, "STS at %s did not answer: %s.", url, err);
+        return rc == -ECONNREFUSED ? -EIO : rc;
+    }
+    if (rs.status != 200)
+        rc = sts_error(&rs, action, token, note, notelen);
+    else
+        rc = sts_answer(&rs, source, out, note, notelen);
+    cred_http_resp_free(&rs);
+    return rc;
+}
+
+static const char *session_name(const char *given, char *buf, size_t len)
+{
+    if (given)
+        return given;
+    snprintf(buf, len, "bookmarkfs-%lld", (long long)time(NULL));
+    return buf;
+}
+
+int cred_sts_web_identity(const struct cred_options *o, const char *file,
+                          const char *arn, const char *sname, const char *profile,
                           struct aws_credentials *out, char *note, size_t notelen)
 {
-    const char *file = cred_getenv("AWS_WEB_IDENTITY_TOKEN_FILE");
-    const char *arn = cred_getenv("AWS_ROLE_ARN");
-    if (!file && !arn) {
-        snprintf(note, notelen, "AWS_WEB_IDENTITY_TOKEN_FILE is not set");
-        return CRED_ABSENT;
-    }
-    if (!file || !arn) {
-        snprintf(note, notelen, "%s is set but %s is not.",
-                 file ? "AWS_WEB_IDENTITY_TOKEN_FILE" : "AWS_ROLE_ARN",
-                 file ? "AWS_ROLE_ARN" : "AWS_WEB_IDENTITY_TOKEN_FILE");
-        return -EACCES;
-    }
-
-    char *token = NULL, *body = NULL, *url = NULL;
+    char *token = NULL, *body = NULL, *url = NULL, *region = NULL;
     size_t tlen = 0, blen = 0;
     struct stat st;
     int rc = cred_read_file(file, TOKEN_FILE_MAX, &token, &tlen, &st);
@@ -244,11 +288,7 @@ int cred_web_identity_get(const struct cred_options *o, const char *profile,
     }
 
     char session[64];
-    const char *sname = cred_getenv("AWS_ROLE_SESSION_NAME");
-    if (!sname) {
-        snprintf(session, sizeof session, "bookmarkfs-%lld", (long long)time(NULL));
-        sname = session;
-    }
+    sname = session_name(sname, session, sizeof session);
     body = form_add(body, &blen, "Action", "AssumeRoleWithWebIdentity");
     if (body)
         body = form_add(body, &blen, "Version", "2011-06-15");
@@ -258,8 +298,7 @@ int cred_web_identity_get(const struct cred_options *o, const char *profile,
         body = form_add(body, &blen, "RoleSessionName", sname);
     if (body)
         body = form_add(body, &blen, "WebIdentityToken", token);
-    url = sts_endpoint(profile);
-    if (!body || !url) {
+    if (!body || sts_target(profile, &url, &region) < 0) {
         snprintf(note, notelen, "Out of memory.");
         rc = -ENOMEM;
         goto out;
@@ -268,35 +307,158 @@ int cred_web_identity_get(const struct cred_options *o, const char *profile,
     const char *headers[] = {
         "Content-Type: application/x-www-form-urlencoded; charset=utf-8",
         "Accept: text/xml", NULL};
-    struct cred_http_req rq = {
-        .method = "POST",
-        .url = url,
-        .headers = headers,
-        .body = body,
-        .body_len = blen,
-        .connect_timeout_ms = cred_timeout_ms(o),
-        .timeout_ms = cred_timeout_ms(o),
-        .ca_file = o ? o->ca_file : NULL,
-    };
-    struct cred_http_resp rs;
-    char err[CURL_ERROR_SIZE + 64];
     log_debug("assuming role %s with a web identity at %s (session %s)", arn, url,
               sname);
-    rc = cred_http(&rq, &rs, err, sizeof err);
-    if (rc < 0) {
-        snprintf(note, notelen, "STS at %s did not answer: %s.", url, err);
-        if (rc == -ECONNREFUSED)
-            rc = -EIO;
-        goto out;
-    }
-    if (rs.status != 200)
-        rc = sts_error(&rs, token, note, notelen);
-    else
-        rc = sts_answer(&rs, out, note, notelen);
-    cred_http_resp_free(&rs);
+    rc = sts_call(o, url, headers, body, blen, "AssumeRoleWithWebIdentity", token,
+                  "web-identity", out, note, notelen);
 out:
     cred_free_buf(token, tsize);
     cred_free_buf(body, blen);
     free(url);
+    free(region);
+    return rc;
+}
+
+int cred_web_identity_get(const struct cred_options *o, const char *profile,
+                          struct aws_credentials *out, char *note, size_t notelen)
+{
+    const char *file = cred_getenv("AWS_WEB_IDENTITY_TOKEN_FILE");
+    const char *arn = cred_getenv("AWS_ROLE_ARN");
+    if (!file && !arn) {
+        snprintf(note, notelen, "AWS_WEB_IDENTITY_TOKEN_FILE is not set");
+        return CRED_ABSENT;
+    }
+    if (!file || !arn) {
+        snprintf(note, notelen, "%s is set but %s is not.",
+                 file ? "AWS_WEB_IDENTITY_TOKEN_FILE" : "AWS_ROLE_ARN",
+                 file ? "AWS_ROLE_ARN" : "AWS_WEB_IDENTITY_TOKEN_FILE");
+        return -EACCES;
+    }
+    return cred_sts_web_identity(o, file, arn, cred_getenv("AWS_ROLE_SESSION_NAME"),
+                                 profile, out, note, notelen);
+}
+
+/* Host (with ":port" when the URL gives one) and path of url. */
+static int split_url(const char *url, char **host, char **path)
+{
+    *host = *path = NULL;
+    CURLU *u = curl_url();
+    if (!u)
+        return -ENOMEM;
+    char *h = NULL, *port = NULL, *p = NULL;
+    int rc = 0;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &h, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PATH, &p, CURLU_URLDECODE) != CURLUE_OK) {
+        rc = -EINVAL;
+        goto out;
+    }
+    if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
+        port = NULL;
+    if (port ? asprintf(host, "%s:%s", h, port) < 0 : !(*host = strdup(h))) {
+        *host = NULL;
+        rc = -ENOMEM;
+        goto out;
+    }
+    /* Raw (decoded): sigv4_sign encodes it as it signs it. */
+    if (!(*path = strdup(p && *p ? p : "/"))) {
+        free(*host);
+        *host = NULL;
+        rc = -ENOMEM;
+    }
+out:
+    curl_free(h);
+    curl_free(port);
+    curl_free(p);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+int cred_sts_assume_role(const struct cred_options *o,
+                         const struct aws_credentials *src,
+                         const struct cred_assume_role *ar,
+                         struct aws_credentials *out, char *note, size_t notelen)
+{
+    char *body = NULL, *url = NULL, *region = NULL, *host = NULL, *path = NULL;
+    size_t blen = 0;
+    char session[64], dur[24];
+    const char *sname = session_name(ar->session_name, session, sizeof session);
+    struct sigv4_signed sig;
+    memset(&sig, 0, sizeof sig);
+    const char **headers = NULL;
+    int rc;
+
+    body = form_add(body, &blen, "Action", "AssumeRole");
+    if (body)
+        body = form_add(body, &blen, "Version", "2011-06-15");
+    if (body)
+        body = form_add(body, &blen, "RoleArn", ar->role_arn);
+    if (body)
+        body = form_add(body, &blen, "RoleSessionName", sname);
+    if (body && ar->external_id)
+        body = form_add(body, &blen, "ExternalId", ar->external_id);
+    if (body && ar->duration_s > 0) {
+        snprintf(dur, sizeof dur, "%ld", ar->duration_s);
+        body = form_add(body, &blen, "DurationSeconds", dur);
+    }
+    if (!body || sts_target(ar->profile, &url, &region) < 0) {
+        snprintf(note, notelen, "Out of memory.");
+        rc = -ENOMEM;
+        goto out;
+    }
+    rc = split_url(url, &host, &path);
+    if (rc < 0) {
+        snprintf(note, notelen, rc == -ENOMEM ? "Out of memory."
+                 : "The STS endpoint %s is not a valid URL.", url);
+        goto out;
+    }
+
+    char payload_hash[65];
+    sigv4_sha256_hex(body, blen, payload_hash);
+    const struct sigv4_pair extra[] = {
+        {"content-type", "application/x-www-form-urlencoded; charset=utf-8"},
+    };
+    struct sigv4_request rq = {
+        .method = "POST",
+        .host = host,
+        .path = path,
+        .headers = extra,
+        .nheaders = 1,
+        .payload_hash = payload_hash,
+        .region = region,
+        .service = "sts",
+        .now = time(NULL),
+    };
+    struct sigv4_credentials sc = {src->access_key, src->secret_key,
+                                   src->session_token};
+    rc = sigv4_sign(&rq, &sc, &sig);
+    if (rc < 0) {
+        snprintf(note, notelen, rc == -ENOMEM ? "Out of memory."
+                 : "The AssumeRole request to %s cannot be signed.", url);
+        goto out;
+    }
+    headers = calloc(sig.nsend_headers + 2, sizeof *headers);
+    if (!headers) {
+        snprintf(note, notelen, "Out of memory.");
+        rc = -ENOMEM;
+        goto out;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < sig.nsend_headers; i++)
+        headers[n++] = sig.send_headers[i];
+    headers[n++] = "Accept: text/xml";
+    headers[n] = NULL;
+    log_debug("assuming role %s at %s (session %s, access key %s)", ar->role_arn,
+              url, sname, src->access_key);
+    rc = sts_call(o, url, headers, body, blen, "AssumeRole", NULL, "assume-role",
+                  out, note, notelen);
+out:
+    free(headers);
+    sigv4_signed_free(&sig);
+    cred_free_buf(body, blen);
+    free(url);
+    free(region);
+    free(host);
+    free(path);
     return rc;
 }

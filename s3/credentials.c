@@ -1,8 +1,8 @@
 /* The AWS credential chain: the cache, the refresh policy, the environment
  * provider and helpers shared by the other providers (s3/cred_*.c).
  *
- * Resolution runs the whole chain in order (environment, shared files,
- * container, web identity, IMDS) and stops at the first source that is
+ * Resolution runs the whole chain in order (environment, shared files and
+ * the profile's role or process, container, web identity, IMDS) and stops at the first source that is
  * configured: it either yields credentials or its error is the answer.
  * Temporary credentials are refreshed within CRED_REFRESH_MARGIN seconds of
  * their expiry; while one thread refreshes, the others keep using the cached
@@ -34,6 +34,7 @@ struct cred_provider {
     struct aws_credentials cur;
     char *profile;            /* from the options, or NULL */
     char *ca_file;
+    char *ca_bundle;
     struct cred_options opts; /* strings point into this struct's copies */
 };
 
@@ -299,11 +300,19 @@ static int resolve(struct cred_provider *p, struct aws_credentials *out,
         profile = "default";
 
     memset(notes, 0, sizeof notes);
-    int rc = cred_env_get(out, notes[0], sizeof notes[0]);
-    int i = 0;
+    int rc, i = 0;
+    if (p->profile) {
+        /* As the AWS CLI's --profile: a profile named on the command line
+         * is used even where the environment holds keys (README,
+         * "Credentials"). */
+        snprintf(notes[0], sizeof notes[0], "skipped: --profile names a profile");
+        rc = CRED_ABSENT;
+    } else {
+        rc = cred_env_get(out, notes[0], sizeof notes[0]);
+    }
     if (rc == CRED_ABSENT) {
         i = 1;
-        rc = cred_files_get(profile, named, out, notes[1], sizeof notes[1]);
+        rc = cred_files_get(&p->opts, profile, named, out, notes[1], sizeof notes[1]);
     }
     if (rc == CRED_ABSENT) {
         i = 2;
@@ -357,10 +366,14 @@ struct cred_provider *cred_provider_new(const struct cred_options *opts)
             goto fail;
         if (opts->ca_file && *opts->ca_file && !(p->ca_file = strdup(opts->ca_file)))
             goto fail;
+        if (opts->ca_bundle && *opts->ca_bundle &&
+            !(p->ca_bundle = strdup(opts->ca_bundle)))
+            goto fail;
         p->opts.timeout_ms = opts->timeout_ms;
     }
     p->opts.profile = p->profile;
     p->opts.ca_file = p->ca_file;
+    p->opts.ca_bundle = p->ca_bundle;
     if (pthread_mutex_init(&p->lock, NULL) != 0)
         goto fail;
     if (pthread_cond_init(&p->done, NULL) != 0) {
@@ -371,6 +384,7 @@ struct cred_provider *cred_provider_new(const struct cred_options *opts)
 fail:
     free(p->profile);
     free(p->ca_file);
+    free(p->ca_bundle);
     free(p);
     return NULL;
 }
@@ -384,6 +398,7 @@ void cred_provider_free(struct cred_provider *p)
     pthread_mutex_destroy(&p->lock);
     free(p->profile);
     free(p->ca_file);
+    free(p->ca_bundle);
     free(p);
 }
 

@@ -23,6 +23,7 @@ struct cred_provider;
 struct cred_options {
     const char *profile;   /* NULL: AWS_PROFILE, else "default" */
     const char *ca_file;   /* extra CA bundle for HTTPS providers (STS) */
+    const char *ca_bundle; /* bundle in place of the system's, or NULL */
     long timeout_ms;       /* per request to a credential endpoint */
 };
 
@@ -41,6 +42,12 @@ void cred_provider_free(struct cred_provider *p);
 
 /* Wipes the secrets and frees the strings. */
 void aws_credentials_clear(struct aws_credentials *c);
+
+/* The CA bundle the AWS SDKs use in place of the system's: AWS_CA_BUNDLE,
+ * else the profile's ca_bundle in the config file ("~/" expanded). Returns
+ * 0 with *out malloc'd (or NULL when neither is set) and *from naming
+ * where it came from, or -ENOMEM. */
+int aws_ca_bundle(const char *profile, char **out, const char **from);
 
 /* Region from the config file for the profile (AWS_CONFIG_FILE or
  * ~/.aws/config, section "profile NAME" or "default"); malloc'd or NULL. */

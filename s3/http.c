@@ -22,6 +22,7 @@
 struct s3_http {
     struct s3_http_options o;
     char *ca_file;
+    char *ca_bundle;
     pthread_mutex_t lock;
     CURL *pool[POOL_MAX];
     size_t npool;
@@ -61,15 +62,18 @@ struct s3_http *s3_http_new(const struct s3_http_options *opts)
     if (h->o.backoff_cap_ms <= 0)
         h->o.backoff_cap_ms = 5000;
     h->o.ca_file = NULL;
-    if (opts && opts->ca_file && opts->ca_file[0]) {
-        h->ca_file = strdup(opts->ca_file);
-        if (!h->ca_file) {
-            free(h);
-            return NULL;
-        }
+    h->o.ca_bundle = NULL;
+    if ((opts && opts->ca_file && opts->ca_file[0] &&
+         !(h->ca_file = strdup(opts->ca_file))) ||
+        (opts && opts->ca_bundle && opts->ca_bundle[0] &&
+         !(h->ca_bundle = strdup(opts->ca_bundle)))) {
+        free(h->ca_file);
+        free(h);
+        return NULL;
     }
     if (pthread_mutex_init(&h->lock, NULL) != 0) {
         free(h->ca_file);
+        free(h->ca_bundle);
         free(h);
         return NULL;
     }
@@ -84,6 +88,7 @@ void s3_http_free(struct s3_http *h)
         curl_easy_cleanup(h->pool[i]);
     pthread_mutex_destroy(&h->lock);
     free(h->ca_file);
+    free(h->ca_bundle);
     free(h);
 }
 
@@ -361,7 +366,7 @@ static int one_try(struct s3_http *h, const struct s3_http_request *req,
     SET(CURLOPT_CONNECTTIMEOUT_MS, h->o.connect_timeout_ms);
     SET(CURLOPT_TIMEOUT_MS, h->o.timeout_ms);
     if (cc == CURLE_OK)
-        cc = tls_setup(c, h->ca_file); /* verified; --ca-file adds to the system bundle */
+        cc = tls_setup(c, h->ca_bundle, h->ca_file); /* verified; --ca-file adds */
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
     SET(CURLOPT_FOLLOWLOCATION, 0L);
     SET(CURLOPT_WRITEFUNCTION, on_write);

@@ -30,6 +30,7 @@ struct s3_store {
     int path_style;   /* forced by the option */
     int is_aws;       /* endpoint is AWS's */
     char *region;
+    char *ca_bundle;  /* AWS_CA_BUNDLE or the profile's ca_bundle, or NULL */
     struct cred_provider *creds;
     struct s3_http *http;
 };
@@ -498,6 +499,7 @@ static void s3_destroy(struct store *st)
     free(s->host);
     free(s->base_path);
     free(s->region);
+    free(s->ca_bundle);
     free(s);
 }
 
@@ -648,10 +650,30 @@ struct store *store_s3_new(const struct s3_options *opts, char *err, size_t errl
     if (parse_endpoint(s, s->endpoint, err, errlen) < 0)
         goto fail;
 
+    const char *bundle_from;
+    if (aws_ca_bundle(profile, &s->ca_bundle, &bundle_from) < 0) {
+        snprintf(err, errlen, "Out of memory.");
+        goto fail;
+    }
+    if (s->ca_bundle) {
+        /* A bundle that cannot be read would fail every request: say so once,
+         * before anything is mounted. */
+        FILE *f = fopen(s->ca_bundle, "re");
+        if (!f) {
+            snprintf(err, errlen, "The CA bundle %s (from %s) cannot be read: %s.",
+                     s->ca_bundle, bundle_from, strerror(errno));
+            goto fail;
+        }
+        fclose(f);
+        log_debug("TLS: CA bundle %s (from %s) in place of the system's",
+                  s->ca_bundle, bundle_from);
+    }
+
     struct s3_http_options ho = {
         .connect_timeout_ms = o.connect_timeout_ms > 0 ? o.connect_timeout_ms : 5000,
         .timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : 30000,
         .ca_file = o.ca_file,
+        .ca_bundle = s->ca_bundle,
         .max_attempts = o.max_attempts > 0 ? o.max_attempts : 5,
         .max_retry_ms = o.max_retry_ms > 0 ? o.max_retry_ms : 60000,
     };
@@ -661,6 +683,7 @@ struct store *store_s3_new(const struct s3_options *opts, char *err, size_t errl
         goto fail;
     }
     struct cred_options co = {.profile = o.profile, .ca_file = o.ca_file,
+                              .ca_bundle = s->ca_bundle,
                               .timeout_ms = ho.connect_timeout_ms};
     s->creds = cred_provider_new(&co);
     if (!s->creds) {

@@ -19,11 +19,17 @@ static CURLcode add_ca_file(CURL *h, void *ssl_ctx, void *arg)
     return CURLE_OK;
 }
 
-CURLcode tls_setup(CURL *h, const char *ca_file)
+CURLcode tls_setup(CURL *h, const char *ca_bundle, const char *ca_file)
 {
     CURLcode rc = curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    /* A named bundle replaces the system's, as in the AWS SDKs: the default
+     * CA directory goes too. */
+    if (rc == CURLE_OK && ca_bundle)
+        rc = curl_easy_setopt(h, CURLOPT_CAINFO, ca_bundle);
+    if (rc == CURLE_OK && ca_bundle)
+        rc = curl_easy_setopt(h, CURLOPT_CAPATH, (char *)NULL);
     if (rc != CURLE_OK || !ca_file)
         return rc;
     rc = curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, add_ca_file);

@@ -127,6 +127,74 @@ def test_tls_works_with_the_ca_file(tls_server, tmp_path):
     assert store.get(LZ, key) == b'{"k":"over tls"}'  # boto3, verifying the same CA
 
 
+def ca_bundle_env(tmp_path, env_bundle=None, profile_bundle=None):
+    """client_env with AWS_CA_BUNDLE and/or a config file whose default
+    profile has ca_bundle (each only when given)."""
+    env = client_env()
+    env.pop("AWS_CA_BUNDLE", None)
+    config = tmp_path / "aws-config"
+    config.write_text(f"[default]\nca_bundle = {profile_bundle}\n" if profile_bundle
+                      else "[default]\n")
+    env["AWS_CONFIG_FILE"] = str(config)
+    if env_bundle:
+        env["AWS_CA_BUNDLE"] = env_bundle
+    return env
+
+
+def aws_cli_lists(server, env):
+    """Whether the AWS CLI, in the same environment, lists the LZ bucket."""
+    r = subprocess.run(["aws", "s3api", "list-objects-v2", "--bucket", LZ,
+                        "--endpoint-url", server.endpoint, "--max-items", "1"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    return r.returncode == 0
+
+
+@pytest.mark.parametrize("where", ["AWS_CA_BUNDLE", "ca_bundle"])
+def test_tls_with_the_aws_ca_bundle(tls_server, tmp_path, where):
+    """AWS_CA_BUNDLE, or the profile's ca_bundle, names the bundle to trust,
+    as for the AWS CLI (no --ca-file)."""
+    env = ca_bundle_env(tmp_path, **{"env_bundle" if where == "AWS_CA_BUNDLE"
+                                     else "profile_bundle": tls_server.ca})
+    assert aws_cli_lists(tls_server, env)
+    store = EndpointStore(tls_server, tls_server.endpoint, env=env)
+    with Mount(store, tmp_path / "mnt") as m:
+        job = m.path / "j"
+        job.mkdir()
+        (job / "k").write_text(f'"{where}"')
+        assert sh_write(job / "completed").returncode == 0
+        key = last_upload(job, "completed")["key"]
+    assert store.get(LZ, key) == f'{{"k":"{where}"}}'.encode()
+
+
+def test_aws_ca_bundle_replaces_the_profiles_and_ca_file_adds(tls_server, tmp_path):
+    """AWS_CA_BUNDLE wins over ca_bundle and takes the place of the system
+    bundle (the AWS CLI agrees); --ca-file adds certificates on top."""
+    env = ca_bundle_env(tmp_path, env_bundle=tls_server.wrong_ca,
+                        profile_bundle=tls_server.ca)
+    assert not aws_cli_lists(tls_server, env)
+    store = EndpointStore(tls_server, tls_server.endpoint, env=env)
+    r = mount_once(store, tmp_path / "mnt")
+    assert r.returncode == 1 and "TLS" in r.stderr, r.stderr
+    assert not os.path.ismount(tmp_path / "mnt")
+    store = EndpointStore(tls_server, tls_server.endpoint, env=env,
+                          extra=[f"--ca-file={tls_server.ca}"])
+    with Mount(store, tmp_path / "mnt") as m:
+        (m.path / "j").mkdir()
+        assert sh_write(m.path / "j" / "running").returncode == 0
+
+
+def test_an_unreadable_ca_bundle_is_one_line_at_mount(tls_server, tmp_path):
+    missing = tmp_path / "no-such-bundle.pem"
+    env = ca_bundle_env(tmp_path, env_bundle=str(missing))
+    r = mount_once(EndpointStore(tls_server, tls_server.endpoint, env=env),
+                   tmp_path / "mnt")
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"bookmarkfs: The CA bundle {missing} (from "
+                                "AWS_CA_BUNDLE) cannot be read: No such file or "
+                                "directory."), r.stderr
+    assert not os.path.ismount(tmp_path / "mnt")
+
+
 # ---- who may use the mount --------------------------------------------------
 
 def unused_uid():

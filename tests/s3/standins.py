@@ -12,11 +12,16 @@ managers (or call start()/stop()); stop() shuts the server down.
   first; GETs without a valid token get 401).
 - StsStandin: STS AssumeRoleWithWebIdentity (form POST or GET query; checks
   RoleArn and WebIdentityToken; answers XML).
+- AssumeRoleStandin: STS AssumeRole (form POST, SigV4-signed: the signature
+  is recomputed with botocore's signer from the secret of the signing key,
+  which must be one the test gave or one this stand-in issued; checks the
+  role, its external id and the duration; answers XML).
 """
 
 import datetime
 import http.server
 import json
+import re
 import secrets
 import threading
 import urllib.parse
@@ -266,4 +271,102 @@ class StsStandin(_Standin):
                    self.NS, escape(self.role_arn), escape(p["RoleSessionName"]),
                    escape(p["RoleSessionName"]), escape(c["Token"]),
                    escape(c["SecretAccessKey"]), c["Expiration"], c["AccessKeyId"])
+        return 200, "text/xml", doc
+
+
+class AssumeRoleStandin(_Standin):
+    NS = "https://sts.amazonaws.com/doc/2011-06-15/"
+    AUTH = re.compile(r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/sts/"
+                      r"aws4_request, ?SignedHeaders=([a-z0-9;-]+), ?"
+                      r"Signature=([0-9a-f]{64})$")
+
+    def __init__(self, roles, signers, region="us-east-1", **kw):
+        """roles: {role ARN: required external id, or None};
+        signers: {access key: (secret, session token or None)}."""
+        super().__init__("role", **kw)
+        self.roles = dict(roles)
+        self.signers = dict(signers)
+        self.region = region
+        # Other stand-ins whose issued credentials may sign (credential_source).
+        self.trust = []
+        self.calls = []  # {"params": ..., "signer": access key} per good call
+
+    _error = StsStandin._error
+
+    def _signer(self, req):
+        """The access key that signed req, or an error answer."""
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+        h = req["headers"]
+        m = self.AUTH.match(h.get("authorization", ""))
+        if not m:
+            return None, self._error(403, "IncompleteSignature", "no SigV4 signature")
+        ak, day, region, signed, sig = m.groups()
+        with self.lock:
+            known = dict(self.signers)
+        for other in self.trust:
+            known.update({c["AccessKeyId"]: (c["SecretAccessKey"], c["Token"])
+                          for c in other.issued})
+        with self.lock:
+            known.update({c["AccessKeyId"]: (c["SecretAccessKey"], c["Token"])
+                          for c in self.issued})
+        if ak not in known:
+            return None, self._error(403, "InvalidClientTokenId",
+                                     "The security token included in the request is invalid")
+        secret, token = known[ak]
+        if h.get("x-amz-security-token") != token:
+            return None, self._error(403, "InvalidClientTokenId",
+                                     "The session token does not match the key")
+        if region != self.region or not h.get("x-amz-date", "").startswith(day):
+            return None, self._error(403, "SignatureDoesNotMatch", "wrong scope")
+        names = signed.split(";")
+        if "host" not in names or any(n not in h for n in names):
+            return None, self._error(403, "SignatureDoesNotMatch", "bad SignedHeaders")
+        request = AWSRequest(method=req["method"],
+                             url="http://127.0.0.1:%d%s" % (self.port, req["path"]),
+                             data=req["body"].encode(),
+                             headers={n: h[n] for n in names})
+        request.context["timestamp"] = h["x-amz-date"]
+        auth = SigV4Auth(Credentials(ak, secret, token), "sts", region)
+        cr = auth.canonical_request(request)
+        expected = auth.signature(auth.string_to_sign(request, cr), request)
+        if expected != sig:
+            return None, self._error(403, "SignatureDoesNotMatch",
+                                     "The request signature we calculated does not match")
+        return ak, None
+
+    def answer(self, req):
+        p = StsStandin.params(req)
+        if req["method"] != "POST" or p.get("Action") != "AssumeRole" or \
+                p.get("Version") != "2011-06-15":
+            return self._error(400, "InvalidAction", "unknown action")
+        signer, err = self._signer(req)
+        if err:
+            return err
+        arn = p.get("RoleArn")
+        if arn not in self.roles or (self.roles[arn] is not None
+                                     and p.get("ExternalId") != self.roles[arn]):
+            return self._error(403, "AccessDenied",
+                               "User is not authorized to perform: sts:AssumeRole")
+        if not p.get("RoleSessionName"):
+            return self._error(400, "ValidationError", "RoleSessionName missing")
+        if "DurationSeconds" in p and not 900 <= int(p["DurationSeconds"]) <= 43200:
+            return self._error(400, "ValidationError", "bad DurationSeconds")
+        if self._should_fail():
+            return self._error(500, "ServiceUnavailable", "try again")
+        c = self.issuer.issue()
+        with self.lock:
+            self.calls.append({"params": p, "signer": signer})
+        doc = ('<AssumeRoleResponse xmlns="%s"><AssumeRoleResult>'
+               "<AssumedRoleUser><Arn>%s/%s</Arn><AssumedRoleId>AROA:%s</AssumedRoleId>"
+               "</AssumedRoleUser><Credentials>"
+               "<AccessKeyId>%s</AccessKeyId><SecretAccessKey>%s</SecretAccessKey>"
+               "<SessionToken>%s</SessionToken><Expiration>%s</Expiration>"
+               "</Credentials></AssumeRoleResult>"
+               "<ResponseMetadata><RequestId>2</RequestId></ResponseMetadata>"
+               "</AssumeRoleResponse>") % (
+                   self.NS, escape(arn), escape(p["RoleSessionName"]),
+                   escape(p["RoleSessionName"]), c["AccessKeyId"],
+                   escape(c["SecretAccessKey"]), escape(c["Token"]), c["Expiration"])
         return 200, "text/xml", doc

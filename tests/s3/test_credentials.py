@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from standins import ContainerStandin, ImdsStandin, StsStandin
+from standins import AssumeRoleStandin, ContainerStandin, ImdsStandin, StsStandin
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("BOOKMARKFS_BUILD") or os.path.join(REPO, "build")
@@ -620,3 +620,245 @@ def test_secrets_never_logged(cli, env, tmp_path):
         for s in secret:
             assert s not in r.stdout
             assert s not in r.stderr
+
+
+# ---------------------------------------------------------------- profiles: roles, processes
+
+BASE_KEY, BASE_SECRET = "AKIAPROFILEBASE", "profile-base-secret"
+ETL_ROLE = "arn:aws:iam::210987654321:role/etl-state-writer"
+HOP_ROLE = "arn:aws:iam::123456789012:role/hop"
+
+
+def role_files(env, tmp_path, config, credentials=None):
+    """Writes the config file (and a credentials file holding the 'base'
+    profile's static keys unless given) and points the environment at them."""
+    if credentials is None:
+        credentials = ("[base]\naws_access_key_id = %s\naws_secret_access_key = %s\n"
+                       % (BASE_KEY, BASE_SECRET))
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(write_private(tmp_path / "credentials",
+                                                           credentials))
+    env["AWS_CONFIG_FILE"] = str(write_private(tmp_path / "config", config))
+
+
+@pytest.fixture
+def assume_role(env):
+    started = []
+
+    def make(roles=None, signers=None, region="eu-west-1", **kw):
+        s = AssumeRoleStandin(roles or {ETL_ROLE: "ext-4711"},
+                              signers or {BASE_KEY: (BASE_SECRET, None)},
+                              region=region, **kw).start()
+        started.append(s)
+        env["AWS_ENDPOINT_URL_STS"] = s.url
+        return s
+    yield make
+    for s in started:
+        s.stop()
+
+
+ETL_PROFILE = """\
+[profile etl]
+region = eu-west-1
+role_arn = %s
+source_profile = base
+external_id = ext-4711
+role_session_name = nightly-sales
+duration_seconds = 1800
+""" % ETL_ROLE
+
+
+def test_role_with_source_profile(cli, env, tmp_path, assume_role):
+    sts = assume_role()
+    role_files(env, tmp_path, ETL_PROFILE)
+    out = run(cli, env, "--profile", "etl").creds
+    assert_matches(out, sts.issued[0], "assume-role")
+    assert len(sts.calls) == 1
+    call = sts.calls[0]
+    assert call["signer"] == BASE_KEY  # signed (and verified) with the source keys
+    assert {k: call["params"][k] for k in ("RoleArn", "RoleSessionName", "ExternalId",
+                                           "DurationSeconds")} == {
+        "RoleArn": ETL_ROLE, "RoleSessionName": "nightly-sales",
+        "ExternalId": "ext-4711", "DurationSeconds": "1800"}
+
+
+def test_role_defaults_and_aws_profile(cli, env, tmp_path, assume_role):
+    """No session name, duration or external id: a bookmarkfs-<time> session,
+    STS's default duration; the profile from AWS_PROFILE; the region signed
+    for from AWS_REGION over the profile's."""
+    sts = assume_role(roles={ETL_ROLE: None}, region="ap-south-1")
+    role_files(env, tmp_path, "[profile etl]\nregion = eu-west-1\nrole_arn = %s\n"
+               "source_profile = base\n" % ETL_ROLE)
+    env.update(AWS_PROFILE="etl", AWS_REGION="ap-south-1")
+    assert_matches(run(cli, env).creds, sts.issued[0], "assume-role")
+    p = sts.calls[0]["params"]
+    assert p["RoleSessionName"].startswith("bookmarkfs-")
+    assert p["RoleSessionName"][len("bookmarkfs-"):].isdigit()
+    assert "DurationSeconds" not in p and "ExternalId" not in p
+
+
+@pytest.mark.parametrize("credential_source", ["Environment", "Ec2InstanceMetadata",
+                                               "EcsContainer"])
+def test_role_with_credential_source(cli, env, tmp_path, assume_role, credential_source):
+    with ContainerStandin(auth_token="cs-auth") as ctr, ImdsStandin() as imds:
+        sts = assume_role(roles={ETL_ROLE: None},
+                          signers={"AKIACSENV": ("cs-env-secret", None)})
+        sts.trust = [imds, ctr]
+        env.update(AWS_ACCESS_KEY_ID="AKIACSENV", AWS_SECRET_ACCESS_KEY="cs-env-secret",
+                   AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.url,
+                   AWS_CONTAINER_CREDENTIALS_FULL_URI=ctr.url + ctr.path,
+                   AWS_CONTAINER_AUTHORIZATION_TOKEN="cs-auth")
+        role_files(env, tmp_path, "[profile etl]\nregion = eu-west-1\nrole_arn = %s\n"
+                   "credential_source = %s\n" % (ETL_ROLE, credential_source))
+        out = run(cli, env, "--profile", "etl").creds
+        # --profile sets the environment's keys aside as the chain's first
+        # source; credential_source picks the one that signs the call (the
+        # stand-in trusts whatever IMDS and the container endpoint issued).
+        assert_matches(out, sts.issued[0], "assume-role")
+        signer = sts.calls[0]["signer"]
+        asked = {"Environment": "AKIACSENV",
+                 "Ec2InstanceMetadata": imds.issued and imds.issued[0]["AccessKeyId"],
+                 "EcsContainer": ctr.issued and ctr.issued[0]["AccessKeyId"]}
+        assert signer == asked[credential_source]
+        assert len(imds.issued) + len(ctr.issued) == (credential_source != "Environment")
+
+
+def test_environment_keys_win_over_aws_profile(cli, env, tmp_path, assume_role):
+    """AWS_PROFILE (unlike --profile) does not set the environment's keys
+    aside, as in the AWS CLI."""
+    sts = assume_role()
+    role_files(env, tmp_path, ETL_PROFILE)
+    env.update(AWS_PROFILE="etl", AWS_ACCESS_KEY_ID="AKIAENVWINS",
+               AWS_SECRET_ACCESS_KEY="env-wins-secret")
+    out = run(cli, env).creds
+    assert (out["source"], out["access_key"]) == ("environment", "AKIAENVWINS")
+    assert sts.requests == []
+
+
+def test_role_chain(cli, env, tmp_path, assume_role):
+    """etl -> hop -> base: the second AssumeRole is signed with what the
+    first one issued."""
+    sts = assume_role(roles={ETL_ROLE: None, HOP_ROLE: None})
+    role_files(env, tmp_path, "[profile etl]\nrole_arn = %s\nsource_profile = hop\n"
+               "region = eu-west-1\n[profile hop]\nrole_arn = %s\nsource_profile = base\n"
+               % (ETL_ROLE, HOP_ROLE))
+    out = run(cli, env, "--profile", "etl").creds
+    assert [c["params"]["RoleArn"] for c in sts.calls] == [HOP_ROLE, ETL_ROLE]
+    assert sts.calls[0]["signer"] == BASE_KEY
+    assert sts.calls[1]["signer"] == sts.issued[0]["AccessKeyId"]
+    assert_matches(out, sts.issued[1], "assume-role")
+
+
+def test_role_refreshed_before_expiry(cli, env, tmp_path, assume_role):
+    sts = assume_role(expires_in=120)
+    role_files(env, tmp_path, ETL_PROFILE)
+    r = run(cli, env, "--profile", "etl", "--refresh-loop", "3")
+    assert r.rc == 0, r.stderr
+    assert len(sts.calls) == 3
+    for out, issued in zip(r.lines, sts.issued):
+        assert_matches(out, issued, "assume-role")
+
+
+def test_role_valid_credentials_are_cached(cli, env, tmp_path, assume_role):
+    sts = assume_role(expires_in=3600)
+    role_files(env, tmp_path, ETL_PROFILE)
+    r = run(cli, env, "--profile", "etl", "--refresh-loop", "3")
+    assert r.rc == 0, r.stderr
+    assert len(sts.calls) == 1 and len(r.lines) == 3
+
+
+@pytest.mark.parametrize("config,why", [
+    (ETL_PROFILE.replace("ext-4711", "ext-wrong"), "AccessDenied"),
+    (ETL_PROFILE.replace("source_profile = base", "source_profile = nosuch"), "nosuch"),
+    (ETL_PROFILE.replace("source_profile = base\n", ""), "neither source_profile"),
+    (ETL_PROFILE + "credential_source = Environment\n", "both source_profile"),
+    (ETL_PROFILE.replace("source_profile = base", "credential_source = Ec2Metadata"),
+     "Ec2InstanceMetadata"),
+    (ETL_PROFILE + "mfa_serial = arn:aws:iam::1:mfa/me\n", "mfa_serial"),
+    (ETL_PROFILE.replace("1800", "60"), "duration_seconds"),
+    (ETL_PROFILE.replace("source_profile = base", "source_profile = loop")
+     + "[profile loop]\nrole_arn = %s\nsource_profile = etl\n" % HOP_ROLE, "loops"),
+])
+def test_role_errors(cli, env, tmp_path, assume_role, config, why):
+    sts = assume_role()
+    role_files(env, tmp_path, config)
+    r = run(cli, env, "--profile", "etl", "--debug")
+    assert r.rc != 0 and r.lines == [], r.stdout
+    assert why in r.stderr
+    assert sts.issued == []
+    assert BASE_SECRET not in r.stderr
+
+
+def test_role_with_web_identity_token_file(cli, env, tmp_path):
+    token = "eyJ.profile-web-identity.sig"
+    tok = write_private(tmp_path / "profile-token", token)
+    with StsStandin(ETL_ROLE, token) as sts:
+        env["AWS_ENDPOINT_URL_STS"] = sts.url
+        role_files(env, tmp_path, "[profile etl]\nrole_arn = %s\n"
+                   "web_identity_token_file = %s\nrole_session_name = from-profile\n"
+                   % (ETL_ROLE, tok))
+        assert_matches(run(cli, env, "--profile", "etl").creds, sts.issued[0],
+                       "web-identity")
+        assert StsStandin.params(sts.requests[0])["RoleSessionName"] == "from-profile"
+
+
+PROCESS = """\
+#!/bin/sh
+# A credential_process: counts its runs, prints what the test asks for.
+n=$(($(cat "$0.count" 2>/dev/null || echo 0) + 1))
+echo $n > "$0.count"
+echo "process run $n" >&2
+exp=$(date -u -d "@$(($(date +%s) + EXPIRES))" +%Y-%m-%dT%H:%M:%SZ)
+printf '{"Version": VERSION, "AccessKeyId": "ASIAPROC%04d", "SecretAccessKey": "proc-secret-%d", "SessionToken": "proc-token-%d", "Expiration": "%s"}\\n' $n $n $n "$exp"
+exit STATUS
+"""
+
+
+def process_profile(env, tmp_path, expires=3600, version=1, status=0, args=""):
+    script = tmp_path / "creds-helper"
+    script.write_text(PROCESS.replace("EXPIRES", str(expires))
+                      .replace("VERSION", str(version)).replace("STATUS", str(status)))
+    os.chmod(script, 0o700)
+    role_files(env, tmp_path, "[profile proc]\ncredential_process = %s%s\n"
+               % (script, args), credentials="")
+    return script
+
+
+def test_credential_process(cli, env, tmp_path):
+    script = process_profile(env, tmp_path, args=" --role 'etl writer'")
+    r = run(cli, env, "--profile", "proc")
+    out = r.creds
+    assert (out["source"], out["access_key"]) == ("process", "ASIAPROC0001")
+    assert out["secret_sha256"] == sha("proc-secret-1")
+    assert out["session_token_sha256"] == sha("proc-token-1")
+    assert 3500 < out["expiration"] - int(__import__("time").time()) <= 3600
+    assert "process run 1" in r.stderr  # its stderr passes through
+    assert (tmp_path / (script.name + ".count")).read_text().strip() == "1"
+
+
+def test_credential_process_refreshed_before_expiry(cli, env, tmp_path):
+    process_profile(env, tmp_path, expires=120)
+    r = run(cli, env, "--profile", "proc", "--refresh-loop", "3")
+    assert r.rc == 0, r.stderr
+    assert [l["access_key"] for l in r.lines] == ["ASIAPROC%04d" % i for i in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("kw,why", [
+    ({"status": 3}, "exited with status 3"),
+    ({"version": 2}, "Version"),
+    ({"args": "; echo trailing"}, "not print a JSON object"),
+])
+def test_credential_process_errors(cli, env, tmp_path, kw, why):
+    process_profile(env, tmp_path, **kw)
+    r = run(cli, env, "--profile", "proc", "--debug")
+    assert r.rc != 0 and r.lines == []
+    assert why in r.stderr
+    assert "proc-secret" not in r.stderr and "proc-token" not in r.stderr
+
+
+def test_static_keys_of_the_credentials_file_beat_credential_process(cli, env, tmp_path):
+    script = process_profile(env, tmp_path)
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(write_private(
+        tmp_path / "credentials2",
+        "[proc]\naws_access_key_id = AKIAFILEFIRST\naws_secret_access_key = s\n"))
+    assert run(cli, env, "--profile", "proc").creds["access_key"] == "AKIAFILEFIRST"
+    assert not (tmp_path / (script.name + ".count")).exists()

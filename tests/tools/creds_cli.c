@@ -171,7 +171,16 @@ int main(int argc, char **argv)
         return 0;
     }
 
+    /* As the store does (s3/store_s3.c): AWS_CA_BUNDLE or ca_bundle. */
+    char *bundle = NULL;
+    const char *bundle_from;
+    if (aws_ca_bundle(opts.profile, &bundle, &bundle_from) < 0) {
+        fprintf(stderr, "creds_cli: out of memory\n");
+        return 1;
+    }
+    opts.ca_bundle = bundle;
     run.p = cred_provider_new(&opts);
+    free(bundle);
     if (!run.p) {
         fprintf(stderr, "creds_cli: cannot create the provider\n");
         return 1;
