@@ -722,6 +722,24 @@ static void record_error(struct jobs *j, const char *fmt, const char *job,
     j->stats.uploads_failed++;
     snprintf(j->stats.last_error, sizeof j->stats.last_error, fmt, job, what);
     j->stats.last_error_time = time(NULL);
+    j->stats.last_refused = 0;
+    pthread_mutex_unlock(&j->lock);
+}
+
+void jobs_note_refused(struct jobs *j, const char *job, const char *key,
+                       const char *reason)
+{
+    struct jobs_stats *st = &j->stats;
+    pthread_mutex_lock(&j->lock);
+    st->values_refused++;
+    snprintf(st->last_error, sizeof st->last_error,
+             "job '%s' key '%s': not one JSON value (%s); old value kept", job, key,
+             reason);
+    st->last_error_time = time(NULL);
+    st->last_refused = 1;
+    snprintf(st->refused_job, sizeof st->refused_job, "%s", job);
+    snprintf(st->refused_key, sizeof st->refused_key, "%s", key);
+    snprintf(st->refused_reason, sizeof st->refused_reason, "%s", reason);
     pthread_mutex_unlock(&j->lock);
 }
 
@@ -797,7 +815,11 @@ char *jobs_status_text(struct jobs *j, size_t *len)
     json_t *last_error = json_null();
     if (st.last_error_time) {
         iso_time((int64_t)st.last_error_time * 1000, when);
-        last_error = json_pack("{s:s, s:s}", "message", st.last_error, "time", when);
+        last_error = st.last_refused
+                         ? json_pack("{s:s, s:s, s:s, s:s, s:s}", "message", st.last_error,
+                                     "time", when, "job", st.refused_job, "key",
+                                     st.refused_key, "reason", st.refused_reason)
+                         : json_pack("{s:s, s:s}", "message", st.last_error, "time", when);
     }
     json_t *doc = json_pack(
         "{s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}, s:I, s:o,"
@@ -812,6 +834,11 @@ char *jobs_status_text(struct jobs *j, size_t *len)
         (json_int_t)st.uploads_failed, "bytes", (json_int_t)st.bytes_uploaded,
         "retries", (json_int_t)st.retries,
         "last_error", last_error);
+    if (doc && json_object_set_new(doc, "values_refused",
+                                   json_integer((json_int_t)st.values_refused)) < 0) {
+        json_decref(doc);
+        doc = NULL;
+    }
     return readout_text(doc, len);
 }
 

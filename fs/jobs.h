@@ -37,8 +37,12 @@ struct job {
 
 struct jobs_stats {
     uint64_t uploads_ok, uploads_failed, bytes_uploaded, retries;
-    char last_error[256];
+    uint64_t values_refused;
+    char last_error[768];
     time_t last_error_time;
+    /* when the last error is a refused value: where and why */
+    int last_refused;
+    char refused_job[256], refused_key[256], refused_reason[160];
 };
 
 struct jobs {
@@ -116,6 +120,11 @@ json_t *jobs_list_names(struct jobs *j, int *err);
 
 /* update()/complete(): uploads one snapshot synchronously. 0 or -errno. */
 int job_upload(struct jobs *j, struct job *job, enum upload_kind kind);
+
+/* A value written to a key (or .state.json) that was refused: counted, and
+ * the last error of .status. */
+void jobs_note_refused(struct jobs *j, const char *job, const char *key,
+                       const char *reason);
 
 /* The root's .status: malloc'd JSON text plus newline. */
 char *jobs_status_text(struct jobs *j, size_t *len);

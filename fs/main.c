@@ -169,6 +169,33 @@ int main(int argc, char *argv[])
         fprintf(stderr, "bookmarkfs: %s\n", err);
         goto out;
     }
+    /* Logs always go somewhere: the file asked for; in the background
+     * syslog, or, without a syslog socket (containers), a file in the
+     * cache dir, said here while stderr still reaches someone. */
+    char *fallback_log = NULL;
+    const char *log_path = o.log_file;
+    if (!log_path && !co.foreground && !log_syslog_available()) {
+        if (asprintf(&fallback_log, "%s/bookmarkfs.log", o.cache_dir) < 0) {
+            fprintf(stderr, "bookmarkfs: out of memory\n");
+            goto out;
+        }
+        log_path = fallback_log;
+        fprintf(stderr, "bookmarkfs: no syslog socket (/dev/log): logging to %s\n",
+                log_path);
+    }
+    if (log_path) {
+        int lrc = log_use_file(log_path);
+        if (lrc < 0) {
+            fprintf(stderr, "bookmarkfs: cannot open the log file %s: %s\n", log_path,
+                    strerror(-lrc));
+            free(fallback_log);
+            goto out;
+        }
+        if (fallback_log)
+            log_warn("no syslog socket (/dev/log): logging to %s", fallback_log);
+    }
+    int log_to_file = log_path != NULL;
+    free(fallback_log);
     jobs_set_journal(jobs, journal);
     jobs_replay(jobs); /* closed changes not uploaded before: back on top */
     struct fsctx fc = {.jobs = jobs, .uid = getuid(), .gid = getgid()};
@@ -185,7 +212,7 @@ int main(int argc, char *argv[])
         fuse_unmount(fuse);
         goto out;
     }
-    if (!co.foreground)
+    if (!co.foreground && !log_to_file)
         log_use_syslog(1);
     struct fuse_session *se = fuse_get_session(fuse);
     if (fuse_set_signal_handlers(se) != 0) {

@@ -186,6 +186,9 @@ struct handle {
     int append;
     int created;     /* a new key, pending until committed or released */
     int failed;      /* a commit of this new key failed: it never existed */
+    int sequential;  /* written only at its end since it was empty */
+    int refused;     /* a write made the bytes impossible as JSON */
+    json_t *parsed;  /* the bytes as one complete value, while unchanged */
     struct scratch_ref *scratch;
 };
 
@@ -220,7 +223,8 @@ static int bytes_write(char **data, size_t *len, size_t *cap, const char *src,
     return (int)size;
 }
 
-static int commit_key(struct job *job, const char *key, const char *buf, size_t len);
+static int commit_key(struct job *job, const char *key, const char *buf, size_t len,
+                      json_t *parsed);
 static int commit_created(struct handle *h);
 
 /* Caller holds h->lock. */
@@ -268,6 +272,7 @@ static void handle_free(struct handle *h)
     if (h->job)
         put_job(h->job);
     pthread_mutex_destroy(&h->lock);
+    json_decref(h->parsed);
     free(h->name);
     free(h->buf);
     free(h);
@@ -316,17 +321,29 @@ static int all_space(const char *b, size_t n)
     return 1;
 }
 
-static int commit_key(struct job *job, const char *key, const char *buf, size_t len)
+/* A value refused (README, "Errors a user can see"): logged, and counted
+ * in .status with the job, key and reason. */
+static void refused(struct job *job, const char *key, const char *why)
 {
-    json_t *v;
-    if (all_space(buf, len)) {
+    log_error("job '%s' key '%s': not one JSON value (%s); old value kept", job->name,
+              key, why);
+    jobs_note_refused(ctx()->jobs, job->name, key, why);
+}
+
+/* parsed: the value already parsed from buf (stolen), or NULL. */
+static int commit_key(struct job *job, const char *key, const char *buf, size_t len,
+                      json_t *parsed)
+{
+    json_t *v = parsed;
+    if (v) {
+        /* parsed at the write that completed it */
+    } else if (all_space(buf, len)) {
         v = json_null(); /* closed with no content */
     } else {
         char why[160];
         v = state_parse_value(buf, len, why, sizeof why);
         if (!v) {
-            log_error("job '%s' key '%s': not one JSON value (%s); old value kept",
-                      job->name, key, why);
+            refused(job, key, why);
             return -EINVAL;
         }
     }
@@ -363,9 +380,11 @@ static int commit_state(struct job *job, const char *buf, size_t len)
         log_error("job '%s' .state.json: the journal cannot take the change; state "
                   "kept",
                   job->name);
-    if (rc == -EINVAL)
+    if (rc == -EINVAL) {
         log_error("job '%s' .state.json: not a JSON object (%s); state kept",
                   job->name, why);
+        jobs_note_refused(ctx()->jobs, job->name, STATE_FILE, why);
+    }
     if (rc == 0)
         job_touch(job);
     return rc;
@@ -842,6 +861,7 @@ static int open_entry(const char *path, struct fuse_file_info *fi, int create)
         handle_free(h);
         return rc;
     }
+    h->sequential = h->len == 0;
     fi->fh = (uint64_t)(uintptr_t)h;
     fi->direct_io = 1; /* sizes change at close: never serve stale pages */
     /* A reader commits nothing at close, nor does a control file (it
@@ -906,6 +926,43 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
     return (int)n;
 }
 
+/* The write() that makes a key's bytes (or .state.json's) impossible as
+ * JSON fails with EINVAL, so that shells and print() report it (README,
+ * "Key files"); the close() then fails too and commits nothing. Checked
+ * while the file was written front to back from empty and holds at most
+ * CHECK_MAX bytes: a value written in one go is parsed once, here, and the
+ * close commits that parse. Larger values are checked at close only.
+ * Caller holds h->lock; returns rc or -EINVAL. */
+#define CHECK_MAX (64 * 1024)
+
+static int check_written(struct handle *h, int rc)
+{
+    if (!h->sequential || h->len > CHECK_MAX)
+        return rc;
+    char why[160] = "";
+    json_t *v = NULL;
+    int r = state_check_prefix(h->buf, h->len, h->type == E_STATE, &v, why, sizeof why);
+    if (r == 1 && h->type == E_KEY)
+        h->parsed = v;
+    else
+        json_decref(v);
+    if (r != -EINVAL)
+        return rc;
+    h->refused = 1;
+    h->dirty = 0;
+    if (h->type == E_STATE) {
+        log_error("job '%s' .state.json: not a JSON object (%s); state kept",
+                  h->job->name, why);
+        jobs_note_refused(ctx()->jobs, h->job->name, STATE_FILE, why);
+    } else {
+        refused(h->job, h->name, why);
+        /* A new key whose first value is refused never exists. */
+        pending_leave(h);
+        h->failed = 1;
+    }
+    return -EINVAL;
+}
+
 static int op_write(const char *path, const char *data, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
@@ -933,12 +990,22 @@ static int op_write(const char *path, const char *data, size_t size, off_t off,
         break;
     }
     pthread_mutex_lock(&h->lock);
+    if (h->refused) {
+        pthread_mutex_unlock(&h->lock);
+        return -EINVAL;
+    }
     if (h->append)
         off = (off_t)h->len;
+    if (off != (off_t)h->len)
+        h->sequential = 0; /* holes or overwrites: only the close can tell */
     rc = bytes_write(&h->buf, &h->len, &h->cap, data, size, off,
                      h->type == E_STATE ? STATE_TEXT_MAX : KEY_VALUE_MAX);
-    if (rc >= 0)
+    if (rc >= 0) {
         h->dirty = 1;
+        json_decref(h->parsed);
+        h->parsed = NULL;
+        rc = check_written(h, rc);
+    }
     pthread_mutex_unlock(&h->lock);
     return rc;
 }
@@ -951,8 +1018,11 @@ static int commit_handle(struct handle *h)
     case E_STATUS:
         break; /* read-only */
     case E_KEY:
-        if (h->dirty) {
-            rc = commit_key(h->job, h->name, h->buf ? h->buf : "", h->len);
+        if (h->refused) {
+            rc = -EINVAL; /* refused at its write, and counted there */
+        } else if (h->dirty) {
+            rc = commit_key(h->job, h->name, h->buf ? h->buf : "", h->len, h->parsed);
+            h->parsed = NULL; /* taken */
             h->dirty = 0;
             /* In the state now, or refused: a new key whose first value
              * was refused does not exist, from the failed close on (not
@@ -968,7 +1038,9 @@ static int commit_handle(struct handle *h)
         }
         break;
     case E_STATE:
-        if (h->dirty && (rc = commit_state(h->job, h->buf, h->len)) == 0)
+        if (h->refused)
+            rc = -EINVAL;
+        else if (h->dirty && (rc = commit_state(h->job, h->buf, h->len)) == 0)
             h->dirty = 0;
         break;
     case E_RUNNING:
@@ -1062,7 +1134,7 @@ static int truncate_entry(struct job *job, const char *name, enum etype type, of
     }
     if (rc >= 0)
         rc = type == E_STATE ? commit_state(job, text, len)
-                             : commit_key(job, name, text, len);
+                             : commit_key(job, name, text, len, NULL);
     free(text);
     return rc;
 }
@@ -1090,8 +1162,15 @@ static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
         } else {
             h->len = (size_t)size;
         }
-        if (rc == 0)
+        if (rc == 0) {
             h->dirty = 1;
+            json_decref(h->parsed);
+            h->parsed = NULL;
+            /* Emptied: written afresh, checked afresh. */
+            h->sequential = size == 0;
+            if (size == 0)
+                h->refused = 0;
+        }
         pthread_mutex_unlock(&h->lock);
         return rc;
     }
@@ -1207,7 +1286,7 @@ static int rename_in_job(struct job *job, const char *from, const char *to,
         if (!r)
             return -ENOENT;
         if (rc == 0)
-            rc = commit_key(job, to, copy, len); /* takes the job lock itself */
+            rc = commit_key(job, to, copy, len, NULL); /* takes the job lock itself */
         free(copy);
         pthread_mutex_lock(&job->lock);
         if (rc == 0 && strmap_get(job->scratch, from) == r)

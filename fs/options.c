@@ -33,6 +33,7 @@ static const struct fuse_opt opt_spec[] = {
     OPT("--retries", "retries", retries),
     OPT("--retry-time", "retry_time", retry_time),
     OPT("--spin-us", "spin_us", spin_us),
+    OPT("--log-file", "log_file", log_file),
     FUSE_OPT_KEY("--path-style", KEY_PATH_STYLE),
     FUSE_OPT_KEY("path_style", KEY_PATH_STYLE),
     FUSE_OPT_KEY("--success-trigger", KEY_SUCCESS_TRIGGER),
@@ -308,7 +309,8 @@ void options_free(struct options *o)
                        &o->dataset,  &o->user,      &o->file_type,  &o->resume_from,
                        &o->endpoint, &o->region,    &o->profile,    &o->ca_file,
                        &o->cache_dir, &o->connect_timeout, &o->timeout, &o->retries,
-                       &o->retry_time, &o->spin_us, &o->source, &o->dir_root};
+                       &o->retry_time, &o->spin_us, &o->source, &o->dir_root,
+                       &o->log_file};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         free(*fields[i]);
         *fields[i] = NULL;
@@ -339,6 +341,8 @@ void options_usage(const char *prog)
            "  --success-trigger       put an empty _SUCCESS object beside each completed\n"
            "                          upload, for Amorphic reload datasets (default: off)\n"
            "  --cache-dir=PATH        local journal (default: $XDG_STATE_HOME/bookmarkfs)\n"
+           "  --log-file=PATH         log to this file (default: stderr with -f, else syslog;\n"
+           "                          without a syslog socket, CACHE-DIR/bookmarkfs.log)\n"
            "  --connect-timeout=MS    S3 connect time-out (default: 5000)\n"
            "  --timeout=MS            S3 time-out per request (default: 30000)\n"
            "  --retries=N             S3 attempts per operation (default: 5)\n"

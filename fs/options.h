@@ -12,6 +12,7 @@ struct options {
     char *store, *lz_bucket, *dlz_bucket, *domain, *dataset, *user, *file_type;
     char *resume_from, *endpoint, *region, *profile, *ca_file, *cache_dir;
     char *connect_timeout, *timeout, *retries, *retry_time, *spin_us;
+    char *log_file;
     int path_style;
     int success_trigger;
     int fuse_loop; /* libfuse's multi-threaded loop, not fs/loop.c */

@@ -717,6 +717,63 @@ static size_t depth_of(const json_t *v, size_t limit)
     return deepest + 1;
 }
 
+/* Length of buf without a UTF-8 sequence cut short at its end (a write may
+ * end inside a character). */
+static size_t whole_utf8(const char *buf, size_t len)
+{
+    for (size_t back = 1; back <= 3 && back <= len; back++) {
+        unsigned char c = (unsigned char)buf[len - back];
+        if ((c & 0xC0) == 0x80)
+            continue; /* a continuation byte: look further back */
+        size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        return need > back ? len - back : len;
+    }
+    return len;
+}
+
+int state_check_prefix(const char *buf, size_t len, int object, json_t **value,
+                       char *err, size_t errlen)
+{
+    *value = NULL;
+    size_t i = 0;
+    while (i < len && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' ||
+                       buf[i] == '\r'))
+        i++;
+    if (i == len)
+        return 0;
+    if (object && buf[i] != '{') {
+        set_err(err, errlen, "not a JSON object");
+        return -EINVAL;
+    }
+    size_t whole = whole_utf8(buf, len);
+    json_error_t jerr;
+    json_t *v = json_loadb(buf, whole, JSON_DECODE_ANY | LOAD_FLAGS, &jerr);
+    if (v) {
+        if (whole < len || depth_of(v, STATE_VALUE_DEPTH_MAX) > STATE_VALUE_DEPTH_MAX) {
+            json_decref(v); /* more to come, or refused at close */
+            return 0;
+        }
+        *value = v;
+        return 1;
+    }
+    enum json_error_code code = json_error_code(&jerr);
+    /* A complete value followed by more than whitespace stays so whatever
+     * follows; any other error reported before the end of the bytes (an
+     * invalid token, byte or escape that more bytes cannot change) too, or
+     * at the end when the bytes end with a token that cannot grow (a
+     * structural character, a string's closing quote). A token at the very
+     * end may still be growing ("tru", "1.", "\u12"). */
+    size_t pos = jerr.position >= 0 ? (size_t)jerr.position : whole;
+    int last_whole = whole > 0 && whole == len && buf[whole - 1] && strchr("[]{},:\"", buf[whole - 1]);
+    if (code == json_error_end_of_input_expected ||
+        (code != json_error_premature_end_of_input && code != json_error_out_of_memory &&
+         (pos < whole || last_whole))) {
+        set_err(err, errlen, jerr.text);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 json_t *state_parse_value(const char *buf, size_t len, char *err, size_t errlen)
 {
     size_t i = 0;

@@ -86,6 +86,16 @@ void state_keys_free(char **keys, size_t count);
  * a new reference, or NULL with jansson's reason in err. */
 json_t *state_parse_value(const char *buf, size_t len, char *err, size_t errlen);
 
+/* What the first len bytes of a value (or, with object, of a .state.json
+ * document) written so far allow: 1 when they are one complete value, which
+ * *value then holds (a new reference, depth checked as state_parse_value
+ * does); 0 when more bytes may still make them valid (or they are all
+ * whitespace); -EINVAL with jansson's reason in err when no bytes that
+ * follow can (an invalid token before the end, bytes after a complete
+ * value, a first byte that cannot start an object). */
+int state_check_prefix(const char *buf, size_t len, int object, json_t **value,
+                       char *err, size_t errlen);
+
 /* Serializes value as compact JSON plus "\n" (same format as
  * state_value_text). */
 char *state_dump_value(const json_t *value, size_t *len);

@@ -1,5 +1,5 @@
 /* Logging shared by every module: stderr in the foreground, syslog when
- * daemonized. Messages never contain secrets; callers must not pass any. */
+ * daemonized, or a file. Messages never contain secrets; callers must not pass any. */
 #ifndef BOOKMARKFS_UTIL_LOG_H
 #define BOOKMARKFS_UTIL_LOG_H
 
@@ -9,6 +9,14 @@ void log_set_level(enum log_level level);
 enum log_level log_get_level(void);
 /* Switch output to syslog (after daemonizing). */
 void log_use_syslog(int on);
+
+/* Switch output to a file opened for appending at path (--log-file, or the
+ * fallback when a background mount finds no syslog socket): one line per
+ * message with its UTC time, pid and level. 0 or a negative errno. */
+int log_use_file(const char *path);
+
+/* 1 when a syslog socket (/dev/log) accepts a connection, else 0. */
+int log_syslog_available(void);
 
 void log_msg(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

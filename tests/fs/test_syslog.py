@@ -41,10 +41,12 @@ mount --bind /dev/null "$t/dev-null"
 mount -t tmpfs -o mode=0755,size=64k bookmarkfs-test-dev /dev
 : > /dev/fuse
 : > /dev/null
-: > /dev/log
 mount --bind "$t/dev-fuse" /dev/fuse
 mount --bind "$t/dev-null" /dev/null
-mount --bind "$t/log.sock" /dev/log
+if [ "$3" = log ]; then
+    : > /dev/log
+    mount --bind "$t/log.sock" /dev/log
+fi
 echo ready
 exec sleep infinity
 '''
@@ -72,7 +74,8 @@ class LogNamespace:
     """The private mount namespace with /dev/log bound to our socket, and a
     thread that collects every datagram the socket receives."""
 
-    def __init__(self):
+    def __init__(self, with_log=True):
+        self.with_log = with_log
         # unix socket paths are short (108 bytes): a short temp dir
         self.dir = Path(tempfile.mkdtemp(prefix="bfs-syslog-"))
         self.datagrams = []
@@ -96,7 +99,8 @@ class LogNamespace:
     def start(self):
         self.holder = subprocess.Popen(
             ["unshare", "-m", "--propagation", "private", "sh", "-c", NAMESPACE_SCRIPT, "sh",
-             str(self.dir), os.readlink("/proc/self/ns/mnt")],
+             str(self.dir), os.readlink("/proc/self/ns/mnt"),
+             "log" if self.with_log else "nolog"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         line = self.holder.stdout.readline()
         if line != b"ready\n":
@@ -336,3 +340,57 @@ def test_foreground_mount_log_has_levels(tmp_path):
     errors = [l for l in log if l.startswith("bookmarkfs: error: ")]
     assert len(errors) == 1, log
     assert_bad_json_line(errors[0][len("bookmarkfs: error: "):])
+
+
+@needs_root
+def test_background_daemon_without_syslog_says_so_and_logs_to_its_cache_dir(tmp_path):
+    """No /dev/log (a container): the mount says where it logs instead, on
+    the stderr it was started with, and every line lands in
+    CACHE-DIR/bookmarkfs.log."""
+    store = DirStore(tmp_path / "store")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    cache = tmp_path / "cache"
+    argv = [binary(), *store.args(), f"--cache-dir={cache}", mnt]
+    out_path, err_path = tmp_path / "daemon.stdout", tmp_path / "daemon.stderr"
+    ns = LogNamespace(with_log=False)
+    try:
+        ns.start()
+        assert ns.run("test", "-e", "/dev/log").returncode != 0
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            launcher = ns.popen(argv, out, err)
+        try:
+            assert launcher.wait(timeout=30) == 0, err_path.read_text()
+        finally:
+            if launcher.poll() is None:
+                launcher.kill()
+                launcher.wait()
+        daemon, = ns.processes(argv)
+        job_session(ns, mnt)
+        key, body = uploaded(store)
+        r = ns.run("fusermount3", "-u", mnt)
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 30
+        while not gone(daemon):
+            assert time.monotonic() < deadline, "bookmarkfs did not exit after the unmount"
+            time.sleep(0.02)
+        datagrams = ns.stop_reading()
+    finally:
+        ns.close(argv)
+    log_path = cache / "bookmarkfs.log"
+    assert err_path.read_text() == (f"bookmarkfs: no syslog socket (/dev/log): logging to "
+                                    f"{log_path}\n")
+    assert datagrams == []
+    pattern = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z bookmarkfs\[(\d+)\]: (\w+): (.*)"
+    lines = [re.fullmatch(pattern, l) for l in log_path.read_text().splitlines()]
+    assert all(lines), log_path.read_text()
+    msgs = [(m.group(2), m.group(3)) for m in lines]
+    assert msgs[0] == ("warning", f"no syslog socket (/dev/log): logging to {log_path}")
+    assert int(lines[-1].group(1)) == daemon  # the detached daemon wrote it
+    uploads = [m for lvl, m in msgs if lvl == "info" and "uploaded" in m]
+    assert len(uploads) == 1, msgs
+    assert_upload_line(uploads[0], key, body)
+    errors = [m for lvl, m in msgs if lvl == "error"]
+    assert len(errors) == 1, msgs
+    assert_bad_json_line(errors[0])
+    assert msgs[-1] == ("info", f"unmounted {mnt}")

@@ -703,6 +703,54 @@ static void test_threads(void)
     state_free(shared);
 }
 
+/* The check at each write (state_check_prefix): no prefix of a valid value
+ * is ever refused, wherever a write splits it (inside a token, an escape or
+ * a UTF-8 character); the whole value comes back complete; bytes that no
+ * continuation can make valid are refused. */
+static void test_check_prefix(void)
+{
+    static const char *const valid[] = {
+        "true", "false", "null", "0", "-0", "12345", "1.5e-7", "-2E+10", "\"day2.csv\"",
+        "\"a\\\\b\\\"c\\u00e9\\ud83d\\ude00\"", "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"",
+        "[1, [true, null], {\"k\": \"v\"}]", "{\"a\": {\"b\": [1, 2.25, \"x\"]}}",
+        "  \"padded\"\n", "[]", "{}", "\"\"",
+    };
+    for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {
+        size_t n = strlen(valid[i]);
+        for (size_t cut = 0; cut <= n; cut++) {
+            json_t *v = NULL;
+            char why[160] = "";
+            int r = state_check_prefix(valid[i], cut, 0, &v, why, sizeof why);
+            if (r < 0)
+                fprintf(stderr, "prefix %zu of %s refused: %s\n", cut, valid[i], why);
+            CHECK(r >= 0);
+            CHECK((r == 1) == (v != NULL));
+            if (cut == n)
+                CHECK(r == 1);
+            json_decref(v);
+        }
+    }
+    static const char *const impossible[] = {
+        "day2.csv\n", "x\n", "1 2", "\"a\" \"b\"", "{\"a\":1}}", "01", "tru\n",
+        "[1,]", "{\"a\" ,", "{\"a\" \"b\"", "\"\\q\"", "\"a\nb\"", "NaN\n", "nul,", "\xff\"",
+    };
+    for (size_t i = 0; i < sizeof impossible / sizeof impossible[0]; i++) {
+        json_t *v = NULL;
+        char why[160] = "";
+        int r = state_check_prefix(impossible[i], strlen(impossible[i]), 0, &v, why,
+                                   sizeof why);
+        if (r != -EINVAL)
+            fprintf(stderr, "%s not refused (%d)\n", impossible[i], r);
+        CHECK(r == -EINVAL && v == NULL && why[0]);
+    }
+    /* .state.json: the first byte must open an object. */
+    json_t *v = NULL;
+    CHECK(state_check_prefix(" [1]", 4, 1, &v, NULL, 0) == -EINVAL);
+    CHECK(state_check_prefix(" {\"a\"", 5, 1, &v, NULL, 0) == 0);
+    CHECK(state_check_prefix("{\"a\":1}", 7, 1, &v, NULL, 0) == 1 && v);
+    json_decref(v);
+}
+
 int main(void)
 {
     test_seed_example();
@@ -711,6 +759,7 @@ int main(void)
     test_from_bytes();
     test_value_text();
     test_parse_value();
+    test_check_prefix();
     test_random_vs_jansson();
     test_many_keys();
     test_sizes_and_from_bytes();
