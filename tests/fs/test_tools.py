@@ -66,10 +66,16 @@ def test_a_refused_value_fails_the_writer_and_is_counted(mount, tmp_path):
         r = sh(cmd, cwd=job)
         assert r.returncode != 0, (name, r)
         assert (job / "k").read_text() == "5\n", name
+    # A new key whose first write is refused is not created ...
+    r = subprocess.run([sys.executable, "-c", 'f = open("newkey", "w"); f.write("day2.csv"); f.close()'],
+                       cwd=job, capture_output=True, text=True)
+    assert r.returncode != 0 and "Invalid argument" in r.stderr, r
+    assert sorted(os.listdir(job)) == [".state.json", "completed", "k", "running"]
+    # ... but a shell's redirection closes a duplicate before it writes,
+    # which creates the key empty (null).
     r = sh("echo day2.csv > newkey", cwd=job)
     assert r.returncode != 0 and "Invalid argument" in r.stderr, r
-    assert not (job / "newkey").exists()
-    assert sorted(os.listdir(job)) == [".state.json", "completed", "k", "running"]
+    assert (job / "newkey").read_text() == "null\n"
     # What only the end reveals fails the close().
     r = subprocess.run([sys.executable, "-c", 'f = open("k", "w"); f.write(\'{"a": \'); f.close()'],
                        cwd=job, capture_output=True, text=True)
@@ -81,7 +87,7 @@ def test_a_refused_value_fails_the_writer_and_is_counted(mount, tmp_path):
     assert json.loads((job / "k2").read_text()) == "day3.csv"
 
     st = status(mount.path)
-    refusals = len(REFUSING_WRITERS) + 2
+    refusals = len(REFUSING_WRITERS) + 3
     assert st["values_refused"] == refusals, st
     last = st["last_error"]
     assert last["job"] == "j" and last["key"] == "k" and last["reason"], last
