@@ -54,11 +54,12 @@ REFUSING_WRITERS = [
 ]
 
 
-def test_a_refused_value_fails_the_writer_and_is_counted(mount, tmp_path):
+def test_a_refused_value_fails_the_writer_and_is_counted(dmount):
     """The write() that makes the bytes impossible as JSON fails with EINVAL,
     so every writer exits non-zero; the old value stays; a new key is not
     created; .status counts each refusal and names the last one; the log
-    (here --log-file on a second mount) has every one."""
+    has every one."""
+    mount = dmount
     job = mount.path / "j"
     job.mkdir()
     assert sh("echo 5 > k", cwd=job).returncode == 0
