@@ -127,6 +127,7 @@ int main(int argc, char *argv[])
     struct jobs *jobs = NULL;
     struct journal *journal = NULL;
     struct fuse *fuse = NULL;
+    struct fsctx fc = {0};
     if (!co.mountpoint) {
         fprintf(stderr, "bookmarkfs: missing MOUNTPOINT (see --help)\n");
         status = EXIT_USAGE;
@@ -198,7 +199,13 @@ int main(int argc, char *argv[])
     free(fallback_log);
     jobs_set_journal(jobs, journal);
     jobs_replay(jobs); /* closed changes not uploaded before: back on top */
-    struct fsctx fc = {.jobs = jobs, .uid = getuid(), .gid = getgid()};
+    fc.jobs = jobs;
+    fc.uid = getuid();
+    fc.gid = getgid();
+    if (ops_scratch_init(&fc, o.scratch_list) < 0) {
+        fprintf(stderr, "bookmarkfs: out of memory\n");
+        goto out;
+    }
     clock_gettime(CLOCK_REALTIME, &fc.mounted);
 
     fuse = fuse_new(&args, &bookmarkfs_ops, sizeof bookmarkfs_ops, &fc);
@@ -263,6 +270,7 @@ int main(int argc, char *argv[])
 out:
     if (fuse)
         fuse_destroy(fuse);
+    ops_scratch_free(&fc);
     jobs_free(jobs);
     journal_close(journal);
     store_destroy(st);

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,19 @@ static const char STATE_FILE[] = ".state.json";
 /* The root's read-only status file (observability). */
 static const char STATUS_FILE[] = ".status";
 
+static struct fsctx *ctx(void);
+
+/* The temp, backup and probe files tools make beside the file they edit
+ * (--scratch; README, "Scratch files"). */
+static int tool_scratch(const char *name)
+{
+    char **pat = ctx()->scratch;
+    for (size_t i = 0; pat && pat[i]; i++)
+        if (fnmatch(pat[i], name, 0) == 0)
+            return 1;
+    return 0;
+}
+
 static enum etype classify(const char *name)
 {
     if (strcmp(name, "running") == 0)
@@ -37,7 +51,37 @@ static enum etype classify(const char *name)
         return E_COMPLETED;
     if (strcmp(name, STATE_FILE) == 0)
         return E_STATE;
-    return name[0] == '.' ? E_SCRATCH : E_KEY;
+    return name[0] == '.' || tool_scratch(name) ? E_SCRATCH : E_KEY;
+}
+
+int ops_scratch_init(struct fsctx *fc, const char *list)
+{
+    size_t n = 1;
+    for (const char *c = list; *c; c++)
+        n += *c == '/';
+    fc->scratch = calloc(n + 1, sizeof *fc->scratch);
+    if (!fc->scratch)
+        return -ENOMEM;
+    size_t k = 0;
+    for (const char *c = list; *c;) {
+        size_t len = strcspn(c, "/");
+        if (len && !(fc->scratch[k++] = strndup(c, len))) {
+            ops_scratch_free(fc);
+            return -ENOMEM;
+        }
+        c += len;
+        if (*c)
+            c++;
+    }
+    return 0;
+}
+
+void ops_scratch_free(struct fsctx *fc)
+{
+    for (size_t i = 0; fc->scratch && fc->scratch[i]; i++)
+        free(fc->scratch[i]);
+    free(fc->scratch);
+    fc->scratch = NULL;
 }
 
 static int is_control(enum etype t) { return t == E_RUNNING || t == E_COMPLETED; }

@@ -13,7 +13,13 @@ struct fsctx {
     uid_t uid;
     gid_t gid;
     struct timespec mounted;
+    char **scratch; /* --scratch: NULL-terminated fnmatch(3) patterns */
 };
+
+/* Splits a '/'-separated pattern list (--scratch) into fc->scratch. 0 or
+ * -ENOMEM. */
+int ops_scratch_init(struct fsctx *fc, const char *list);
+void ops_scratch_free(struct fsctx *fc);
 
 extern const struct fuse_operations bookmarkfs_ops;
 

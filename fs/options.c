@@ -34,6 +34,7 @@ static const struct fuse_opt opt_spec[] = {
     OPT("--retry-time", "retry_time", retry_time),
     OPT("--spin-us", "spin_us", spin_us),
     OPT("--log-file", "log_file", log_file),
+    OPT("--scratch", "scratch", scratch),
     FUSE_OPT_KEY("--path-style", KEY_PATH_STYLE),
     FUSE_OPT_KEY("path_style", KEY_PATH_STYLE),
     FUSE_OPT_KEY("--success-trigger", KEY_SUCCESS_TRIGGER),
@@ -296,6 +297,15 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
         snprintf(err, errlen, "invalid --spin-us '%s': at most 1000", o->spin_us);
         return -1;
     }
+    /* --scratch=LIST replaces the default patterns, +LIST adds to them. */
+    const char *sc = o->scratch ? o->scratch : SCRATCH_DEFAULT;
+    int n = sc[0] == '+' ? asprintf(&o->scratch_list, "%s/%s", SCRATCH_DEFAULT, sc + 1)
+                         : asprintf(&o->scratch_list, "%s", sc);
+    if (n < 0) {
+        o->scratch_list = NULL;
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     if (!o->cache_dir && !(o->cache_dir = xdg_dir("XDG_STATE_HOME", ".local/state"))) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -310,7 +320,7 @@ void options_free(struct options *o)
                        &o->endpoint, &o->region,    &o->profile,    &o->ca_file,
                        &o->cache_dir, &o->connect_timeout, &o->timeout, &o->retries,
                        &o->retry_time, &o->spin_us, &o->source, &o->dir_root,
-                       &o->log_file};
+                       &o->log_file, &o->scratch, &o->scratch_list};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         free(*fields[i]);
         *fields[i] = NULL;
@@ -341,6 +351,9 @@ void options_usage(const char *prog)
            "  --success-trigger       put an empty _SUCCESS object beside each completed\n"
            "                          upload, for Amorphic reload datasets (default: off)\n"
            "  --cache-dir=PATH        local journal (default: $XDG_STATE_HOME/bookmarkfs)\n"
+           "  --scratch=PATTERNS      names (fnmatch globs, '/'-separated) that are local\n"
+           "                          scratch files like dot-names; +PATTERNS adds to the\n"
+           "                          default " SCRATCH_DEFAULT "\n"
            "  --log-file=PATH         log to this file (default: stderr with -f, else syslog;\n"
            "                          without a syslog socket, CACHE-DIR/bookmarkfs.log)\n"
            "  --connect-timeout=MS    S3 connect time-out (default: 5000)\n"

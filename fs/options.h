@@ -13,6 +13,7 @@ struct options {
     char *resume_from, *endpoint, *region, *profile, *ca_file, *cache_dir;
     char *connect_timeout, *timeout, *retries, *retry_time, *spin_us;
     char *log_file;
+    char *scratch;  /* --scratch as given */
     int path_style;
     int success_trigger;
     int fuse_loop; /* libfuse's multi-threaded loop, not fs/loop.c */
@@ -24,11 +25,20 @@ struct options {
     int resume_running;
     long connect_timeout_ms, timeout_ms, max_attempts, max_retry_ms;
     long spin_time_us; /* --spin-us */
+    char *scratch_list; /* the scratch patterns in effect, '/'-separated */
 };
 
 /* Parses our options out of args (leaving FUSE's own), applies defaults and
  * checks them. 0 on success; on a missing or contradictory option returns
  * -1 with one line in err. */
+/* The names tools give their temp, backup and probe files (README,
+ * "Scratch files"): sed -i, perl -pi, Python's tempfile, mktemp, vim's
+ * write probe, backups and swap files, emacs' autosave, nano's save file,
+ * patch's rejects. */
+#define SCRATCH_DEFAULT                                                        \
+    "*~/#*#/*.bak/*.orig/*.rej/*.tmp/*.swp/*.save/4913/sed\?\?\?\?\?\?/"      \
+    "XX\?\?\?\?\?\?/tmp\?\?\?\?\?\?\?\?/tmp.*"
+
 int options_parse(struct fuse_args *args, struct options *o, char *err, size_t errlen);
 void options_free(struct options *o);
 void options_usage(const char *prog);

@@ -4,6 +4,7 @@ moreutils' sponge, jq and tmux, run as the real programs. No bookmark is
 dropped, mixed with a state that never existed, or polluted with a tool's
 temp file; what the store holds is read back with the file system (dir
 store) or boto3 (S3)."""
+import fnmatch
 import json
 import os
 import re
@@ -118,3 +119,109 @@ def test_log_file_option(tmp_path, how):
     assert any(lvl == "info" and "running uploaded" in msg for lvl, msg in msgs), msgs
     assert msgs[-1][1].startswith("unmounted"), msgs
     assert "not one JSON value" not in m.log()  # not on stderr as well
+
+
+# ---- 3. tools' temp, backup and probe files are never uploaded -------------
+
+# Each tool edits its own key in place, toggling it between 1 and 2.
+EDITORS = {
+    "k_sed": "sed -i 's/1/3/;s/2/1/;s/3/2/' k_sed",
+    "k_sedbak": "sed -i.bak 's/1/3/;s/2/1/;s/3/2/' k_sedbak",
+    "k_perl": "perl -pi -e 'tr/12/21/' k_perl",
+    "k_py": (f"{sys.executable} -c 'import os, tempfile\n"
+             "v = 3 - int(open(\"k_py\").read())\n"
+             "f = tempfile.NamedTemporaryFile(\"w\", dir=\".\", delete=False)\n"
+             "f.write(str(v)); f.close(); os.replace(f.name, \"k_py\")'"),
+    "k_vim": "vim -u NONE -i NONE -N -es -c 'set backup writebackup' "
+             "-c 's/1/3/e|s/2/1/e|s/3/2/e' -c wq k_vim",
+    "k_cp": "echo $((3 - $(cat k_cp))) > \"$CPSRC\" && cp --backup=simple \"$CPSRC\" k_cp",
+}
+
+
+def uploaded_keys_each(store_root):
+    """The key sets of every state object in the dir store, read now."""
+    out = []
+    for p in (store_root / LZ).rglob("*.json"):
+        try:
+            out.append(set(json.loads(p.read_bytes())))
+        except (OSError, ValueError):
+            pass  # replaced meanwhile by a newer upload of the same second
+    return out
+
+
+def test_tools_temp_and_backup_files_are_never_uploaded(dmount, tmp_path):
+    """Every tool runs in a loop for two seconds while `echo 1 > running`
+    uploads as fast as it can; every object uploaded is read right after its
+    upload: none has a name but the keys. Then each tool is killed between
+    its close and its rename (strace kills it as it enters rename): the temp
+    file stays, and the next upload does not have it either."""
+    job = dmount.path / "j"
+    job.mkdir()
+    for k in EDITORS:
+        (job / k).write_text("1")
+    loops = [subprocess.Popen(["bash", "-c", f"end=$((SECONDS + 2)); n=0; "
+                               f"while [ $SECONDS -lt $end ]; do {cmd} || exit 1; "
+                               f"n=$((n + 1)); done; echo $n"],
+                              cwd=job, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=dict(os.environ, CPSRC=str(tmp_path / "cpsrc")))
+             for cmd in EDITORS.values()]
+    seen = []
+    while any(p.poll() is None for p in loops):
+        assert sh("echo 1 > running", cwd=job).returncode == 0
+        seen.extend(uploaded_keys_each(dmount.store.root))
+    for name, p in zip(EDITORS, loops):
+        out, err = p.communicate()
+        assert p.returncode == 0 and int(out) > 0, (name, out, err)
+    assert len(seen) > 10
+    # sed -i, perl -pi and os.replace replace the key atomically: it is in
+    # every snapshot. The tools that first rename the key to a backup name
+    # (sed -i.bak, vim's backup, cp --backup) leave a moment without it.
+    atomic = {"k_sed", "k_perl", "k_py"}
+    for keys in seen:
+        assert atomic <= keys <= set(EDITORS), keys
+    for k in EDITORS:
+        assert json.loads((job / k).read_text()) in (1, 2), k
+
+    # Killed between close and rename: the temp file is left behind.
+    before = set(os.listdir(job))
+    kill = ["strace", "-f", "-qq", "-o", "/dev/null",
+            "-e", "inject=rename,renameat,renameat2:error=EIO:signal=KILL"]
+    for k in ("k_sed", "k_sedbak", "k_perl", "k_py"):
+        r = subprocess.run([*kill, "bash", "-c", EDITORS[k]], cwd=job, capture_output=True,
+                           text=True)
+        assert r.returncode != 0, (k, r)
+    left = sorted(set(os.listdir(job)) - before)
+    kinds = sorted(next(p for p in ("sed??????", "XX??????", "tmp????????")
+                        if fnmatch.fnmatchcase(n, p)) for n in left)
+    assert kinds == ["XX??????", "sed??????", "sed??????", "tmp????????"], left
+    assert sh("echo 1 > running", cwd=job).returncode == 0
+    newest = max((dmount.store.root / LZ).rglob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+    assert set(json.loads(newest.read_bytes())) == set(EDITORS)
+    assert set(json.loads((job / ".state.json").read_text())) == set(EDITORS)
+
+
+def test_scratch_patterns_are_a_mount_option(tmp_path):
+    """--scratch=+LIST adds patterns to the default ones, --scratch= leaves
+    only dot-names; a scratch file renamed onto a key commits it."""
+    store = DirStore(tmp_path / "store")
+    with Mount(store, tmp_path / "mnt", extra=["--scratch=+*.wip/draft-*"]) as m:
+        job = m.path / "j"
+        job.mkdir()
+        for n in ("a.wip", "draft-1", "b.bak", "sedAbC123", "tmpab_cd123"):
+            (job / n).write_text("not json at all")  # scratch: plain bytes
+        (job / "a.wip").write_text('"day2.csv"')
+        (job / "a.wip").rename(job / "a")
+        with pytest.raises(OSError):
+            (job / "draft-1").rename(job / "d")  # not JSON: refused, both kept
+        assert (job / "draft-1").read_text() == "not json at all"
+        assert sh("echo 1 > completed", cwd=job).returncode == 0
+        assert json.loads((job / ".state.json").read_text()) == {"a": "day2.csv"}
+        assert sorted(os.listdir(job)) == sorted(
+            [".state.json", "completed", "running", "a", "draft-1", "b.bak", "sedAbC123",
+             "tmpab_cd123"])
+    assert [set(b) for b in uploads(store).values()] == [{"a"}]
+    with Mount(store, tmp_path / "mnt", extra=["--scratch="]) as m:
+        job = m.path / "j"
+        (job / "b.bak").write_text("2")
+        (job / ".b.swp").write_text("swap")
+        assert json.loads((job / ".state.json").read_text()) == {"a": "day2.csv", "b.bak": 2}
