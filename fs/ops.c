@@ -564,6 +564,18 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
     } else {
         size = entry_size(job, p.name, type);
     }
+    /* A key's and a scratch file's mtime is its own last change (so
+     * editors see no change behind their back, and ls -t orders keys);
+     * the other entries show the job's. */
+    if (size >= 0 && type == E_KEY)
+        (void)state_mtime(job->state, p.name, &t, 0); /* pending: the job's */
+    if (size >= 0 && type == E_SCRATCH) {
+        pthread_mutex_lock(&job->lock);
+        struct scratch_ref *r = strmap_get(job->scratch, p.name);
+        if (r)
+            t = r->s.mtime;
+        pthread_mutex_unlock(&job->lock);
+    }
     put_job(job);
     if (size < 0)
         return (int)size;
@@ -1383,7 +1395,6 @@ static int op_utimens(const char *path, const struct timespec tv[2],
 {
     if (!may_change())
         return -EACCES;
-    (void)tv;
     (void)fi;
     struct fspath p;
     int rc = parse_path(path, &p);
@@ -1396,12 +1407,31 @@ static int op_utimens(const char *path, const struct timespec tv[2],
         return rc;
     if (p.depth == 2) {
         enum etype t = classify(p.name);
-        if (!entry_exists(job, p.name))
+        struct timespec now, m = tv[1];
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (m.tv_nsec == UTIME_NOW)
+            m = now;
+        if (!entry_exists(job, p.name)) {
             rc = -ENOENT;
-        else if (is_control(t))
-            rc = job_upload(ctx()->jobs, job, control_kind(t)); /* touch */
-        else
-            job_touch(job);
+        } else if (is_control(t)) {
+            /* touch (the current time) is update()/complete(); explicit
+             * times, as cp -a, tar -x and rsync -a set them when they
+             * restore a copy, are not (README, "Control files"). */
+            if (tv[1].tv_nsec == UTIME_NOW)
+                rc = job_upload(ctx()->jobs, job, control_kind(t));
+        } else if (tv[1].tv_nsec == UTIME_OMIT) {
+            /* the access time only: not kept */
+        } else if (t == E_KEY) {
+            rc = state_mtime(job->state, p.name, &m, 1);
+            if (rc == -ENOENT)
+                rc = 0; /* pending: its close sets it */
+        } else if (t == E_SCRATCH) {
+            pthread_mutex_lock(&job->lock);
+            struct scratch_ref *r = strmap_get(job->scratch, p.name);
+            if (r)
+                r->s.mtime = m;
+            pthread_mutex_unlock(&job->lock);
+        }
     }
     put_job(job);
     return rc;

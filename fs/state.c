@@ -33,6 +33,7 @@ struct entry {
     size_t key_len; /* the key at data[0], NUL-terminated */
     size_t esc_len; /* its JSON string form at data[key_len + 1], too */
     uint64_t hash;
+    struct timespec mtime; /* its last change (README, "Key files") */
     char data[];
 };
 
@@ -161,6 +162,7 @@ static int entry_new(const char *key, size_t key_len, uint64_t hash, int check,
         e->key_len = key_len;
         e->esc_len = esc_len;
         e->hash = hash;
+        clock_gettime(CLOCK_REALTIME, &e->mtime);
         memcpy(e->data, key, key_len);
         e->data[key_len] = '\0';
         memcpy(e->data + key_len + 1, b.p, esc_len);
@@ -288,6 +290,7 @@ static char *ix_replace_text(struct index *ix, struct entry *e, char *text,
     ix->pieces = ix->pieces - e->text_len + text_len;
     e->text = text;
     e->text_len = text_len;
+    clock_gettime(CLOCK_REALTIME, &e->mtime);
     return old;
 }
 
@@ -445,6 +448,20 @@ json_t *state_get(struct state *st, const char *key)
     return v;
 }
 
+int state_mtime(struct state *st, const char *key, struct timespec *t, int set)
+{
+    size_t key_len = strlen(key);
+    uint64_t h = hash_key(key, key_len);
+    lock(st);
+    struct entry *e = ix_lookup(&st->ix, key, key_len, h);
+    if (e && set)
+        e->mtime = *t;
+    else if (e)
+        *t = e->mtime;
+    unlock(st);
+    return e ? 0 : -ENOENT;
+}
+
 int state_has(struct state *st, const char *key)
 {
     size_t key_len = strlen(key);
@@ -491,6 +508,7 @@ int state_rename(struct state *st, const char *from, const char *to)
     } else if ((t = ix_lookup(&st->ix, to, to_len, th)) != NULL) {
         /* to keeps its position and takes from's value. */
         old = ix_replace_text(&st->ix, t, e->text, e->text_len);
+        t->mtime = e->mtime; /* a rename keeps the mtime */
         ix_unlink(&st->ix, e);
         e->text = NULL;
         gone = e;
@@ -501,6 +519,7 @@ int state_rename(struct state *st, const char *from, const char *to)
         ix_unlink(&st->ix, e);
         fresh->text = e->text;
         fresh->text_len = e->text_len;
+        fresh->mtime = e->mtime;
         e->text = NULL;
         ix_append(&st->ix, fresh);
         fresh = NULL;

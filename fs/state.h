@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <time.h>
 
 struct state;
 
@@ -36,6 +37,10 @@ json_t *state_get(struct state *st, const char *key);
 
 /* 1 when key is present, else 0. */
 int state_has(struct state *st, const char *key);
+
+/* A key's mtime: its last change (set, rename keeps it), read into *t, or
+ * with set, set from *t (touch). 0 or -ENOENT. */
+int state_mtime(struct state *st, const char *key, struct timespec *t, int set);
 
 /* remove_element: 0 or -ENOENT. */
 int state_remove(struct state *st, const char *key);

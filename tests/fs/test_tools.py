@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -225,3 +226,105 @@ def test_scratch_patterns_are_a_mount_option(tmp_path):
         (job / "b.bak").write_text("2")
         (job / ".b.swp").write_text("swap")
         assert json.loads((job / ".state.json").read_text()) == {"a": "day2.csv", "b.bak": 2}
+
+
+# ---- 5. editors save; each key has its own mtime ---------------------------
+
+class Tmux:
+    """A tmux server of our own (its own socket), one window per program."""
+
+    def __init__(self, path):
+        self.sock = str(path)
+
+    def cmd(self, *args, check=True):
+        return subprocess.run(["tmux", "-S", self.sock, *args], capture_output=True,
+                              text=True, check=check, timeout=30)
+
+    def start(self, cwd, command):
+        self.cmd("new-session", "-d", "-x", "100", "-y", "30", "-c", str(cwd),
+                 "-e", "TERM=xterm", command)
+
+    def screen(self):
+        r = self.cmd("capture-pane", "-p", check=False)
+        return r.stdout if r.returncode == 0 else None
+
+    def wait(self, pred, what, timeout=20):
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            if pred(screen):
+                return screen
+            assert time.monotonic() < deadline, f"{what}; the screen:\n{screen}"
+            time.sleep(0.05)
+
+    def keys(self, *keys):
+        self.cmd("send-keys", *keys)
+
+    def kill(self):
+        self.cmd("kill-server", check=False)
+
+
+def edit_while_the_job_changes(tmux, job, command, ready, edit):
+    """Opens a key in an editor, changes another key of the job meanwhile (a
+    running ETL job does), then saves and quits."""
+    tmux.start(job, command)
+    tmux.wait(lambda s: s is not None and ready in s, "the editor did not start")
+    assert sh("echo 7 > other", cwd=job).returncode == 0
+    time.sleep(0.05)  # the change is older than the save by a clock tick
+    edit()
+    tmux.wait(lambda s: s is None, "the editor did not quit (a warning?)")
+
+
+def test_editors_save_and_keys_have_their_own_mtime(dmount, tmp_path):
+    job = dmount.path / "j"
+    job.mkdir()
+    for k in ("k_vim", "k_es", "k_nano", "other"):
+        (job / k).write_text("1")
+    # vim -es, with swap and backup on
+    r = sh("vim -u NONE -i NONE -N -es -c 'set swapfile backup writebackup' "
+           "-c 's/1/2/' -c wq k_es", cwd=job)
+    assert r.returncode == 0, r
+    assert json.loads((job / "k_es").read_text()) == 2
+    tmux = Tmux(tmp_path / "tmux.sock")
+    try:
+        # vim, interactive, with swap and backup on
+        def vim_edit():
+            tmux.keys(":s/1/2/", "Enter")
+            tmux.keys(":wq", "Enter")
+        edit_while_the_job_changes(
+            tmux, job, "vim -u NONE -i NONE -N -c 'set swapfile backup writebackup' k_vim",
+            '"k_vim"', vim_edit)
+        # nano
+        def nano_edit():
+            tmux.keys("End", "0")
+            tmux.keys("C-o")
+            tmux.wait(lambda s: s and "File Name to Write" in s, "no write prompt")
+            tmux.keys("Enter")
+            tmux.wait(lambda s: s and "Wrote" in s, "nano did not write")
+            tmux.keys("C-x")
+        edit_while_the_job_changes(tmux, job, "nano k_nano", "GNU nano", nano_edit)
+    finally:
+        tmux.kill()
+    assert json.loads((job / "k_vim").read_text()) == 2
+    assert json.loads((job / "k_nano").read_text()) == 10
+    state = json.loads((job / ".state.json").read_text())
+    assert {k: state[k] for k in ("k_vim", "k_es", "k_nano", "other")} == {
+        "k_vim": 2, "k_es": 2, "k_nano": 10, "other": 7}
+    assert set(state) <= {"k_vim", "k_es", "k_nano", "other"}, state  # no backup, no swap
+
+    # ls -lt and find -newer: each key's own last change; touch -d sets it.
+    for k in ("ka", "kb", "kc"):
+        (job / k).write_text("1")
+        time.sleep(0.01)
+    r = sh("ls -t ka kb kc", cwd=job)
+    assert r.stdout.split() == ["kc", "kb", "ka"], r
+    assert sh("touch -d '2020-01-02 03:04:05 UTC' kb", cwd=job).returncode == 0
+    assert sh("ls -t ka kb kc", cwd=job).stdout.split() == ["kc", "ka", "kb"]
+    assert sh("find . -name 'k?' -newer ka", cwd=job).stdout.split() == ["./kc"]
+    assert os.stat(job / "kb").st_mtime == 1577934245
+    assert json.loads((job / "kb").read_text()) == 1  # touch changed no value
+    (job / "kb").write_text("2")
+    assert sh("ls -t ka kb kc", cwd=job).stdout.split()[0] == "kb"
+    os.rename(job / "kb", job / "kd")  # a rename keeps the mtime
+    assert os.stat(job / "kd").st_mtime >= os.stat(job / "kc").st_mtime
+    assert uploads(dmount.store) == {}
