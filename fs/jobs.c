@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "fs/loop.h"
+#include "fs/metrics.h"
 #include "util/log.h"
 
 /* Parsing more than this takes a millisecond or more. */
@@ -282,6 +283,7 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
         json_decref(job->loaded);
         job->loaded = info;
     }
+    metrics_loaded(name, fc.best.kind, fc.best.last_modified_ms / 1000);
     log_info("job '%s': loaded %zu keys from s3://%s/%s", name,
              state_count(job->state), fc.best.bucket, fc.best.key);
     candidate_clear(&fc.best);
@@ -741,6 +743,8 @@ void jobs_note_refused(struct jobs *j, const char *job, const char *key,
     snprintf(st->refused_key, sizeof st->refused_key, "%s", key);
     snprintf(st->refused_reason, sizeof st->refused_reason, "%s", reason);
     pthread_mutex_unlock(&j->lock);
+    metrics_refused(job, strcmp(key, ".state.json") == 0 ? METRICS_REFUSED_NOT_OBJECT
+                                                      : METRICS_REFUSED_INVALID_JSON);
 }
 
 /* A read-out file's text: doc (stolen) indented, plus a newline. */
@@ -799,6 +803,14 @@ static int add_name(const char *key, void *value, void *arg)
 {
     (void)value;
     return json_array_append_new(arg, json_string(key)) ? -ENOMEM : 0;
+}
+
+size_t jobs_loaded_count(struct jobs *j)
+{
+    pthread_mutex_lock(&j->lock);
+    size_t n = strmap_count(j->table);
+    pthread_mutex_unlock(&j->lock);
+    return n;
 }
 
 char *jobs_status_text(struct jobs *j, size_t *len)
@@ -869,6 +881,8 @@ int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
     struct store_put_result res = {0};
     int rc = j->store->ops->put(j->store, j->lz_bucket, key, body, len, &res);
     long ms = (long)(mono_ms() - started);
+    metrics_upload(job->name, kind, rc, (double)(mono_ms() - started) / 1000.0,
+                   res.attempts, wall / 1000, len);
     if (rc == 0) {
         char when[64];
         iso_time(wall, when);

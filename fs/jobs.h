@@ -126,6 +126,9 @@ int job_upload(struct jobs *j, struct job *job, enum upload_kind kind);
 void jobs_note_refused(struct jobs *j, const char *job, const char *key,
                        const char *reason);
 
+/* How many jobs are loaded (for the metrics). */
+size_t jobs_loaded_count(struct jobs *j);
+
 /* The root's .status: malloc'd JSON text plus newline. */
 char *jobs_status_text(struct jobs *j, size_t *len);
 

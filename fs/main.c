@@ -13,6 +13,8 @@
 
 #include "fs/journal.h"
 #include "fs/loop.h"
+#include "fs/metrics.h"
+#include "fs/metrics_http.h"
 #include "fs/ops.h"
 #include "fs/options.h"
 #include "s3/store_s3.h"
@@ -89,6 +91,22 @@ static char *journal_identity(const struct options *o)
     return text;
 }
 
+/* The metrics read at scrape time (fs/metrics.h). */
+struct gauge_src {
+    struct jobs *jobs;
+    struct journal *journal;
+};
+
+static void read_gauges(struct metrics_gauges *g, void *arg)
+{
+    struct gauge_src *s = arg;
+    g->jobs_loaded = jobs_loaded_count(s->jobs);
+    struct stat st;
+    g->journal_bytes = s->journal && stat(journal_path(s->journal), &st) == 0
+                           ? (int64_t)st.st_size
+                           : -1;
+}
+
 int main(int argc, char *argv[])
 {
     /* One malloc arena for all FUSE threads: with one per thread, memory a
@@ -128,6 +146,8 @@ int main(int argc, char *argv[])
     struct journal *journal = NULL;
     struct fuse *fuse = NULL;
     struct fsctx fc = {0};
+    int metrics_fd = -1;
+    struct gauge_src gauges = {0};
     if (!co.mountpoint) {
         fprintf(stderr, "bookmarkfs: missing MOUNTPOINT (see --help)\n");
         status = EXIT_USAGE;
@@ -136,6 +156,17 @@ int main(int argc, char *argv[])
     if (co.debug)
         log_set_level(LOG_LEVEL_DEBUG);
 
+    if (o.metrics) {
+        /* Bound before the store is checked and the daemon detaches: a bad
+         * address is a usage error, a busy port an error, before mounting. */
+        metrics_fd = metrics_http_listen(o.metrics, err, sizeof err);
+        if (metrics_fd < 0) {
+            fprintf(stderr, "bookmarkfs: %s\n", err);
+            status = metrics_fd == -EINVAL ? EXIT_USAGE : 1;
+            metrics_fd = -1;
+            goto out;
+        }
+    }
     /* A file-size limit makes a journal write fail (EFBIG), not the daemon. */
     signal(SIGXFSZ, SIG_IGN);
     st = open_store(&o, err, sizeof err);
@@ -228,6 +259,15 @@ int main(int argc, char *argv[])
     }
     log_info("mounted on %s (%s store, lz=%s, dlz=%s, %s/%s)", co.mountpoint,
              st->kind, o.lz_bucket, o.dlz_bucket, o.domain, o.dataset);
+    if (metrics_fd >= 0) {
+        gauges.jobs = jobs;
+        gauges.journal = journal;
+        metrics_set_gauges(read_gauges, &gauges);
+        int fd = metrics_fd;
+        metrics_fd = -1; /* the server owns it now, started or not */
+        if (metrics_http_start(fd) == 0)
+            log_info("metrics at http://%s/metrics", o.metrics);
+    }
     int rc;
     if (co.singlethread) {
         rc = fuse_loop(fuse);
@@ -268,6 +308,10 @@ int main(int argc, char *argv[])
     jobs_warn_pending(jobs);
     log_info("unmounted %s", co.mountpoint);
 out:
+    metrics_http_stop();
+    metrics_clear();
+    if (metrics_fd >= 0)
+        close(metrics_fd);
     if (fuse)
         fuse_destroy(fuse);
     ops_scratch_free(&fc);

@@ -10,6 +10,7 @@
 #include <sys/statvfs.h>
 
 #include "fs/loop.h"
+#include "fs/metrics.h"
 #include "util/log.h"
 #include "util/strlist.h"
 
@@ -398,6 +399,8 @@ static int commit_key(struct job *job, const char *key, const char *buf, size_t 
         log_error("job '%s' key '%s': the journal cannot take the change; old value "
                   "kept",
                   job->name, key);
+    if (rc == -EIO)
+        metrics_refused(job->name, METRICS_REFUSED_JOURNAL);
     return rc;
 }
 
@@ -429,6 +432,8 @@ static int commit_state(struct job *job, const char *buf, size_t len)
                   job->name, why);
         jobs_note_refused(ctx()->jobs, job->name, STATE_FILE, why);
     }
+    if (rc == -EIO)
+        metrics_refused(job->name, METRICS_REFUSED_JOURNAL);
     if (rc == 0)
         job_touch(job);
     return rc;
@@ -1063,6 +1068,8 @@ static int op_write(const char *path, const char *data, size_t size, off_t off,
         rc = check_written(h, rc);
     }
     pthread_mutex_unlock(&h->lock);
+    if (rc == -EFBIG)
+        metrics_refused(h->job->name, METRICS_REFUSED_TOO_LARGE);
     return rc;
 }
 

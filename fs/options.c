@@ -35,6 +35,7 @@ static const struct fuse_opt opt_spec[] = {
     OPT("--spin-us", "spin_us", spin_us),
     OPT("--log-file", "log_file", log_file),
     OPT("--scratch", "scratch", scratch),
+    OPT("--metrics", "metrics", metrics),
     FUSE_OPT_KEY("--path-style", KEY_PATH_STYLE),
     FUSE_OPT_KEY("path_style", KEY_PATH_STYLE),
     FUSE_OPT_KEY("--success-trigger", KEY_SUCCESS_TRIGGER),
@@ -320,7 +321,8 @@ void options_free(struct options *o)
                        &o->endpoint, &o->region,    &o->profile,    &o->ca_file,
                        &o->cache_dir, &o->connect_timeout, &o->timeout, &o->retries,
                        &o->retry_time, &o->spin_us, &o->source, &o->dir_root,
-                       &o->log_file, &o->scratch, &o->scratch_list};
+                       &o->log_file, &o->scratch, &o->scratch_list,
+                       &o->metrics};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         free(*fields[i]);
         *fields[i] = NULL;
@@ -363,6 +365,8 @@ void options_usage(const char *prog)
            "  --spin-us=US            how long the thread that reads requests watches for the\n"
            "                          next one before it sleeps; 0: never (default: 20)\n"
            "  --fuse-loop             libfuse's own multi-threaded loop, not bookmarkfs's\n"
+           "  --metrics=ADDR:PORT     serve Prometheus metrics at http://ADDR:PORT/metrics\n"
+           "                          (default: off)\n"
            "  -f                      stay in the foreground\n"
            "  -d                      debug (implies -f)\n"
            "  -o OPT[,OPT...]         mount options (allow_other, ...)\n"

@@ -14,6 +14,7 @@ struct options {
     char *connect_timeout, *timeout, *retries, *retry_time, *spin_us;
     char *log_file;
     char *scratch;  /* --scratch as given */
+    char *metrics; /* --metrics=ADDR:PORT, or NULL: off */
     int path_style;
     int success_trigger;
     int fuse_loop; /* libfuse's multi-threaded loop, not fs/loop.c */
