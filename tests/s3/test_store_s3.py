@@ -1,5 +1,5 @@
-"""The S3 store (s3/store_s3.c) against a real S3 server (s3rver) on
-loopback, through tests/store_cli."""
+"""The S3 store (s3/store_s3.c) against real S3 servers on loopback (s3rver,
+and Ceph RGW, which verifies every signature), through tests/store_cli."""
 import concurrent.futures
 import hashlib
 import json
@@ -40,6 +40,27 @@ def test_put_get_roundtrip_with_odd_keys(cli, s3rver, bucket, key):
     obj = s3rver.client.get_object(Bucket=bucket, Key=key)
     assert obj["Body"].read() == body
     assert obj["ContentType"] == "application/json"
+
+
+DOT_KEYS = ["dots/../x.json", "dots/./y.json", "../up.json", "dots/..", "./lead.json"]
+
+
+@pytest.mark.only_rgw("s3rver resolves dot segments in keys: it stores dots/../x as x")
+@pytest.mark.parametrize("key", DOT_KEYS)
+def test_keys_with_dot_segments_round_trip_as_they_are(cli, s3rver, bucket, key):
+    body = body_for(key)
+    cli.put(bucket, key, body)
+    assert cli.get(bucket, key) == body
+    assert s3rver.client.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+    assert key in [o["key"] for o in cli.list(bucket, key)]
+
+
+@pytest.mark.only_rgw("s3rver checks no signature: it accepts any secret")
+def test_check_wrong_secret_is_refused_by_the_server(cli, bucket):
+    r = cli.run("check", bucket, env={"AWS_SECRET_ACCESS_KEY": "not-the-secret"})
+    assert r.returncode != 0
+    assert last_line(r.stderr) == ("The secret access key does not match the access key "
+                                   "ID (SignatureDoesNotMatch).")
 
 
 def test_listing_matches_boto3(cli, s3rver, bucket):

@@ -17,6 +17,11 @@ and injects faults, per request:
     skew       forward with the X-Amz-Date header moved `skew_seconds` ahead,
                as a client whose clock is off would send it (the upstream
                server judges the time)
+    tamper     forward the request altered after it was signed: with a body,
+               one byte of the body changed (same length); without one, the
+               X-Amz-Date header moved one second (a verifying server
+               refuses either: XAmzContentSHA256Mismatch or
+               SignatureDoesNotMatch)
     hold       wait until `proxy.release()` (`proxy.held` is set meanwhile),
                then forward as pass
 
@@ -36,7 +41,7 @@ from urllib.parse import urlsplit
 
 ACTIONS = ("pass", "500", "503", "403", "404", "expired", "requesttimeout", "badsignature",
            "reset",
-           "slow", "truncate", "malformed", "skew", "hold")
+           "slow", "truncate", "malformed", "skew", "tamper", "hold")
 
 _ERRORS = {
     "500": (500, "InternalError", "We encountered an internal error. Please try again."),
@@ -193,13 +198,22 @@ class FaultProxy:
                 self.connection.close()
                 self.close_connection = True
 
-            def _do_skew(self, action, body):
+            def _shift_date(self, seconds):
                 when = self.headers.get("X-Amz-Date")
                 if when:
                     t = calendar.timegm(time.strptime(when, "%Y%m%dT%H%M%SZ"))
-                    shifted = time.strftime("%Y%m%dT%H%M%SZ",
-                                            time.gmtime(t + proxy.skew_seconds))
+                    shifted = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(t + seconds))
                     self.headers.replace_header("X-Amz-Date", shifted)
+
+            def _do_skew(self, action, body):
+                self._shift_date(proxy.skew_seconds)
+                self._do_pass(action, body)
+
+            def _do_tamper(self, action, body):
+                if body:
+                    body = body[:-1] + (b"0" if body[-1:] != b"0" else b"1")
+                else:
+                    self._shift_date(1)
                 self._do_pass(action, body)
 
             def _do_hold(self, action, body):

@@ -22,8 +22,8 @@ class EndpointStore(S3Store):
     objects()/get()/put() still talk to the s3rver directly."""
 
     def __init__(self, server, endpoint, retries=3, retry_time=1500, timeout=1000,
-                 extra=(), env=None):
-        super().__init__(server)
+                 extra=(), env=None, buckets=(LZ, DLZ)):
+        super().__init__(server, buckets)
         self.endpoint = endpoint
         self.retries = retries
         self.retry_time = retry_time
@@ -36,7 +36,7 @@ class EndpointStore(S3Store):
 
     def args(self):
         return ["--store=s3", f"--endpoint={self.endpoint}", "--path-style",
-                f"--lz-bucket={LZ}", f"--dlz-bucket={DLZ}", f"--domain={DOMAIN}",
+                f"--lz-bucket={self.lz}", f"--dlz-bucket={self.dlz}", f"--domain={DOMAIN}",
                 f"--dataset={DATASET}", f"--user={USER}", f"--retries={self.retries}",
                 f"--retry-time={self.retry_time}", f"--timeout={self.timeout}",
                 f"--connect-timeout={self.timeout}", f"--cache-dir={self.cache_dir}",

@@ -78,9 +78,11 @@ class DirStore:
 class S3Store:
     kind = "s3"
 
-    def __init__(self, server):
+    def __init__(self, server, buckets=(LZ, DLZ)):
+        """buckets: (lz, dlz), e.g. a fresh pair from the rgw_buckets fixture."""
         self.server = server
-        for b in (LZ, DLZ):
+        self.lz, self.dlz = buckets
+        for b in (self.lz, self.dlz):
             try:
                 server.create_bucket(b)
             except Exception:  # already there (module-scoped server)
@@ -88,20 +90,21 @@ class S3Store:
         self.clear()
 
     def clear(self):
-        for b in (LZ, DLZ):
+        for b in (self.lz, self.dlz):
             for key in list(self.objects(b)):
                 self.server.client.delete_object(Bucket=b, Key=key)
 
     def args(self):
         return ["--store=s3", f"--endpoint={self.server.endpoint}", "--path-style",
-                f"--lz-bucket={LZ}", f"--dlz-bucket={DLZ}", f"--domain={DOMAIN}",
+                f"--lz-bucket={self.lz}", f"--dlz-bucket={self.dlz}", f"--domain={DOMAIN}",
                 f"--dataset={DATASET}", f"--user={USER}", "--retries=2",
                 "--retry-time=3000", "--timeout=5000"]
 
     def env(self):
         return client_env()
 
-    def objects(self, bucket=LZ):
+    def objects(self, bucket=None):
+        bucket = bucket or self.lz
         c = self.server.client
         out = {}
         for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket):
