@@ -296,13 +296,14 @@ def test_bad_credentials_or_clock_at_mount_is_one_line_and_no_mount(s3server, pr
     if case == "missing":
         env = no_credentials_env(tmp_path)
     elif case == "unknown-key":
-        env = client_env(AWS_ACCESS_KEY_ID="AKIANOTKNOWNTOS3RVER")
+        env = client_env(AWS_ACCESS_KEY_ID="AKIANOTKNOWNTOTHESTORE")
     elif case == "wrong-secret":
-        proxy.probabilities = {"badsignature": 1.0}  # s3rver checks no v4 signature
+        # the proxy's answer; RGW's own: tests/fs/test_verifying_server.py
+        proxy.probabilities = {"badsignature": 1.0}
     elif case == "expired":
         proxy.probabilities = {"expired": 1.0}
     else:
-        proxy.probabilities = {"skew": 1.0}  # s3rver judges X-Amz-Date: 15 min
+        proxy.probabilities = {"skew": 1.0}  # the server judges X-Amz-Date: 15 min
     store = EndpointStore(s3server, proxy.endpoint, env=env)
     r = mount_once(store, tmp_path / "mnt")
     assert r.returncode != 0

@@ -1,7 +1,8 @@
 """Store faults (SPEC §5: transient faults are retried, bounded; a failed
 control write is an error and changes nothing). bookmarkfs talks to a real
-s3rver through the fault-injecting proxy on 127.0.0.1; what is stored is
-read from the s3rver directly."""
+S3 server (Ceph RGW, which verifies every signature) through the
+fault-injecting proxy on 127.0.0.1; what is stored is read from the server
+directly."""
 import hashlib
 import json
 import os
@@ -48,7 +49,7 @@ def test_thirty_percent_faults_forty_commits_all_succeed_byte_exact(s3server, pr
             expected = compact(model)
             assert info["bytes"] == len(expected)
             assert info["etag"] == hashlib.md5(expected).hexdigest()
-            # fetched from s3rver itself, before a later commit can replace it
+            # fetched from the server itself, before a later commit can replace it
             assert store.get(LZ, info["key"]) == expected, i
         assert (job / ".state.json").read_bytes() == compact(model) + b"\n"
     injected = [a for a in proxy.actions() if a != "pass"]

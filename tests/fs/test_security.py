@@ -13,21 +13,26 @@ from tests.support.faultproxy import FaultProxy
 from tests.support.faults import (EACCES_TEXT, EndpointStore, last_upload, mount_once,
                                   sh_write)
 from tests.support.mount import LZ, DirStore, Mount
-from tests.support.s3rver import ACCESS_KEY, client_env
+from tests.support.s3rver import client_env
 from tests.support.tls import TlsS3rver, make_cert
-
-SECRET = "sEcReT-d0-n0t-l0g-Zq8xW3vB7nM2kJ5hG"
-TOKEN = "t0KeN-d0-n0t-l0g-FwQpL9sRt4uY6iO1aE"
 
 
 # ---- secrets ---------------------------------------------------------------
 
-def file_credentials_env(tmp_path, mode=0o600):
+@pytest.fixture(scope="module")
+def session(rgw_server):
+    """Temporary credentials from RGW's STS gateway, which checks the secret
+    and the session token of every request: both must work, and never be
+    logged."""
+    return rgw_server.session_credentials()
+
+
+def file_credentials_env(tmp_path, session, mode=0o600):
     creds = tmp_path / "aws" / "credentials"
     creds.parent.mkdir(parents=True, exist_ok=True)
-    creds.write_text(f"[default]\naws_access_key_id = {ACCESS_KEY}\n"
-                     f"aws_secret_access_key = {SECRET}\n"
-                     f"aws_session_token = {TOKEN}\n")
+    creds.write_text(f"[default]\naws_access_key_id = {session['AccessKeyId']}\n"
+                     f"aws_secret_access_key = {session['SecretAccessKey']}\n"
+                     f"aws_session_token = {session['SessionToken']}\n")
     os.chmod(creds, mode)
     env = client_env()
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
@@ -39,13 +44,15 @@ def file_credentials_env(tmp_path, mode=0o600):
 
 
 @pytest.mark.parametrize("source", ["environment", "file"])
-def test_secrets_never_appear_in_debug_logs(s3server, tmp_path, source):
+def test_secrets_never_appear_in_debug_logs(rgw_server, session, tmp_path, source):
     if source == "environment":
-        env = client_env(AWS_SECRET_ACCESS_KEY=SECRET, AWS_SESSION_TOKEN=TOKEN)
+        env = client_env(AWS_ACCESS_KEY_ID=session["AccessKeyId"],
+                         AWS_SECRET_ACCESS_KEY=session["SecretAccessKey"],
+                         AWS_SESSION_TOKEN=session["SessionToken"])
     else:
-        env = file_credentials_env(tmp_path)
-    with FaultProxy(s3server.endpoint) as proxy:
-        store = EndpointStore(s3server, proxy.endpoint, env=env)
+        env = file_credentials_env(tmp_path, session)
+    with FaultProxy(rgw_server.sts_endpoint) as proxy:
+        store = EndpointStore(rgw_server, proxy.endpoint, env=env)
         with Mount(store, tmp_path / "mnt", extra=["-d"]) as m:
             job = m.path / "j"
             job.mkdir()
@@ -61,17 +68,18 @@ def test_secrets_never_appear_in_debug_logs(s3server, tmp_path, source):
         log = m.log_path.read_bytes()
     # the log is really a debug log, with the request signing in it
     assert b"debug:" in log and b"credentials expired, refreshing them" in log
-    assert b"SignatureDoesNotMatch" in log and ACCESS_KEY.encode() in log
-    for secret in (SECRET, TOKEN):
+    assert b"SignatureDoesNotMatch" in log and session["AccessKeyId"].encode() in log
+    for secret in (session["SecretAccessKey"], session["SessionToken"]):
         assert secret.encode() not in log
         assert secret[:12].encode() not in log  # nor a prefix of it
 
 
-def test_a_credentials_file_readable_by_others_draws_a_warning(s3server, tmp_path):
+def test_a_credentials_file_readable_by_others_draws_a_warning(rgw_server, session,
+                                                               tmp_path):
     warning = "accessible by other users"
     for mode, warned in ((0o644, True), (0o600, False)):
-        env = file_credentials_env(tmp_path, mode)
-        store = EndpointStore(s3server, s3server.endpoint, env=env)
+        env = file_credentials_env(tmp_path, session, mode)
+        store = EndpointStore(rgw_server, rgw_server.sts_endpoint, env=env)
         with Mount(store, tmp_path / f"mnt-{mode:o}") as m:
             (m.path / "j").mkdir()
             (m.path / "j" / "k").write_text("1")
