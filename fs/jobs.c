@@ -88,6 +88,9 @@ static void job_destroy(struct job *job)
     json_decref(job->loaded);
     json_decref(job->last_upload[0]);
     json_decref(job->last_upload[1]);
+    free(job->base_key);
+    for (int i = 0; i < 3; i++)
+        candidate_clear(&job->known[i]);
     pthread_mutex_destroy(&job->lock);
     pthread_mutex_destroy(&job->upload_lock);
     free(job->name);
@@ -221,11 +224,10 @@ static int find_cb(const struct store_object *obj, void *arg)
     return 0;
 }
 
-/* Loads the newest candidate of `name` into a new job. *out NULL and 0 when
- * the store has none. */
-static int load_from_store(struct jobs *j, const char *name, struct job **out)
+/* The newest candidate of `name` in both buckets: *found 0 when none. */
+static int find_newest(struct jobs *j, const char *name, struct candidate *best, int *found)
 {
-    *out = NULL;
+    *found = 0;
     char *prefix = layout_dataset_prefix(&j->layout);
     if (!prefix)
         return -ENOMEM;
@@ -243,40 +245,72 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
         candidate_clear(&fc.best);
         return rc;
     }
-    if (!fc.found)
-        return 0;
+    *best = fc.best;
+    *found = fc.found;
+    return 0;
+}
 
+/* Reads one stored object into st. *len: its size. -ENOENT when it is not
+ * there; -EIO when it is not a JSON object (logged); store errors. */
+static int fetch_state(struct jobs *j, const char *name, const char *bucket, const char *key,
+                       struct state *st, size_t *len)
+{
     char *body = NULL;
-    size_t len = 0;
-    rc = j->store->ops->get(j->store, fc.best.bucket, fc.best.key, &body, &len);
+    int rc = j->store->ops->get(j->store, bucket, key, &body, len);
     if (rc < 0) {
-        log_error("job '%s': reading s3://%s/%s failed: %s", name, fc.best.bucket,
-                  fc.best.key, strerror(-rc));
-        candidate_clear(&fc.best);
-        return rc == -ENOENT ? -EIO : rc;
-    }
-    struct job *job = job_new(name);
-    if (!job) {
-        free(body);
-        candidate_clear(&fc.best);
-        return -ENOMEM;
+        if (rc != -ENOENT)
+            log_error("job '%s': reading s3://%s/%s failed: %s", name, bucket, key,
+                      strerror(-rc));
+        return rc;
     }
     char why[160] = "";
-    rc = state_from_bytes(job->state, body, len, why, sizeof why);
+    rc = state_from_bytes(st, body, *len, why, sizeof why);
     free(body);
     if (rc < 0) {
         log_error("job '%s': s3://%s/%s is not a JSON object (%s); refusing to "
                   "start the job from an empty state",
-                  name, fc.best.bucket, fc.best.key, why);
-        candidate_clear(&fc.best);
-        job_destroy(job);
+                  name, bucket, key, why);
         return rc == -ENOMEM ? rc : -EIO;
     }
+    return 0;
+}
+
+/* The jobs' own copy of a bucket name (the base points to it). */
+static const char *our_bucket(struct jobs *j, const char *bucket)
+{
+    return strcmp(bucket, j->lz_bucket) == 0 ? j->lz_bucket : j->dlz_bucket;
+}
+
+/* Loads the newest candidate of `name` into a new job. *out NULL and 0 when
+ * the store has none. */
+static int load_from_store(struct jobs *j, const char *name, struct job **out)
+{
+    *out = NULL;
+    struct candidate best = {0};
+    int found = 0;
+    int rc = find_newest(j, name, &best, &found);
+    if (rc < 0 || !found)
+        return rc;
+    struct job *job = job_new(name);
+    if (!job) {
+        candidate_clear(&best);
+        return -ENOMEM;
+    }
+    size_t len = 0;
+    rc = fetch_state(j, name, best.bucket, best.key, job->state, &len);
+    if (rc < 0) {
+        if (rc == -ENOENT)
+            log_error("job '%s': reading s3://%s/%s failed: %s", name, best.bucket,
+                      best.key, strerror(ENOENT));
+        candidate_clear(&best);
+        job_destroy(job);
+        return rc == -ENOENT ? -EIO : rc;
+    }
     char when[64];
-    iso_time(fc.best.last_modified_ms, when);
+    iso_time(best.last_modified_ms, when);
     json_t *info = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "bucket",
-                             fc.best.bucket, "key", fc.best.key, "kind",
-                             fc.best.kind == UPLOAD_COMPLETED ? "completed" : "running",
+                             best.bucket, "key", best.key, "kind",
+                             best.kind == UPLOAD_COMPLETED ? "completed" : "running",
                              "last_modified", when, "bytes", (json_int_t)len, "keys",
                              (json_int_t)state_count(job->state));
     if (info) {
@@ -285,8 +319,163 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
     }
     metrics_loaded(name, fc.best.kind, fc.best.last_modified_ms / 1000);
     log_info("job '%s': loaded %zu keys from s3://%s/%s", name,
-             state_count(job->state), fc.best.bucket, fc.best.key);
-    candidate_clear(&fc.best);
+             state_count(job->state), best.bucket, best.key);
+    job->base_bucket = our_bucket(j, best.bucket);
+    job->base_key = strdup(best.key);
+    job->known[0] = best; /* taken */
+    if (!job->base_key) {
+        job_destroy(job);
+        return -ENOMEM;
+    }
+    *out = job;
+    return 0;
+}
+
+/* The last base among a job's journal records, copied out: the state the
+ * records after it stand on. */
+struct first_rec {
+    int is_base;
+    uint64_t seq;
+    char *bucket, *key, *text;
+    size_t text_len;
+};
+
+static void first_clear(struct first_rec *f);
+
+static int first_cb(const struct journal_record *rec, void *arg)
+{
+    struct first_rec *f = arg;
+    if (rec->op != JOURNAL_BASE)
+        return 0;
+    first_clear(f);
+    f->is_base = 1;
+    f->seq = rec->seq;
+    if (rec->bucket) {
+        f->bucket = strdup(rec->bucket);
+        f->key = strdup(rec->key);
+        if (!f->bucket || !f->key)
+            return -ENOMEM;
+    } else {
+        f->text = malloc(rec->text_len + 1);
+        if (!f->text)
+            return -ENOMEM;
+        memcpy(f->text, rec->text, rec->text_len);
+        f->text[rec->text_len] = '\0';
+        f->text_len = rec->text_len;
+    }
+    return 0;
+}
+
+static void first_clear(struct first_rec *f)
+{
+    free(f->bucket);
+    free(f->key);
+    free(f->text);
+    memset(f, 0, sizeof *f);
+}
+
+/* Are a job's records only a base that is a running object, with
+ * --resume-from=completed? */
+static int base_only_running(struct jobs *j, const char *name, const struct first_rec *base)
+{
+    if (j->layout.resume_running || !base->bucket ||
+        journal_changes(j->journal, name) > 0)
+        return 0;
+    char *job = NULL;
+    enum upload_kind kind = UPLOAD_COMPLETED;
+    const char *date = NULL;
+    size_t date_len = 0;
+    int m = layout_match(&j->layout, base->key, 1, &job, &kind, &date, &date_len);
+    free(job);
+    return m > 0 && kind == UPLOAD_RUNNING;
+}
+
+/* A job whose journal records begin with a base comes back as that base
+ * (the stored object named, or the text) with the changes on top, whatever
+ * the store's newest object is (README, "The local journal"); a newer one
+ * from elsewhere is logged, with both keys. */
+static int load_from_base(struct jobs *j, const char *name, const struct first_rec *base,
+                          struct job **out)
+{
+    *out = NULL;
+    struct candidate best = {0};
+    int found = 0;
+    int rc = find_newest(j, name, &best, &found);
+    if (rc < 0)
+        return rc;
+    struct job *job = job_new(name);
+    if (!job) {
+        candidate_clear(&best);
+        return -ENOMEM;
+    }
+    size_t len = 0;
+    const char *bucket = base->bucket;
+    if (bucket) {
+        rc = fetch_state(j, name, bucket, base->key, job->state, &len);
+        if (rc == -ENOENT && strcmp(j->lz_bucket, j->dlz_bucket) != 0) {
+            /* moved from the landing zone to the DLZ meanwhile */
+            bucket = strcmp(bucket, j->lz_bucket) == 0 ? j->dlz_bucket : j->lz_bucket;
+            rc = fetch_state(j, name, bucket, base->key, job->state, &len);
+        }
+        if (rc == -ENOENT) {
+            log_error("job '%s': s3://%s/%s, the state the journal's changes stand on, "
+                      "is gone from the store; they are replayed on %s%s%s%s instead",
+                      name, base->bucket, base->key, found ? "s3://" : "the empty state",
+                      found ? best.bucket : "", found ? "/" : "", found ? best.key : "");
+            rc = found ? fetch_state(j, name, best.bucket, best.key, job->state, &len) : 0;
+            if (rc == -ENOENT)
+                rc = -EIO;
+            bucket = NULL;
+        }
+    } else {
+        char why[160] = "";
+        len = base->text_len;
+        rc = state_from_bytes(job->state, base->text, base->text_len, why, sizeof why);
+        if (rc < 0) {
+            log_error("job '%s': the journal's base is not a JSON object (%s)", name, why);
+            rc = rc == -ENOMEM ? rc : -EIO;
+        }
+    }
+    if (rc < 0) {
+        candidate_clear(&best);
+        job_destroy(job);
+        return rc;
+    }
+    /* The base object's upload_date and kind, from its key. */
+    char *bjob = NULL;
+    enum upload_kind bkind = UPLOAD_COMPLETED;
+    const char *bdate = NULL;
+    size_t bdate_len = 0;
+    int m = bucket ? layout_match(&j->layout, base->key, 1, &bjob, &bkind, &bdate,
+                                  &bdate_len)
+                   : 0;
+    free(bjob);
+    char *bdate_s = m > 0 ? strndup(bdate, bdate_len) : NULL;
+    int same = bucket && found && strcmp(best.key, base->key) == 0 &&
+               strcmp(best.bucket, bucket) == 0;
+    if (found && !same && (!bucket || (bdate_s && layout_date_cmp(best.upload_date,
+                                                                   bdate_s) > 0)))
+        log_warn("job '%s': the store has s3://%s/%s, newer than %s%s%s%s, which this "
+                 "mount's changes stand on; the mount keeps its own state",
+                 name, best.bucket, best.key, bucket ? "s3://" : "the empty state",
+                 bucket ? bucket : "", bucket ? "/" : "", bucket ? base->key : "");
+    free(bdate_s);
+    if (bucket) {
+        json_t *info = json_pack("{s:s, s:s, s:s, s:I, s:I, s:b}", "bucket", bucket, "key",
+                                 base->key, "kind",
+                                 bkind == UPLOAD_COMPLETED ? "completed" : "running",
+                                 "bytes", (json_int_t)len, "keys",
+                                 (json_int_t)state_count(job->state), "journal", 1);
+        if (info) {
+            json_decref(job->loaded);
+            job->loaded = info;
+        }
+    }
+    log_info("job '%s': %zu keys from %s%s%s%s, the base in the journal", name,
+             state_count(job->state), bucket ? "s3://" : "the empty state",
+             bucket ? bucket : "", bucket ? "/" : "", bucket ? base->key : "");
+    if (found)
+        job->known[0] = best; /* taken */
     *out = job;
     return 0;
 }
@@ -307,6 +496,7 @@ static void lock_journal(struct jobs *j)
 
 struct replay_ctx {
     struct job *job;
+    uint64_t after; /* the base the job started from: records up to it are in it */
     size_t applied, skipped;
 };
 
@@ -316,7 +506,13 @@ static int replay_record(const struct journal_record *rec, void *arg)
     struct state *st = rc->job->state;
     int r = 0;
     const char *what = NULL;
+    if (rec->op == JOURNAL_BASE || rec->seq <= rc->after) {
+        rc->job->journal_seq = rec->seq; /* in the base the job started from */
+        return 0;
+    }
     switch (rec->op) {
+    case JOURNAL_BASE:
+        break;
     case JOURNAL_SET:
         r = state_set(st, rec->key, json_incref(rec->value));
         what = "set";
@@ -353,9 +549,9 @@ static int replay_record(const struct journal_record *rec, void *arg)
 
 /* Applies the journal's entries of a job being loaded (not yet in the
  * table, so nothing else changes it meanwhile). */
-static int replay_job(struct jobs *j, struct job *job)
+static int replay_job(struct jobs *j, struct job *job, uint64_t after)
 {
-    struct replay_ctx rc = {.job = job};
+    struct replay_ctx rc = {.job = job, .after = after};
     int r = journal_each(j->journal, job->name, replay_record, &rc);
     if (r < 0) {
         log_error("job '%s': replaying the journal failed: %s", job->name, strerror(-r));
@@ -389,6 +585,8 @@ void jobs_replay(struct jobs *j)
 static int warn_one(const char *name, size_t n, void *arg)
 {
     size_t *count = arg;
+    if (n == 0)
+        return 0; /* only a base: its state is uploaded */
     log_warn("job '%s' has %zu change%s not uploaded; kept in the journal for the "
              "next mount",
              name, n, n == 1 ? "" : "s");
@@ -414,6 +612,29 @@ int jobs_sync(struct jobs *j)
 
 static int journal_error(int rc) { return rc == -ENOMEM ? rc : -EIO; }
 
+/* Caller holds the journal lock. The first change of a job with no records
+ * journals first the base its state stands on: the stored object it equals,
+ * or the empty state. Replay then never depends on which object
+ * get_or_create would pick. */
+static int journal_base_locked(struct jobs *j, struct job *job)
+{
+    if (job->journal_seq != 0)
+        return 0;
+    struct journal_record rec = {.op = JOURNAL_BASE, .job = job->name};
+    if (job->base_key) {
+        rec.bucket = job->base_bucket;
+        rec.key = job->base_key;
+    } else {
+        rec.text = "{}";
+        rec.text_len = 2;
+    }
+    int rc = journal_append_locked(j->journal, &rec);
+    if (rc < 0)
+        return journal_error(rc);
+    job->journal_seq = rec.seq;
+    return 0;
+}
+
 int job_set(struct jobs *j, struct job *job, const char *key, json_t *value)
 {
     if (!value)
@@ -433,9 +654,10 @@ int job_set_text(struct jobs *j, struct job *job, const char *key, char *text, s
     lock_journal(j);
     struct journal_record rec = {.op = JOURNAL_SET, .job = job->name, .key = key,
                                  .value_text = text, .value_len = len};
-    int rc = journal_append_locked(j->journal, &rec);
-    if (rc < 0) {
+    int rc = journal_base_locked(j, job);
+    if (rc == 0 && (rc = journal_append_locked(j->journal, &rec)) < 0)
         rc = journal_error(rc);
+    if (rc < 0) {
         free(text);
     } else if ((rc = state_set_text(job->state, key, text, len)) < 0) {
         journal_undo_locked(j->journal);
@@ -461,7 +683,8 @@ int job_create(struct jobs *j, struct job *job, const char *key)
                                      .value_text = text, .value_len = 4};
         if (!text)
             rc = -ENOMEM;
-        else if ((rc = journal_append_locked(j->journal, &rec)) < 0) {
+        else if ((rc = journal_base_locked(j, job)) < 0 ||
+                 (rc = journal_append_locked(j->journal, &rec)) < 0) {
             rc = journal_error(rc);
             free(text);
         } else if ((rc = state_set_text(job->state, key, text, 4)) < 0) {
@@ -481,7 +704,8 @@ int job_remove(struct jobs *j, struct job *job, const char *key)
     lock_journal(j);
     int rc = state_has(job->state, key) ? 0 : -ENOENT;
     struct journal_record rec = {.op = JOURNAL_REMOVE, .job = job->name, .key = key};
-    if (rc == 0 && (rc = journal_append_locked(j->journal, &rec)) < 0)
+    if (rc == 0 && (rc = journal_base_locked(j, job)) == 0 &&
+        (rc = journal_append_locked(j->journal, &rec)) < 0)
         rc = journal_error(rc);
     else if (rc == 0) {
         state_remove(job->state, key); /* present: checked under the lock */
@@ -499,7 +723,8 @@ int job_rename(struct jobs *j, struct job *job, const char *from, const char *to
     int rc = state_has(job->state, from) ? 0 : -ENOENT;
     struct journal_record rec = {.op = JOURNAL_RENAME, .job = job->name, .key = from,
                                  .to = to};
-    if (rc == 0 && (rc = journal_append_locked(j->journal, &rec)) < 0)
+    if (rc == 0 && (rc = journal_base_locked(j, job)) == 0 &&
+        (rc = journal_append_locked(j->journal, &rec)) < 0)
         rc = journal_error(rc);
     else if (rc == 0 && (rc = state_rename(job->state, from, to)) < 0)
         journal_undo_locked(j->journal);
@@ -522,7 +747,9 @@ int job_replace(struct jobs *j, struct job *job, const char *text, size_t len, c
     lock_journal(j);
     struct journal_record rec = {.op = JOURNAL_REPLACE, .job = job->name, .text = text,
                                  .text_len = len};
-    int rc = journal_append_locked(j->journal, &rec);
+    int rc = journal_base_locked(j, job);
+    if (rc == 0)
+        rc = journal_append_locked(j->journal, &rec);
     if (rc == -EINVAL) { /* the journal takes only UTF-8 text, as JSON does */
         if (why && whylen)
             snprintf(why, whylen, "not valid UTF-8");
@@ -560,6 +787,75 @@ static void journal_drop(struct jobs *j, struct job *job, uint64_t seq)
     journal_unlock(j->journal);
 }
 
+/* After an upload of s3://<lz>/key that holds the journal's changes up to
+ * seq: they give way to the uploaded object as the base of the changes made
+ * since. With none made since, the job's records go, unless `keep`: the
+ * next mount would not load that object back, so the journal keeps it as
+ * the job's base. */
+static void journal_drop_upload(struct jobs *j, struct job *job, uint64_t seq,
+                                const char *key, int keep)
+{
+    char *copy = strdup(key);
+    if (!copy)
+        return; /* the records stay: replay gives the same state */
+    lock_journal(j);
+    int none = job->journal_seq == 0;
+    if (none) { /* unchanged since its base: the upload holds the same state */
+        free(job->base_key);
+        job->base_key = copy;
+        job->base_bucket = j->lz_bucket;
+    }
+    journal_unlock(j->journal);
+    if (none)
+        return;
+    struct journal_record base = {.op = JOURNAL_BASE, .job = job->name,
+                                  .bucket = j->lz_bucket, .key = key};
+    uint64_t base_seq = 0;
+    loop_may_block(); /* the compaction copies the journal and fsyncs it */
+    if (journal_compact_base(j->journal, job->name, seq, &base, keep, &base_seq) < 0) {
+        free(copy);
+        return;
+    }
+    lock_journal(j);
+    if (job->journal_seq <= seq) { /* nothing changed since the snapshot */
+        job->journal_seq = base_seq;
+        if (!base_seq) {
+            free(job->base_key);
+            job->base_key = copy;
+            job->base_bucket = j->lz_bucket;
+            copy = NULL;
+        }
+    }
+    journal_unlock(j->journal);
+    free(copy);
+}
+
+/* Would the next mount's get_or_create load back the object just uploaded
+ * (kind, upload_date `date`, s3://<lz>/key), as far as this mount knows the
+ * store? A running object with --resume-from=completed counts as loaded
+ * back: where such a job starts is --resume-from's choice. Equal
+ * upload_dates are decided by LastModified, which the listing gives in whole
+ * seconds on S3: only completed over running is sure then. */
+static int loads_back(struct jobs *j, struct job *job, enum upload_kind kind,
+                      const char *date, const char *key)
+{
+    if (kind == UPLOAD_RUNNING && !j->layout.resume_running)
+        return 1;
+    for (int i = 0; i < 3; i++) {
+        const struct candidate *o = &job->known[i];
+        if (!o->key || i == 1 + (int)kind)
+            continue;
+        if (o->kind == UPLOAD_RUNNING && !j->layout.resume_running)
+            continue;
+        if (strcmp(o->bucket, j->lz_bucket) == 0 && strcmp(o->key, key) == 0)
+            continue; /* the very object: overwritten by this upload */
+        int c = layout_date_cmp(o->upload_date, date);
+        if (c > 0 || (c == 0 && !(kind == UPLOAD_COMPLETED && o->kind == UPLOAD_RUNNING)))
+            return 0;
+    }
+    return 1;
+}
+
 int jobs_get(struct jobs *j, const char *name, int create, struct job **out)
 {
     *out = jobs_find_loaded(j, name);
@@ -576,8 +872,23 @@ int jobs_get(struct jobs *j, const char *name, int create, struct job **out)
         return create ? -EEXIST : 0;
     }
     struct job *job = NULL;
-    int rc = load_from_store(j, name, &job);
-    size_t journaled = rc == 0 && j->journal ? journal_count(j->journal, name) : 0;
+    size_t journaled = j->journal ? journal_count(j->journal, name) : 0;
+    struct first_rec base = {0};
+    int rc = journaled ? journal_each(j->journal, name, first_cb, &base) : 0;
+    int replay = journaled > 0;
+    if (rc == 0 && base.is_base && base_only_running(j, name, &base)) {
+        /* Kept for --resume-from=running, which this mount does not use:
+         * without local changes, where the job starts is its choice. The
+         * job's first change journals the base it starts from after it. */
+        first_clear(&base);
+        replay = 0;
+    }
+    if (rc == 0 && base.is_base)
+        rc = load_from_base(j, name, &base, &job);
+    else if (rc == 0)
+        rc = load_from_store(j, name, &job);
+    uint64_t after = base.seq;
+    first_clear(&base);
     int existed = job != NULL || journaled > 0;
     if (rc == 0 && !existed && !create) {
         pthread_mutex_unlock(&j->load_lock);
@@ -585,7 +896,7 @@ int jobs_get(struct jobs *j, const char *name, int create, struct job **out)
     }
     if (rc == 0 && !job && !(job = job_new(name)))
         rc = -ENOMEM;
-    if (rc == 0 && journaled && (rc = replay_job(j, job)) < 0) {
+    if (rc == 0 && replay && (rc = replay_job(j, job, after)) < 0) {
         job_destroy(job);
         job = NULL;
     }
@@ -904,11 +1215,24 @@ int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
         pthread_mutex_unlock(&j->lock);
         log_info("job '%s': %s uploaded s3://%s/%s (%zu bytes, %ld ms, %d attempts)",
                  job->name, kname, j->lz_bucket, key, len, ms, res.attempts);
-        /* The snapshot is in the store: its entries are no longer needed
-         * (running or completed alike; which one the next mount starts
-         * from is --resume-from's choice, as with the seed's StateStore). */
-        if (upto)
-            journal_drop(j, job, upto);
+        /* The snapshot is in the store: it becomes the base of the changes
+         * made since, and with none made since, the job's entries go where
+         * the next mount loads this object back (which one a job without
+         * local changes starts from is --resume-from's choice, as with the
+         * seed's StateStore). */
+        if (j->journal) {
+            char date[24];
+            snprintf(date, sizeof date, "%lld", (long long)(wall / 1000));
+            struct candidate *mine = &job->known[1 + kind];
+            candidate_clear(mine);
+            mine->bucket = strdup(j->lz_bucket);
+            mine->key = strdup(key);
+            mine->upload_date = strdup(date);
+            mine->kind = kind;
+            if (!mine->bucket || !mine->key || !mine->upload_date)
+                candidate_clear(mine); /* then it is not known */
+            journal_drop_upload(j, job, upto, key, !loads_back(j, job, kind, date, key));
+        }
         if (kind == UPLOAD_COMPLETED && j->success_trigger)
             rc = put_success_trigger(j, job, key);
     } else {

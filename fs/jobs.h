@@ -33,6 +33,16 @@ struct job {
     json_t *last_upload[2];    /* per enum upload_kind, {} when none */
     struct timespec mtime;
     uint64_t journal_seq;      /* its newest journal record, 0: none (journal lock) */
+    /* While the job has no journal records, the stored object its state
+     * equals (the one loaded or last uploaded; bucket is the jobs' lz_bucket
+     * or dlz_bucket), or none: the empty state. Its first change journals
+     * it as the base the changes stand on. Journal lock. */
+    const char *base_bucket;
+    char *base_key;
+    /* The candidates this mount knows the store holds: the newest when the
+     * job was loaded, and this mount's last upload of each kind (index
+     * 1 + enum upload_kind). upload_lock. */
+    struct candidate known[3];
 };
 
 struct jobs_stats {

@@ -29,6 +29,7 @@ struct jrec {
     size_t size; /* head + payload */
     uint64_t seq;
     char *job;
+    int is_base;
 };
 
 struct journal {
@@ -46,7 +47,8 @@ struct journal {
     EVP_MD_CTX *append_md; /* reused by appends (under lock) */
 };
 
-static const char *const OP_NAMES[] = {"set", "remove", "rename", "replace"};
+static const char *const OP_NAMES[] = {"set", "remove", "rename", "replace", "base"};
+#define OP_COUNT 5
 
 /* ---- small helpers */
 
@@ -204,6 +206,15 @@ static json_t *encode(const struct journal_record *rec, uint64_t seq)
         bad = bad || !rec->text ||
               json_object_set_new(o, "text", json_stringn(rec->text, rec->text_len));
         break;
+    case JOURNAL_BASE:
+        if (rec->bucket)
+            bad = bad || !rec->key ||
+                  json_object_set_new(o, "bucket", json_string(rec->bucket)) ||
+                  json_object_set_new(o, "key", json_string(rec->key));
+        else
+            bad = bad || !rec->text ||
+                  json_object_set_new(o, "text", json_stringn(rec->text, rec->text_len));
+        break;
     }
     if (bad) {
         json_decref(o);
@@ -223,9 +234,9 @@ static int decode(json_t *o, struct journal_record *rec)
         return -EINVAL;
     rec->seq = (uint64_t)json_integer_value(seq);
     size_t i;
-    for (i = 0; i < 4 && strcmp(op, OP_NAMES[i]) != 0; i++)
+    for (i = 0; i < OP_COUNT && strcmp(op, OP_NAMES[i]) != 0; i++)
         ;
-    if (i == 4)
+    if (i == OP_COUNT)
         return -EINVAL;
     rec->op = (enum journal_op)i;
     rec->key = json_string_value(json_object_get(o, "key"));
@@ -243,6 +254,13 @@ static int decode(json_t *o, struct journal_record *rec)
         rec->text = json_string_value(t);
         rec->text_len = json_string_length(t);
         return rec->text ? 0 : -EINVAL;
+    }
+    case JOURNAL_BASE: {
+        rec->bucket = json_string_value(json_object_get(o, "bucket"));
+        json_t *t = json_object_get(o, "text");
+        rec->text = json_string_value(t);
+        rec->text_len = json_string_length(t);
+        return (rec->bucket && rec->key) || (!rec->bucket && rec->text) ? 0 : -EINVAL;
     }
     }
     return -EINVAL;
@@ -349,6 +367,7 @@ static int scan(struct journal *jn, off_t size)
             jn->recs[jn->n].off = off;
             jn->recs[jn->n].size = rsize;
             jn->recs[jn->n].seq = rec.seq;
+            jn->recs[jn->n].is_base = rec.op == JOURNAL_BASE;
             jn->n++;
             jn->last_seq = rec.seq;
             why = NULL;
@@ -608,22 +627,42 @@ static int serialize(const struct journal_record *rec, uint64_t seq, struct text
     return rc;
 }
 
+/* The whole record (head and payload) into b, which the caller frees.
+ * *n: the payload's length. 0, -EINVAL (not representable), -ENOMEM.
+ * Caller holds the lock (the digest context is shared). */
+static int build_record(struct journal *jn, const struct journal_record *rec, uint64_t seq,
+                        struct textbuf *b, size_t *n)
+{
+    /* One pass: the head's room first, then the payload after it. A
+     * replace's text is reserved for up front (escaping adds a little). */
+    static const char no_head[JOURNAL_RECORD_HEAD];
+    size_t hint = rec->text ? rec->text_len + rec->text_len / 8 + 256 : 0;
+    int rc = textbuf_reserve(b, JOURNAL_RECORD_HEAD + hint) == 0 &&
+                     textbuf_put(no_head, sizeof no_head, b) == 0
+                 ? serialize(rec, seq, b)
+                 : -ENOMEM;
+    if (rc < 0)
+        return rc;
+    *n = b->len > JOURNAL_RECORD_HEAD ? b->len - JOURNAL_RECORD_HEAD : 0;
+    if (*n == 0 || *n > UINT32_MAX)
+        return -ENOMEM;
+    put_le32((unsigned char *)b->p, (uint32_t)*n);
+    if (!jn->append_md && !(jn->append_md = EVP_MD_CTX_new()))
+        return -ENOMEM;
+    return checksum(jn->append_md, (unsigned char *)b->p, b->p + JOURNAL_RECORD_HEAD, *n,
+                    (unsigned char *)b->p + 4);
+}
+
 int journal_append_locked(struct journal *jn, struct journal_record *rec)
 {
     jn->can_undo = 0;
     if (jn->broken)
         return -EIO;
     uint64_t seq = jn->last_seq + 1;
-    /* One pass: the head's room first, then the payload after it. A
-     * replace's text is reserved for up front (escaping adds a little). */
-    static const char no_head[JOURNAL_RECORD_HEAD];
     struct textbuf b;
     textbuf_init(&b);
-    size_t hint = rec->op == JOURNAL_REPLACE ? rec->text_len + rec->text_len / 8 + 256 : 0;
-    int rc = textbuf_reserve(&b, JOURNAL_RECORD_HEAD + hint) == 0 &&
-                     textbuf_put(no_head, sizeof no_head, &b) == 0
-                 ? serialize(rec, seq, &b)
-                 : -ENOMEM;
+    size_t n = 0;
+    int rc = build_record(jn, rec, seq, &b, &n);
     if (rc == -EINVAL) { /* nothing was written */
         textbuf_free(&b);
         return rc;
@@ -631,17 +670,6 @@ int journal_append_locked(struct journal *jn, struct journal_record *rec)
     char *job = rc == 0 ? strdup(rec->job) : NULL;
     if (rc == 0)
         rc = job ? index_reserve(jn) : -ENOMEM;
-    size_t n = b.len > JOURNAL_RECORD_HEAD ? b.len - JOURNAL_RECORD_HEAD : 0;
-    if (rc == 0 && (n == 0 || n > UINT32_MAX))
-        rc = -ENOMEM;
-    if (rc == 0) {
-        put_le32((unsigned char *)b.p, (uint32_t)n);
-        if (!jn->append_md && !(jn->append_md = EVP_MD_CTX_new()))
-            rc = -ENOMEM;
-        else
-            rc = checksum(jn->append_md, (unsigned char *)b.p, b.p + JOURNAL_RECORD_HEAD, n,
-                          (unsigned char *)b.p + 4);
-    }
     if (rc == 0)
         rc = pwrite_all(jn->fd, b.p, JOURNAL_RECORD_HEAD + n, jn->end);
     textbuf_free(&b);
@@ -660,7 +688,8 @@ int journal_append_locked(struct journal *jn, struct journal_record *rec)
         return rc;
     }
     jn->recs[jn->n] = (struct jrec){.off = jn->end, .size = JOURNAL_RECORD_HEAD + n,
-                                    .seq = seq, .job = job};
+                                    .seq = seq, .job = job,
+                                    .is_base = rec->op == JOURNAL_BASE};
     jn->n++;
     jn->undo_off = jn->end;
     jn->can_undo = 1;
@@ -748,6 +777,16 @@ size_t journal_count(struct journal *jn, const char *job)
     return n;
 }
 
+size_t journal_changes(struct journal *jn, const char *job)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&jn->lock);
+    for (size_t i = 0; i < jn->n; i++)
+        n += !jn->recs[i].is_base && strcmp(jn->recs[i].job, job) == 0;
+    pthread_mutex_unlock(&jn->lock);
+    return n;
+}
+
 struct job_count {
     char *job;
     size_t n;
@@ -767,7 +806,7 @@ int journal_jobs(struct journal *jn, int (*fn)(const char *job, size_t n, void *
     for (size_t i = 0; i < jn->n && rc == 0; i++) {
         uintptr_t at = (uintptr_t)strmap_get(seen, jn->recs[i].job);
         if (at) {
-            list[at - 1].n++;
+            list[at - 1].n += !jn->recs[i].is_base;
             continue;
         }
         list[count].job = strdup(jn->recs[i].job);
@@ -775,7 +814,7 @@ int journal_jobs(struct journal *jn, int (*fn)(const char *job, size_t n, void *
             rc = -ENOMEM;
             break;
         }
-        list[count].n = 1;
+        list[count].n = !jn->recs[i].is_base;
         count++;
         rc = strmap_put(seen, jn->recs[i].job, (void *)(uintptr_t)count, NULL);
     }
@@ -792,10 +831,11 @@ int journal_jobs(struct journal *jn, int (*fn)(const char *job, size_t n, void *
 
 /* ---- compaction */
 
-/* Copies records into the compacted file at *off, indexing them in out. */
+/* Copies records into the compacted file at *off, indexing them in out. An
+ * entry with off < 0 is the new base record, whose bytes are in `base`. */
 static int copy_records(struct journal *jn, const struct jrec *from, size_t n, int fd,
                         off_t *off, struct jrec *out, size_t *nout, char **buf,
-                        size_t *bufcap)
+                        size_t *bufcap, const char *base)
 {
     for (size_t i = 0; i < n; i++) {
         const struct jrec *r = &from[i];
@@ -806,7 +846,11 @@ static int copy_records(struct journal *jn, const struct jrec *from, size_t n, i
             *buf = b;
             *bufcap = r->size;
         }
-        int rc = pread_all(jn->fd, *buf, r->size, r->off);
+        int rc = 0;
+        if (r->off < 0)
+            memcpy(*buf, base, r->size);
+        else
+            rc = pread_all(jn->fd, *buf, r->size, r->off);
         if (rc == 0)
             rc = pwrite_all(fd, *buf, r->size, *off);
         if (rc < 0)
@@ -816,61 +860,100 @@ static int copy_records(struct journal *jn, const struct jrec *from, size_t n, i
         out[*nout].off = *off;
         out[*nout].size = r->size;
         out[*nout].seq = r->seq;
+        out[*nout].is_base = r->is_base;
         (*nout)++;
         *off += (off_t)r->size;
     }
     return 0;
 }
 
-/* Two phases, so appends wait only for the second: the records present at
- * the start (less the dropped ones) are copied and fsynced outside the
- * lock; then, under it, the records appended meanwhile are copied too and
- * the new file takes the old one's place. One compaction at a time (only a
- * compaction replaces jn->fd, so phase one may read it unlocked). */
 int journal_compact(struct journal *jn, const char *job, uint64_t upto)
 {
+    uint64_t unused;
+    return journal_compact_base(jn, job, upto, NULL, 0, &unused);
+}
+
+/* Nothing is kept: cuts the file back to its header in place. This needs no
+ * room on the disk (a copy would, and a journal that filled its disk could
+ * then never shrink again); a crash at any point leaves either the old
+ * records, all uploaded, or none. Caller holds both locks. */
+static int cut_back(struct journal *jn, const char *job)
+{
+    int rc = ftruncate(jn->fd, JOURNAL_HEADER_LEN) == 0 ? 0 : -errno;
+    if (rc == 0) {
+        index_free(jn->recs, jn->n);
+        jn->recs = NULL;
+        jn->n = jn->cap = 0;
+        jn->end = JOURNAL_HEADER_LEN;
+        jn->can_undo = 0;
+        jn->broken = 0;
+        if (fdatasync(jn->fd) != 0) /* the records are uploaded: no loss */
+            log_warn("journal %s: fsync failed: %s", jn->path, strerror(errno));
+    } else {
+        log_warn("journal %s: cutting it back failed (%s); the entries of job '%s' stay",
+                 jn->path, strerror(-rc), job);
+    }
+    return rc;
+}
+
+/* Two phases, so appends wait only for the second: the records present at
+ * the start (less the dropped ones, the base in the place of the first) are
+ * copied and fsynced outside the lock; then, under it, the records appended
+ * meanwhile are copied too and the new file takes the old one's place. One
+ * compaction at a time (only a compaction replaces jn->fd, so phase one may
+ * read it unlocked). */
+int journal_compact_base(struct journal *jn, const char *job, uint64_t upto,
+                         const struct journal_record *base, int always,
+                         uint64_t *base_seq)
+{
+    *base_seq = 0;
     pthread_mutex_lock(&jn->compact_lock);
     pthread_mutex_lock(&jn->lock);
-    size_t snap_n = jn->n, keep = 0;
-    for (size_t i = 0; i < snap_n; i++)
-        keep += strcmp(jn->recs[i].job, job) != 0 || jn->recs[i].seq > upto;
-    if (keep == snap_n) {
+    size_t snap_n = jn->n, keep = 0, dropped = 0, first = 0, kept_job = 0;
+    for (size_t i = 0; i < snap_n; i++) {
+        int mine = strcmp(jn->recs[i].job, job) == 0;
+        if (mine && jn->recs[i].seq <= upto) {
+            if (dropped++ == 0)
+                first = i;
+        } else {
+            keep++;
+            kept_job += mine;
+        }
+    }
+    if (dropped == 0) {
         pthread_mutex_unlock(&jn->lock);
         pthread_mutex_unlock(&jn->compact_lock);
         return 0;
     }
-    if (keep == 0) {
-        /* Nothing is kept: cut the file back to its header in place. This
-         * needs no room on the disk (a copy would, and a journal that
-         * filled its disk could then never shrink again); a crash at any
-         * point leaves either the old records, all uploaded, or none. */
-        int rc = ftruncate(jn->fd, JOURNAL_HEADER_LEN) == 0 ? 0 : -errno;
-        if (rc == 0) {
-            index_free(jn->recs, jn->n);
-            jn->recs = NULL;
-            jn->n = jn->cap = 0;
-            jn->end = JOURNAL_HEADER_LEN;
-            jn->can_undo = 0;
-            jn->broken = 0;
-            if (fdatasync(jn->fd) != 0) /* the records are uploaded: no loss */
-                log_warn("journal %s: fsync failed: %s", jn->path, strerror(errno));
-        } else {
-            log_warn("journal %s: cutting it back failed (%s); the entries of job '%s' "
-                     "stay",
-                     jn->path, strerror(-rc), job);
-        }
+    int want_base = base && (kept_job || always);
+    if (keep == 0 && !want_base) {
+        int rc = cut_back(jn, job);
         pthread_mutex_unlock(&jn->lock);
         pthread_mutex_unlock(&jn->compact_lock);
         return rc;
     }
-    struct jrec *kept = keep ? calloc(keep, sizeof *kept) : NULL;
+    /* The base takes the first dropped record's place and seq: the order
+     * of seqs in the file stays. */
+    struct textbuf bb;
+    textbuf_init(&bb);
+    size_t base_n = 0;
+    uint64_t bseq = jn->recs[first].seq;
+    int rc = want_base ? build_record(jn, base, bseq, &bb, &base_n) : 0;
+    size_t total = keep + (size_t)want_base;
+    struct jrec *kept = calloc(total, sizeof *kept);
     size_t nk = 0;
-    int rc = keep && !kept ? -ENOMEM : 0;
+    if (rc == 0 && !kept)
+        rc = -ENOMEM;
     for (size_t i = 0; i < snap_n && rc == 0; i++) {
         const struct jrec *r = &jn->recs[i];
-        if (strcmp(r->job, job) == 0 && r->seq <= upto)
-            continue;
-        kept[nk] = *r;
+        if (strcmp(r->job, job) == 0 && r->seq <= upto) {
+            if (i != first || !want_base)
+                continue;
+            kept[nk] = (struct jrec){.off = -1, .size = JOURNAL_RECORD_HEAD + base_n,
+                                     .seq = bseq, .is_base = 1};
+        } else {
+            kept[nk] = *r;
+        }
         if (!(kept[nk].job = strdup(r->job)))
             rc = -ENOMEM;
         else
@@ -880,12 +963,12 @@ int journal_compact(struct journal *jn, const char *job, uint64_t upto)
 
     /* Phase one, unlocked: what was there, less the dropped records. */
     struct jrec *recs = NULL;
-    size_t nr = 0, cap = keep;
+    size_t nr = 0, cap = total;
     char *buf = NULL;
     size_t bufcap = 0;
     int fd = -1;
     off_t off = JOURNAL_HEADER_LEN;
-    if (rc == 0 && keep && !(recs = calloc(keep, sizeof *recs)))
+    if (rc == 0 && !(recs = calloc(total, sizeof *recs)))
         rc = -ENOMEM;
     if (rc == 0) {
         fd = openat(jn->dirfd, TMP_NAME, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
@@ -896,15 +979,19 @@ int journal_compact(struct journal *jn, const char *job, uint64_t upto)
     if (rc == 0)
         rc = pwrite_all(fd, JOURNAL_HEADER, JOURNAL_HEADER_LEN, 0);
     if (rc == 0)
-        rc = copy_records(jn, kept, nk, fd, &off, recs, &nr, &buf, &bufcap);
+        rc = copy_records(jn, kept, nk, fd, &off, recs, &nr, &buf, &bufcap, bb.p);
     if (rc == 0 && fsync(fd) != 0)
         rc = -errno;
     index_free(kept, nk);
+    textbuf_free(&bb);
 
     /* Phase two, locked: the records appended meanwhile, then the swap. */
     pthread_mutex_lock(&jn->lock);
     size_t more = rc == 0 ? jn->n - snap_n : 0;
-    if (more) {
+    for (size_t i = snap_n; i < snap_n + more && !want_base; i++)
+        if (strcmp(jn->recs[i].job, job) == 0)
+            rc = -EAGAIN; /* changes that need the base just left out: keep all */
+    if (rc == 0 && more) {
         struct jrec *r = realloc(recs, (cap + more) * sizeof *r);
         if (!r) {
             rc = -ENOMEM;
@@ -912,7 +999,7 @@ int journal_compact(struct journal *jn, const char *job, uint64_t upto)
             recs = r;
             cap += more;
             rc = copy_records(jn, jn->recs + snap_n, more, fd, &off, recs, &nr, &buf,
-                              &bufcap);
+                              &bufcap, NULL);
         }
         if (rc == 0 && fsync(fd) != 0)
             rc = -errno;
@@ -947,5 +1034,6 @@ int journal_compact(struct journal *jn, const char *job, uint64_t upto)
         log_warn("journal %s: fsync of its directory failed: %s", jn->dir,
                  strerror(errno));
     pthread_mutex_unlock(&jn->compact_lock);
+    *base_seq = want_base ? bseq : 0;
     return 0;
 }

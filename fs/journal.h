@@ -15,6 +15,11 @@
  *     {"seq":N,"op":"remove","job":J,"key":K}
  *     {"seq":N,"op":"rename","job":J,"key":FROM,"to":TO}
  *     {"seq":N,"op":"replace","job":J,"text":"<the .state.json bytes>"}
+ *     {"seq":N,"op":"base","job":J,"bucket":B,"key":K}
+ *     {"seq":N,"op":"base","job":J,"text":"<a whole state>"}
+ * A job's records begin with a base: the whole state its changes stand on,
+ * a stored object (bucket and key) or the text itself (README, "The local
+ * journal"). Records written before bases existed have none.
  * seq grows by one per record. Reading stops at the first record that is
  * short, fails its checksum, does not parse or breaks the sequence; the file
  * is cut back to the valid prefix and the loss is logged.
@@ -31,7 +36,8 @@
 
 struct journal;
 
-enum journal_op { JOURNAL_SET, JOURNAL_REMOVE, JOURNAL_RENAME, JOURNAL_REPLACE };
+enum journal_op { JOURNAL_SET, JOURNAL_REMOVE, JOURNAL_RENAME, JOURNAL_REPLACE,
+                  JOURNAL_BASE };
 
 struct journal_record {
     uint64_t seq;        /* set by append; read back by journal_each */
@@ -42,8 +48,10 @@ struct journal_record {
     json_t *value;       /* set, as journal_each reads it back */
     const char *value_text; /* set, to append: the value's compact JSON text */
     size_t value_len;
-    const char *text;    /* replace: the bytes written to .state.json */
+    const char *text;    /* replace: the bytes written to .state.json; base: the
+                          * state, when it is not a stored object */
     size_t text_len;
+    const char *bucket;  /* base: the stored object (with key), or NULL */
 };
 
 #define JOURNAL_HEADER "bookmarkfs-jnl1\n"
@@ -95,12 +103,23 @@ int journal_each(struct journal *jn, const char *job,
  * file, fsync, rename). 0 or -errno (the journal is unchanged then). */
 int journal_compact(struct journal *jn, const char *job, uint64_t upto);
 
-/* Calls fn(job, number of records) once for each job with records, in the
- * order of their first record. */
+/* Like journal_compact, and the job's dropped records give way to `base`
+ * (a JOURNAL_BASE record, its seq that of the first dropped record) when
+ * records of the job are kept or `always`. *base_seq: the base's seq, 0
+ * when none was written. */
+int journal_compact_base(struct journal *jn, const char *job, uint64_t upto,
+                         const struct journal_record *base, int always,
+                         uint64_t *base_seq);
+
+/* Calls fn(job, number of records that are changes, not bases) once for
+ * each job with records, in the order of their first record. */
 int journal_jobs(struct journal *jn, int (*fn)(const char *job, size_t n, void *arg),
                  void *arg);
 
 /* Number of records of `job`. */
 size_t journal_count(struct journal *jn, const char *job);
+
+/* Number of records of `job` that are changes (not bases). */
+size_t journal_changes(struct journal *jn, const char *job);
 
 #endif

@@ -154,6 +154,8 @@ int candidate_cmp(const struct candidate *a, const struct candidate *b)
     return str_cmp(a->bucket, b->bucket);
 }
 
+int layout_date_cmp(const char *a, const char *b) { return digits_cmp(a, b); }
+
 void candidate_clear(struct candidate *c)
 {
     if (!c)

@@ -6,12 +6,15 @@ at the next upload."""
 import errno
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
+import time
 
 import pytest
 
-from tests.support.mount import Mount
+from tests.support.mount import LZ, Mount
 
 
 STARTED = []
@@ -235,3 +238,145 @@ def filled_and_uploaded(m, small_disk):
     (job / "completed").write_text("1")
     (job / "last").write_text("2")
     landed["last"] = 2
+
+
+# ---- a remount brings back exactly what the mount had
+
+
+def write(job, key, value):
+    (job / key).write_text(json.dumps(value))
+
+
+def upload(job, kind):
+    (job / kind).write_text("1")
+    return json.loads((job / kind).read_text())["last_upload"]
+
+
+def end_mount(m, how):
+    if how == "unmount":
+        m.stop()
+    elif how == "sigterm":
+        m.proc.send_signal(signal.SIGTERM)  # ours, by PID
+        assert m.proc.wait(timeout=30) == 0
+        m.proc = None
+        m.log_file.close()
+    else:
+        m.kill()
+
+
+def test_a_running_commit_in_the_same_second_as_a_completed_one_comes_back(store, tmp_path):
+    """--resume-from=running ranks a completed object of the same second
+    first; the journal keeps what that ranking would not load back."""
+    cache = tmp_path / "cache"
+    extra = ["--resume-from=running"]
+    m = jmount(store, tmp_path, "m1", cache, extra=extra).start()
+    tied = None
+    for attempt in range(5):  # until both uploads fall in one second
+        job = m.path / f"j{attempt}"
+        job.mkdir()
+        write(job, "k", 1)
+        done = upload(job, "completed")
+        write(job, "k", 2)
+        running = upload(job, "running")
+        if done["epoch"] == running["epoch"]:
+            tied = job.name
+            break
+    assert tied, "no two uploads in one second"
+    keys = [k for k in store.objects(LZ) if f"/{tied}_" in k]
+    assert sorted(keys) == sorted([done["key"], running["key"]])  # one upload_date
+    m.stop()
+    for how in ("unmount", "kill"):
+        m2 = jmount(store, tmp_path, f"m2{how}", cache, extra=extra).start()
+        assert state(m2.path, tied) == {"k": 2}, m2.log()
+        end_mount(m2, how)
+    m3 = jmount(store, tmp_path, "m3", cache).start()  # completed: its own choice
+    assert state(m3.path, tied) == {"k": 1}
+    write(m3.path / tied, "c", 3)  # a local change on top of what it started from
+    m3.kill()
+    for extra in ([], ["--resume-from=running"]):
+        with jmount(store, tmp_path, "m4", cache, extra=extra) as m4:
+            assert state(m4.path, tied) == {"k": 1, "c": 3}
+
+
+SEQUENCES = {
+    # the issue's: a completed, a running, then a change
+    "running-last": ([("a", 1), ("b", 1), "completed", ("a", 2), "running", ("b", 2)],
+                     {"a": 2, "b": 2}),
+    "completed-last": ([("a", 1), "running", ("a", 2), ("c", 3), "completed", ("b", 1)],
+                       {"a": 2, "c": 3, "b": 1}),
+    "replace-then-rename": ([("a", 1), "completed", {"x": 1, "y": 2}, "running",
+                             ("x", "renamed-to-z"), ("y", None)],
+                            {"z": 1}),
+}
+
+
+def run_sequence(job, steps):
+    for step in steps:
+        if isinstance(step, str):
+            upload(job, step)
+        elif isinstance(step, dict):
+            (job / ".state.json").write_text(json.dumps(step))
+        elif step[1] == "renamed-to-z":
+            os.rename(job / step[0], job / "z")
+        elif step[1] is None:
+            os.unlink(job / step[0])
+        else:
+            write(job, *step)
+
+
+@pytest.mark.parametrize("resume", ["completed", "running"])
+@pytest.mark.parametrize("how", ["unmount", "sigterm", "kill"])
+def test_a_job_with_local_changes_comes_back_exactly(store, tmp_path, resume, how):
+    cache = tmp_path / "cache"
+    extra = [f"--resume-from={resume}"]
+    m = jmount(store, tmp_path, "m1", cache, extra=extra).start()
+    for name, (steps, _) in SEQUENCES.items():
+        (m.path / name).mkdir()
+        run_sequence(m.path / name, steps)
+    had = {name: state(m.path, name) for name in SEQUENCES}
+    assert had == {name: want for name, (_, want) in SEQUENCES.items()}
+    end_mount(m, how)
+    with jmount(store, tmp_path, "m2", cache, extra=extra) as m2:
+        assert {name: state(m2.path, name) for name in SEQUENCES} == had
+
+
+def test_without_local_changes_resume_from_decides(store, tmp_path):
+    cache = tmp_path / "cache"
+    m = jmount(store, tmp_path, "m1", cache).start()
+    job = m.path / "etl"
+    job.mkdir()
+    write(job, "a", 1)
+    upload(job, "completed")
+    time.sleep(1.1)  # the running upload a second later: no tie
+    write(job, "a", 2)
+    upload(job, "running")
+    m.stop()
+    assert "not uploaded" not in m.log()
+    with jmount(store, tmp_path, "m2", cache) as m2:
+        assert state(m2.path) == {"a": 1}
+    with jmount(store, tmp_path, "m3", cache, extra=["--resume-from=running"]) as m3:
+        assert state(m3.path) == {"a": 2}
+    assert not any(the_journal(cache).read_bytes()[16:])  # nothing kept for it
+
+
+def test_a_newer_object_from_elsewhere_does_not_replace_local_changes(store, tmp_path):
+    cache = tmp_path / "cache"
+    m = jmount(store, tmp_path, "m1", cache).start()
+    (m.path / "etl").mkdir()
+    write(m.path / "etl", "a", 1)
+    done = upload(m.path / "etl", "completed")
+    write(m.path / "etl", "b", 2)
+    (m.path / "new").mkdir()
+    write(m.path / "new", "n", 1)
+    m.kill()
+    later = done["epoch"] + 100
+    theirs = done["key"].replace(f"upload_date={done['epoch']}", f"upload_date={later}")
+    store.put(LZ, theirs, b'{"from": "elsewhere"}')
+    store.put(LZ, theirs.replace("/etl_", "/new_"), b'{"from": "elsewhere"}')
+    with jmount(store, tmp_path, "m2", cache) as m2:
+        assert state(m2.path) == {"a": 1, "b": 2}
+        assert state(m2.path, "new") == {"n": 1}
+        log = m2.log()
+        assert re.search(rf"job 'etl': the store has s3://{LZ}/{re.escape(theirs)}, newer "
+                         rf"than s3://{LZ}/{re.escape(done['key'])}", log), log
+        assert f"job 'new': the store has s3://{LZ}/" in log, log
