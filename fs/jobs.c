@@ -317,7 +317,7 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
         json_decref(job->loaded);
         job->loaded = info;
     }
-    metrics_loaded(name, fc.best.kind, fc.best.last_modified_ms / 1000);
+    metrics_loaded(name, best.kind, best.last_modified_ms / 1000);
     log_info("job '%s': loaded %zu keys from s3://%s/%s", name,
              state_count(job->state), best.bucket, best.key);
     job->base_bucket = our_bucket(j, best.bucket);
