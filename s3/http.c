@@ -395,6 +395,8 @@ static int one_try(struct s3_http *h, const struct s3_http_request *req,
         resp->status = status;
         copy_header(c, "ETag", resp->etag, sizeof resp->etag, 1);
         copy_header(c, "x-amz-request-id", resp->request_id, sizeof resp->request_id, 0);
+        copy_header(c, "Date", resp->date, sizeof resp->date, 0);
+        copy_header(c, "Last-Modified", resp->last_modified, sizeof resp->last_modified, 0);
         resp->body = body.data;
         resp->body_len = body.len;
         body.data = NULL;
@@ -438,6 +440,7 @@ int s3_http_perform(struct s3_http *h, const struct s3_http_request *req,
         s3_http_response_free(resp);
         resp->status = 0;
         resp->etag[0] = resp->request_id[0] = resp->error[0] = '\0';
+        resp->date[0] = resp->last_modified[0] = '\0';
         resp->fail = S3_HTTP_OK;
         int rc = one_try(h, req, force, resp);
         force = 0;

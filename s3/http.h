@@ -54,6 +54,8 @@ struct s3_http_response {
     size_t body_len;
     char etag[S3_HTTP_ETAG_MAX]; /* ETag header, quotes removed */
     char request_id[128];        /* x-amz-request-id header */
+    char date[64];               /* Date header (the server's clock) */
+    char last_modified[64];      /* Last-Modified header */
     enum s3_http_fail fail;      /* transport failure of the last try */
     char error[S3_HTTP_ERR_MAX]; /* transport error text of the last try */
     int attempts;                /* requests sent, retries included */

@@ -1,5 +1,5 @@
 /* The store interface (store/store.h) on S3: ListObjectsV2, GetObject,
- * PutObject, signed with SigV4, over the pooled libcurl transport. */
+ * PutObject (also conditional), DeleteObject, signed with SigV4, over the pooled libcurl transport. */
 #include "s3/store_s3.h"
 
 #include <ctype.h>
@@ -17,6 +17,7 @@
 #include "s3/http.h"
 #include "s3/sigv4.h"
 #include "s3/xml.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #define S3_KEY_MAX 1024
@@ -165,7 +166,7 @@ static int build_request(void *arg, int force_refresh, char **url, char ***hdrs,
         .payload_hash = x->payload_hash,
         .region = s->region,
         .service = "s3",
-        .now = time(NULL),
+        .now = clock_wall_s(), /* shifted in test builds (util/clock.h) */
     };
     struct sigv4_credentials sc = {cr.access_key, cr.secret_key, cr.session_token};
     rc = sigv4_sign(&sr, &sc, &sg);
@@ -361,16 +362,27 @@ static int s3_get(struct store *st, const char *bucket, const char *key, char **
     return rc;
 }
 
-static int s3_put(struct store *st, const char *bucket, const char *key,
-                  const void *body, size_t len, struct store_put_result *res)
+/* An HTTP date (Date, Last-Modified) in ms since 1970, 0 when absent or
+ * unreadable; parsed by libcurl. */
+static int64_t http_date_ms(const char *v)
 {
-    struct s3_store *s = (struct s3_store *)st;
-    if (res)
-        memset(res, 0, sizeof *res);
+    if (!v || !v[0])
+        return 0;
+    time_t t = curl_getdate(v, NULL);
+    return t > 0 ? (int64_t)t * 1000 : 0;
+}
+
+/* PutObject, unconditional (if_match NULL) or conditional (put_if). */
+static int put_common(struct s3_store *s, const char *bucket, const char *key,
+                      const void *body, size_t len, const char *if_match,
+                      struct store_put_result *res)
+{
     if (check_names(bucket, key) < 0 || (!body && len))
         return -EINVAL;
     if (len > (size_t)1 << 30)
         return -EFBIG;
+    if (if_match && (!if_match[0] || strlen(if_match) >= STORE_ETAG_MAX))
+        return -EINVAL;
 
     unsigned char md5[EVP_MAX_MD_SIZE];
     unsigned int md5len = 0;
@@ -379,23 +391,122 @@ static int s3_put(struct store *st, const char *bucket, const char *key,
     char md5b64[4 * ((EVP_MAX_MD_SIZE + 2) / 3) + 1];
     EVP_EncodeBlock((unsigned char *)md5b64, md5, (int)md5len);
 
-    struct sigv4_pair h[2] = {{"content-md5", md5b64},
-                              {"content-type", "application/json"}};
+    /* If-Match carries the ETag unquoted: RGW answers 412 to a quoted one
+     * whatever the object, and AWS takes both. */
+    struct sigv4_pair h[3] = {{"content-md5", md5b64},
+                              {"content-type", "application/json"},
+                              {NULL, NULL}};
+    size_t nh = 2;
+    if (if_match && strcmp(if_match, STORE_IF_ABSENT) == 0)
+        h[nh++] = (struct sigv4_pair){"if-none-match", "*"};
+    else if (if_match)
+        h[nh++] = (struct sigv4_pair){"if-match", if_match};
     struct req_ctx x = {.s = s, .method = "PUT", .bucket = bucket, .key = key,
-                        .headers = h, .nheaders = 2};
+                        .headers = h, .nheaders = nh, .quiet = if_match != NULL};
     struct s3_http_response r;
     int rc = perform(s, &x, "PutObject", body, len, &r);
-    if (res)
-        res->attempts = r.attempts;
+    res->attempts = r.attempts;
+    res->server_ms = http_date_ms(r.date);
     if (rc < 0) {
-        transport_error("PutObject", bucket, key, &r, rc);
+        if (!if_match)
+            transport_error("PutObject", bucket, key, &r, rc);
+        else
+            log_warn("conditional PutObject s3://%s/%s: %s after %d attempt%s", bucket,
+                     key, r.error[0] ? r.error : strerror(-rc), r.attempts,
+                     r.attempts == 1 ? "" : "s");
+        res->ambiguous = r.fail != S3_HTTP_OTHER || r.error[0];
+    } else if (r.status == 412 && if_match) {
+        rc = -EEXIST;
+        res->ambiguous = r.attempts > 1; /* our own earlier try may have won */
+        log_debug("conditional PutObject s3://%s/%s: precondition failed (%d attempts)",
+                  bucket, key, r.attempts);
     } else if (r.status != 200) {
         struct s3_error_doc doc;
         rc = answer_error("PutObject", bucket, key, &r, &doc, 0);
-        if (rc == -ENOENT)
-            rc = -EIO;
-    } else if (res) {
+        if (if_match && r.status == 404 && strcmp(doc.code, "NoSuchKey") == 0 &&
+            strcmp(if_match, STORE_IF_ABSENT) != 0) {
+            rc = -ENOENT;
+        } else {
+            if (rc == -ENOENT)
+                rc = -EIO;
+            /* 409 ConditionalRequestConflict, and 5xx after our retries:
+             * the write may have taken place. */
+            res->ambiguous = if_match && (r.status == 409 || r.status >= 500);
+        }
+    } else {
         snprintf(res->etag, sizeof res->etag, "%s", r.etag);
+    }
+    s3_http_response_free(&r);
+    return rc;
+}
+
+static int s3_put(struct store *st, const char *bucket, const char *key,
+                  const void *body, size_t len, struct store_put_result *res)
+{
+    struct store_put_result dummy;
+    if (!res)
+        res = &dummy;
+    memset(res, 0, sizeof *res);
+    return put_common((struct s3_store *)st, bucket, key, body, len, NULL, res);
+}
+
+static int s3_put_if(struct store *st, const char *bucket, const char *key,
+                     const void *body, size_t len, const char *if_match,
+                     struct store_put_result *res)
+{
+    struct store_put_result dummy;
+    if (!res)
+        res = &dummy;
+    memset(res, 0, sizeof *res);
+    if (!if_match)
+        return -EINVAL;
+    return put_common((struct s3_store *)st, bucket, key, body, len, if_match, res);
+}
+
+static int s3_get_info(struct store *st, const char *bucket, const char *key,
+                       char **data, size_t *len, struct store_get_info *info)
+{
+    struct s3_store *s = (struct s3_store *)st;
+    *data = NULL;
+    *len = 0;
+    memset(info, 0, sizeof *info);
+    if (check_names(bucket, key) < 0)
+        return -EINVAL;
+    struct req_ctx x = {.s = s, .method = "GET", .bucket = bucket, .key = key};
+    struct s3_http_response r;
+    int rc = perform(s, &x, "GetObject", NULL, 0, &r);
+    info->server_ms = http_date_ms(r.date);
+    if (rc < 0) {
+        transport_error("GetObject", bucket, key, &r, rc);
+    } else if (r.status != 200) {
+        struct s3_error_doc doc;
+        rc = answer_error("GetObject", bucket, key, &r, &doc, rc == 0 && r.status == 404);
+    } else {
+        snprintf(info->etag, sizeof info->etag, "%s", r.etag);
+        info->last_modified_ms = http_date_ms(r.last_modified);
+        *data = r.body;
+        *len = r.body_len;
+        r.body = NULL;
+    }
+    s3_http_response_free(&r);
+    return rc;
+}
+
+static int s3_del(struct store *st, const char *bucket, const char *key)
+{
+    struct s3_store *s = (struct s3_store *)st;
+    if (check_names(bucket, key) < 0)
+        return -EINVAL;
+    struct req_ctx x = {.s = s, .method = "DELETE", .bucket = bucket, .key = key};
+    struct s3_http_response r;
+    int rc = perform(s, &x, "DeleteObject", NULL, 0, &r);
+    if (rc < 0) {
+        transport_error("DeleteObject", bucket, key, &r, rc);
+    } else if (r.status != 204 && r.status != 200) {
+        struct s3_error_doc doc;
+        rc = answer_error("DeleteObject", bucket, key, &r, &doc, 0);
+        if (rc == -ENOENT)
+            rc = 0;
     }
     s3_http_response_free(&r);
     return rc;
@@ -507,6 +618,9 @@ static const struct store_ops s3_ops = {
     .list_page = s3_list_page,
     .get = s3_get,
     .put = s3_put,
+    .put_if = s3_put_if,
+    .get_info = s3_get_info,
+    .del = s3_del,
     .check_bucket = s3_check_bucket,
     .destroy = s3_destroy,
 };

@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE_MAX 1000
@@ -409,6 +411,148 @@ out:
     return rc;
 }
 
+/* ---- conditional put, get with info, delete (leases) ---- */
+
+/* Conditional writes and deletes of all processes that share this store
+ * serialize on one flock in ROOT/.tmp: the check of the precondition and
+ * the rename that follows are one step for every other such writer. */
+static int cond_lock(struct dir_store *d)
+{
+    char *tmpdir = path_join(d->root, TMP_DIR);
+    char *lockp = tmpdir ? path_join(tmpdir, "cond.lock") : NULL;
+    int fd = -1;
+    if (lockp && mkdir_p(tmpdir) == 0)
+        fd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, FILE_MODE);
+    if (fd >= 0) {
+        while (flock(fd, LOCK_EX) != 0) {
+            if (errno != EINTR) {
+                close(fd);
+                fd = -1;
+                break;
+            }
+        }
+    }
+    if (fd < 0)
+        log_error("dir store: cannot lock %s: %s", lockp ? lockp : TMP_DIR,
+                  strerror(errno));
+    free(tmpdir);
+    free(lockp);
+    return fd;
+}
+
+static void cond_unlock(int fd)
+{
+    if (fd >= 0)
+        close(fd); /* releases the flock */
+}
+
+static int64_t real_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* the store's own clock: never shifted */
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int dir_put_if(struct store *st, const char *bucket, const char *key,
+                      const void *body, size_t len, const char *if_match,
+                      struct store_put_result *res)
+{
+    struct dir_store *d = ds(st);
+    struct store_put_result dummy;
+    if (!res)
+        res = &dummy;
+    memset(res, 0, sizeof *res);
+    if (!if_match || !if_match[0] || !valid_bucket(bucket) || !valid_key(key))
+        return -EINVAL;
+    char *path;
+    if (asprintf(&path, "%s/%s/%s", d->root, bucket, key) < 0)
+        return -ENOMEM;
+    int lfd = cond_lock(d);
+    if (lfd < 0) {
+        free(path);
+        return -EIO;
+    }
+    int rc = 0;
+    char etag[STORE_ETAG_MAX];
+    if (md5_file(AT_FDCWD, path, etag) != 0) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            rc = strcmp(if_match, STORE_IF_ABSENT) == 0 ? 0 : -ENOENT;
+        else
+            rc = errno_to_store(errno);
+    } else {
+        rc = strcmp(if_match, STORE_IF_ABSENT) != 0 && strcmp(if_match, etag) == 0
+                 ? 0 : -EEXIST;
+    }
+    if (rc == 0)
+        rc = dir_put(st, bucket, key, body, len, res);
+    res->server_ms = real_now_ms();
+    cond_unlock(lfd);
+    free(path);
+    return rc;
+}
+
+static int dir_get_info(struct store *st, const char *bucket, const char *key,
+                        char **data, size_t *len, struct store_get_info *info)
+{
+    struct dir_store *d = ds(st);
+    memset(info, 0, sizeof *info);
+    *data = NULL;
+    *len = 0;
+    if (!valid_bucket(bucket) || !valid_key(key))
+        return -EINVAL;
+    char *path;
+    if (asprintf(&path, "%s/%s/%s", d->root, bucket, key) < 0)
+        return -ENOMEM;
+    /* Under the lock: the bytes, their ETag and mtime are of one version. */
+    int lfd = cond_lock(d);
+    if (lfd < 0) {
+        free(path);
+        return -EIO;
+    }
+    int rc = dir_get(st, bucket, key, data, len);
+    struct stat sb;
+    if (rc == 0 && stat(path, &sb) == 0) {
+        info->last_modified_ms =
+            (int64_t)sb.st_mtim.tv_sec * 1000 + sb.st_mtim.tv_nsec / 1000000;
+        if (md5_buf(*data, *len, info->etag) != 0)
+            rc = -EIO;
+    } else if (rc == 0) {
+        rc = -EIO;
+    }
+    info->server_ms = real_now_ms();
+    cond_unlock(lfd);
+    if (rc < 0) {
+        free(*data);
+        *data = NULL;
+        *len = 0;
+    }
+    free(path);
+    return rc;
+}
+
+static int dir_del(struct store *st, const char *bucket, const char *key)
+{
+    struct dir_store *d = ds(st);
+    if (!valid_bucket(bucket) || !valid_key(key))
+        return -EINVAL;
+    char *path;
+    if (asprintf(&path, "%s/%s/%s", d->root, bucket, key) < 0)
+        return -ENOMEM;
+    int lfd = cond_lock(d);
+    if (lfd < 0) {
+        free(path);
+        return -EIO;
+    }
+    int rc = 0;
+    if (unlink(path) != 0 && errno != ENOENT && errno != ENOTDIR) {
+        log_error("dir store: cannot remove %s: %s", path, strerror(errno));
+        rc = errno_to_store(errno);
+    }
+    cond_unlock(lfd);
+    free(path);
+    return rc;
+}
+
 /* ---- list ---- */
 
 struct walk {
@@ -682,6 +826,9 @@ static const struct store_ops dir_ops = {
     .list_page = dir_list_page,
     .get = dir_get,
     .put = dir_put,
+    .put_if = dir_put_if,
+    .get_info = dir_get_info,
+    .del = dir_del,
     .check_bucket = dir_check_bucket,
     .destroy = dir_destroy,
 };

@@ -1,6 +1,8 @@
 /* The object-store interface between the filesystem (fs/) and the stores:
- * S3 (s3/) and a local directory (store/dir.c). Three operations: list by
- * prefix with pagination, get, put. Every call returns 0 or a negative
+ * S3 (s3/) and a local directory (store/dir.c). List by prefix with
+ * pagination, get, put; and for leases (fs/lease.c) a conditional put, a
+ * get that tells the object's ETag and the store's clock, and a delete.
+ * Every call returns 0 or a negative
  * errno; implementations log the details of a failure themselves.
  *
  * errno mapping shared by all stores:
@@ -34,7 +36,21 @@ struct store_page {
 struct store_put_result {
     char etag[STORE_ETAG_MAX];    /* without quotes */
     int attempts;                 /* requests sent, retries included */
+    int64_t server_ms;            /* the store's clock at its answer (Date), 0: unknown */
+    int ambiguous;                /* put_if failed in a way that may hide a write
+                                     that took place: time-out, 409, 5xx, transport
+                                     error, or a 412 after a retry of our own */
 };
+
+/* What get_info tells besides the bytes. */
+struct store_get_info {
+    char etag[STORE_ETAG_MAX];    /* without quotes */
+    int64_t last_modified_ms;     /* LastModified (S3: whole seconds) */
+    int64_t server_ms;            /* the store's clock at its answer (Date), 0: unknown */
+};
+
+/* if_match of put_if: create only when absent (If-None-Match: *). */
+#define STORE_IF_ABSENT "*"
 
 struct store;
 
@@ -50,6 +66,19 @@ struct store_ops {
     /* Store a whole object atomically (application/json). */
     int (*put)(struct store *st, const char *bucket, const char *key,
                const void *body, size_t len, struct store_put_result *res);
+    /* Conditional put: with if_match STORE_IF_ABSENT only when no object
+     * has the key, else only when the object's ETag is if_match. A failed
+     * precondition is -EEXIST (412); an If-Match on a missing key -ENOENT
+     * (AWS answers 404; RGW answers 412, hence -EEXIST). res->ambiguous
+     * marks failures whose outcome is unknown (see store_put_result). */
+    int (*put_if)(struct store *st, const char *bucket, const char *key,
+                  const void *body, size_t len, const char *if_match,
+                  struct store_put_result *res);
+    /* get, also filling info (ETag, LastModified, the store's Date). */
+    int (*get_info)(struct store *st, const char *bucket, const char *key,
+                    char **data, size_t *len, struct store_get_info *info);
+    /* Removes an object; a missing one is no error. */
+    int (*del)(struct store *st, const char *bucket, const char *key);
     /* Mount-time check that `bucket` is reachable with the credentials;
      * on failure writes one plain sentence for the user into msg. */
     int (*check_bucket)(struct store *st, const char *bucket, char *msg,

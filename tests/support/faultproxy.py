@@ -22,6 +22,9 @@ and injects faults, per request:
                X-Amz-Date header moved one second (a verifying server
                refuses either: XAmzContentSHA256Mismatch or
                SignatureDoesNotMatch)
+    pass500    forward (the upstream server acts on it), then answer 500
+               instead of its answer: a write that took place but whose
+               answer was lost
     hold       wait until `proxy.release()` (`proxy.held` is set meanwhile),
                then forward as pass
 
@@ -41,7 +44,7 @@ from urllib.parse import urlsplit
 
 ACTIONS = ("pass", "500", "503", "403", "404", "expired", "requesttimeout", "badsignature",
            "reset",
-           "slow", "truncate", "malformed", "skew", "tamper", "hold")
+           "slow", "truncate", "malformed", "skew", "tamper", "hold", "pass500")
 
 _ERRORS = {
     "500": (500, "InternalError", "We encountered an internal error. Please try again."),
@@ -140,7 +143,7 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 action = proxy._next_action(self.command, self.path)
-                fn = getattr(self, "_do_" + action, None) if action.isalpha() else None
+                fn = getattr(self, "_do_" + action, None) if action[0].isalpha() else None
                 (fn or self._do_error)(action, body)
 
             do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _handle
@@ -179,6 +182,10 @@ class FaultProxy:
             def _do_pass(self, action, body):
                 status, hdrs, data = self._upstream(body)
                 self._send(status, hdrs, data)
+
+            def _do_pass500(self, action, body):
+                self._upstream(body)
+                self._do_error("500", body)
 
             def _do_truncate(self, action, body):
                 status, hdrs, data = self._upstream(body)

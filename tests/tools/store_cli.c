@@ -3,8 +3,16 @@
  *   store_cli [--endpoint URL] [--path-style] [--region R] [--ca-file F]
  *             [--timeout-ms N] [--connect-timeout-ms N] [--max-attempts N]
  *             [--max-retry-ms N] [--debug]
+ *             [--dir ROOT]
  *             (list BUCKET PREFIX | get BUCKET KEY | put BUCKET KEY < body |
- *              check BUCKET | threads BUCKET PREFIX N)
+ *              check BUCKET | threads BUCKET PREFIX N |
+ *              putif BUCKET KEY IFMATCH < body | getinfo BUCKET KEY |
+ *              del BUCKET KEY)
+ *
+ * --dir: the directory store at ROOT instead of S3.
+ * putif: a conditional put (IFMATCH "*": create only; else the ETag); prints
+ * {rc, etag, attempts, ambiguous, server_ms} whatever the outcome.
+ * getinfo prints {etag, last_modified_ms, server_ms, body}.
  *
  * threads: N threads share one store; each puts PREFIX<i>.json and reads it
  * back, to exercise the store from many threads at once (prints "ok").
@@ -32,7 +40,8 @@ static void usage(void)
             "usage: store_cli [--endpoint URL --path-style --region R --ca-file F "
             "--timeout-ms N --connect-timeout-ms N --max-attempts N --max-retry-ms N "
             "--debug] (list BUCKET PREFIX | get BUCKET KEY | put BUCKET KEY < body | "
-            "check BUCKET | threads BUCKET PREFIX N)\n");
+            "check BUCKET | threads BUCKET PREFIX N | putif BUCKET KEY IFMATCH < body | "
+            "getinfo BUCKET KEY | del BUCKET KEY) [--dir ROOT]\n");
 }
 
 static int parse_long(const char *s, long *out)
@@ -163,7 +172,7 @@ static int run_threads(struct store *st, const char *bucket, const char *prefix,
 int main(int argc, char **argv)
 {
     enum { O_ENDPOINT = 256, O_PATH_STYLE, O_REGION, O_CA, O_TIMEOUT, O_CTIMEOUT,
-           O_ATTEMPTS, O_RETRY_MS, O_DEBUG };
+           O_ATTEMPTS, O_RETRY_MS, O_DEBUG, O_DIR };
     static const struct option longopts[] = {
         {"endpoint", required_argument, NULL, O_ENDPOINT},
         {"path-style", no_argument, NULL, O_PATH_STYLE},
@@ -174,9 +183,11 @@ int main(int argc, char **argv)
         {"max-attempts", required_argument, NULL, O_ATTEMPTS},
         {"max-retry-ms", required_argument, NULL, O_RETRY_MS},
         {"debug", no_argument, NULL, O_DEBUG},
+        {"dir", required_argument, NULL, O_DIR},
         {NULL, 0, NULL, 0},
     };
     struct s3_options o = {0};
+    const char *dir_root = NULL;
     int c;
     long v;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -186,6 +197,7 @@ int main(int argc, char **argv)
         case O_REGION: o.region = optarg; break;
         case O_CA: o.ca_file = optarg; break;
         case O_DEBUG: log_set_level(LOG_LEVEL_DEBUG); break;
+        case O_DIR: dir_root = optarg; break;
         case O_TIMEOUT: case O_CTIMEOUT: case O_ATTEMPTS: case O_RETRY_MS:
             if (parse_long(optarg, &v) < 0 || v > 1000000000L) {
                 usage();
@@ -212,15 +224,18 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[optind], *bucket = argv[optind + 1];
     const char *arg = nargs > 2 ? argv[optind + 2] : NULL;
-    int want = strcmp(cmd, "check") == 0 ? 2 : strcmp(cmd, "threads") == 0 ? 4 : 3;
+    int want = strcmp(cmd, "check") == 0 ? 2
+               : strcmp(cmd, "threads") == 0 || strcmp(cmd, "putif") == 0 ? 4 : 3;
     if (nargs != want || (want == 3 && strcmp(cmd, "list") && strcmp(cmd, "get") &&
-                          strcmp(cmd, "put"))) {
+                          strcmp(cmd, "put") && strcmp(cmd, "getinfo") &&
+                          strcmp(cmd, "del"))) {
         usage();
         return 2;
     }
 
     char err[512];
-    struct store *st = store_s3_new(&o, err, sizeof err);
+    struct store *st = dir_root ? store_dir_new(dir_root, err, sizeof err)
+                                : store_s3_new(&o, err, sizeof err);
     if (!st) {
         fprintf(stderr, "store_cli: %s\n", err);
         return 1;
@@ -228,6 +243,52 @@ int main(int argc, char **argv)
     int status = 0, rc;
     if (strcmp(cmd, "threads") == 0) {
         status = run_threads(st, bucket, arg, argv[optind + 3]);
+    } else if (strcmp(cmd, "putif") == 0) {
+        char *data = NULL;
+        size_t len = 0;
+        rc = read_all(stdin, &data, &len);
+        if (rc < 0) {
+            status = fail("reading stdin", rc);
+        } else {
+            struct store_put_result res;
+            rc = st->ops->put_if(st, bucket, arg, data, len, argv[optind + 3], &res);
+            json_t *j = json_pack("{s:i, s:s, s:i, s:b, s:I}", "rc", rc, "etag", res.etag,
+                                  "attempts", res.attempts, "ambiguous", res.ambiguous,
+                                  "server_ms", (json_int_t)res.server_ms);
+            char *out = j ? json_dumps(j, JSON_COMPACT) : NULL;
+            if (!out || puts(out) < 0)
+                status = fail("putif", -ENOMEM);
+            else if (rc < 0)
+                status = 1;
+            free(out);
+            json_decref(j);
+        }
+        free(data);
+    } else if (strcmp(cmd, "getinfo") == 0) {
+        char *data = NULL;
+        size_t len = 0;
+        struct store_get_info info;
+        rc = st->ops->get_info(st, bucket, arg, &data, &len, &info);
+        if (rc < 0) {
+            status = fail("getinfo", rc);
+        } else {
+            json_t *j = json_pack("{s:s, s:I, s:I, s:s%}", "etag", info.etag,
+                                  "last_modified_ms", (json_int_t)info.last_modified_ms,
+                                  "server_ms", (json_int_t)info.server_ms, "body",
+                                  data, len);
+            char *out = j ? json_dumps(j, JSON_COMPACT) : NULL;
+            if (!out || puts(out) < 0)
+                status = fail("getinfo", -ENOMEM);
+            free(out);
+            json_decref(j);
+        }
+        free(data);
+    } else if (strcmp(cmd, "del") == 0) {
+        rc = st->ops->del(st, bucket, arg);
+        if (rc < 0)
+            status = fail("del", rc);
+        else
+            printf("ok\n");
     } else if (strcmp(cmd, "list") == 0) {
         rc = store_list_all(st, bucket, arg, print_object, NULL);
         if (rc < 0)
