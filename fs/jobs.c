@@ -958,9 +958,10 @@ static int names_cb(const struct store_object *obj, void *arg)
     int m = layout_match(nc->layout, obj->key, 1, &job, &kind, &date, &date_len);
     if (m <= 0)
         return m;
-    /* A name with '/' or over 255 bytes cannot be a directory; jansson
-     * refuses names that are not UTF-8. Such objects are skipped. */
-    if (!strchr(job, '/') && strlen(job) <= 255)
+    /* A name with '/' or over 255 bytes cannot be a directory, a dot-name
+     * is not a job in the mount; jansson refuses names that are not UTF-8.
+     * Such objects are skipped. */
+    if (!strchr(job, '/') && strlen(job) <= 255 && job[0] != '.')
         json_object_set_new(nc->seen, job, json_true());
     free(job);
     return 0;
@@ -1248,13 +1249,12 @@ int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
     return rc;
 }
 
-char *job_control_text(struct job *job, enum upload_kind kind, size_t *len)
+char *job_readout_text(struct job *job, size_t *len)
 {
     pthread_mutex_lock(&job->lock);
-    json_t *doc = json_pack("{s:s, s:s, s:O, s:O}", "job", job->name, "kind",
-                            kind == UPLOAD_COMPLETED ? "completed" : "running",
-                            "last_upload", job->last_upload[kind], "loaded",
-                            job->loaded);
+    json_t *doc = json_pack("{s:s, s:{s:O, s:O}, s:O}", "job", job->name, "last_upload",
+                            "running", job->last_upload[UPLOAD_RUNNING], "completed",
+                            job->last_upload[UPLOAD_COMPLETED], "loaded", job->loaded);
     pthread_mutex_unlock(&job->lock);
     return readout_text(doc, len);
 }

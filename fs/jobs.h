@@ -32,6 +32,8 @@ struct job {
     json_t *loaded;            /* what get_or_create loaded, {} when none */
     json_t *last_upload[2];    /* per enum upload_kind, {} when none */
     struct timespec mtime;
+    unsigned hidden;           /* removed entries (running, completed,
+                                  .state.json) until created again: 1 << etype */
     uint64_t journal_seq;      /* its newest journal record, 0: none (journal lock) */
     /* While the job has no journal records, the stored object its state
      * equals (the one loaded or last uploaded; bucket is the jobs' lz_bucket
@@ -142,8 +144,10 @@ size_t jobs_loaded_count(struct jobs *j);
 /* The root's .status: malloc'd JSON text plus newline. */
 char *jobs_status_text(struct jobs *j, size_t *len);
 
-/* The read-out of a control file (§3): malloc'd JSON text plus newline. */
-char *job_control_text(struct job *job, enum upload_kind kind, size_t *len);
+/* The job's read-out, MNT/<job>/.status (README, "Control files"): the
+ * last upload of each kind and what get_or_create loaded. malloc'd JSON
+ * text plus newline. */
+char *job_readout_text(struct job *job, size_t *len);
 
 void job_touch(struct job *job);
 

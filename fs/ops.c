@@ -25,7 +25,7 @@
 #endif
 
 /* What a name inside a job directory is. */
-enum etype { E_KEY, E_SCRATCH, E_STATE, E_RUNNING, E_COMPLETED, E_STATUS };
+enum etype { E_KEY, E_SCRATCH, E_STATE, E_RUNNING, E_COMPLETED, E_STATUS, E_READOUT };
 
 static const char STATE_FILE[] = ".state.json";
 /* The root's read-only status file (observability). */
@@ -52,6 +52,8 @@ static enum etype classify(const char *name)
         return E_COMPLETED;
     if (strcmp(name, STATE_FILE) == 0)
         return E_STATE;
+    if (strcmp(name, STATUS_FILE) == 0)
+        return E_READOUT; /* the job's read-out */
     return name[0] == '.' || tool_scratch(name) ? E_SCRATCH : E_KEY;
 }
 
@@ -90,6 +92,33 @@ static int is_control(enum etype t) { return t == E_RUNNING || t == E_COMPLETED;
 static enum upload_kind control_kind(enum etype t)
 {
     return t == E_COMPLETED ? UPLOAD_COMPLETED : UPLOAD_RUNNING;
+}
+
+/* running, completed and .state.json are always there, but can be removed
+ * (rm -rf of a job, tar -x replacing them): then they are absent from the
+ * job until a create (O_CREAT) or a rename brings them back; nothing else
+ * changes (README, "Control files"). */
+static int is_virtual(enum etype t) { return is_control(t) || t == E_STATE; }
+
+static int hidden(struct job *job, enum etype t)
+{
+    pthread_mutex_lock(&job->lock);
+    int h = (job->hidden >> t) & 1;
+    pthread_mutex_unlock(&job->lock);
+    return h;
+}
+
+/* Sets or clears; returns whether it was hidden. */
+static int set_hidden(struct job *job, enum etype t, int on)
+{
+    pthread_mutex_lock(&job->lock);
+    int was = (job->hidden >> t) & 1;
+    if (on)
+        job->hidden |= 1u << t;
+    else
+        job->hidden &= ~(1u << t);
+    pthread_mutex_unlock(&job->lock);
+    return was;
 }
 
 /* A path split into its job and entry: depth 0 is the root, 1 a job, 2 an
@@ -174,6 +203,8 @@ static int get_job(const char *name, struct job **job)
 {
     if (strcmp(name, STATUS_FILE) == 0)
         return -ENOTDIR; /* a file, not a job */
+    if (name[0] == '.')
+        return -ENOENT; /* dot-names at the root are not jobs (README, "Jobs") */
     return jobs_get(ctx()->jobs, name, 0, job);
 }
 
@@ -496,15 +527,21 @@ static off_t entry_size(struct job *job, const char *name, enum etype t)
     switch (t) {
     case E_STATUS:
         return -ENOENT; /* never inside a job */
-    case E_RUNNING:
-    case E_COMPLETED: {
-        char *text = job_control_text(job, control_kind(t), &len);
+    case E_READOUT: {
+        char *text = job_readout_text(job, &len);
         if (!text)
             return -ENOMEM;
         free(text);
         return (off_t)len;
     }
+    case E_RUNNING:
+    case E_COMPLETED:
+        /* Read empty: a copy of a job holds empty control files, and
+         * copying them back uploads nothing. */
+        return hidden(job, t) ? -ENOENT : 0;
     case E_STATE:
+        if (hidden(job, t))
+            return -ENOENT;
         return (off_t)state_bytes_len(job->state) + 1; /* plus the newline */
     case E_SCRATCH: {
         pthread_mutex_lock(&job->lock);
@@ -585,6 +622,8 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
     if (size < 0)
         return (int)size;
     fill_file(st, size, &t);
+    if (type == E_READOUT)
+        st->st_mode = S_IFREG | 0444;
     return 0;
 }
 
@@ -636,9 +675,12 @@ static int list_dir(const struct fspath *p, struct strlist *names)
         return rc;
     if (state_count(job->state) > LARGE_STATE)
         loop_may_block(); /* copying many names */
+    /* Not the job's .status: read by name, never copied with the job. */
     static const char *const fixed[] = {"running", "completed", STATE_FILE};
+    static const enum etype fixed_type[] = {E_RUNNING, E_COMPLETED, E_STATE};
     for (size_t i = 0; i < 3 && rc == 0; i++)
-        rc = strlist_add(names, fixed[i]);
+        if (!hidden(job, fixed_type[i]))
+            rc = strlist_add(names, fixed[i]);
     size_t n = 0;
     char **keys = rc == 0 ? state_keys(job->state, &n) : NULL;
     if (rc == 0 && !keys && n)
@@ -747,6 +789,8 @@ static int op_mkdir(const char *path, mode_t mode)
         return p.depth == 0 ? -EEXIST : -EPERM;
     if (is_status(&p))
         return -EEXIST;
+    if (p.job[0] == '.')
+        return -EPERM; /* not a job: git init MNT makes no job ".git" */
     if (!valid_utf8(p.job))
         return -EILSEQ;
     if ((rc = job_name_fits(p.job)) < 0)
@@ -837,24 +881,42 @@ static int open_entry(const char *path, struct fuse_file_info *fi, int create)
     }
     int trunc = (fi->flags & O_TRUNC) && acc != O_RDONLY;
     h->append = (fi->flags & O_APPEND) != 0;
+    /* A removed running, completed or .state.json is back with a create;
+     * a .state.json created so starts empty, as with O_TRUNC. */
+    if (is_virtual(type) && hidden(job, type)) {
+        if (!create)
+            rc = -ENOENT;
+        else
+            set_hidden(job, type, 0);
+        if (type == E_STATE)
+            trunc = 1;
+    }
     switch (type) {
     case E_STATUS:
         break; /* opened by open_status() */
-    case E_RUNNING:
-    case E_COMPLETED: {
-        if (acc == O_WRONLY)
-            break; /* a commit: the read-out text is not needed */
+    case E_READOUT: {
+        if (create) {
+            rc = -EEXIST;
+            break;
+        }
+        if (acc != O_RDONLY) {
+            rc = -EACCES; /* read-only, for root too */
+            break;
+        }
         size_t len = 0;
-        h->buf = job_control_text(job, control_kind(type), &len);
+        h->buf = job_readout_text(job, &len);
         if (!h->buf)
             rc = -ENOMEM;
         h->len = h->cap = len;
         break;
     }
+    case E_RUNNING:
+    case E_COMPLETED:
+        break; /* they read empty; a write uploads */
     case E_STATE:
         /* O_TRUNC empties this descriptor's bytes; nothing is committed
          * until something is written (shells flush a duplicate first). */
-        if (!trunc) {
+        if (rc == 0 && !trunc) {
             if (state_count(job->state) > LARGE_STATE)
                 loop_may_block(); /* a long serialization */
             size_t len = 0;
@@ -1036,6 +1098,8 @@ static int op_write(const char *path, const char *data, size_t size, off_t off,
         /* update()/complete(): the bytes do not matter, the upload does. */
         rc = job_upload(ctx()->jobs, h->job, control_kind(h->type));
         return rc < 0 ? rc : (int)size;
+    case E_READOUT:
+        return -EBADF; /* opened read-only */
     case E_SCRATCH: {
         pthread_mutex_lock(&h->job->lock);
         struct scratch_ref *r = h->scratch;
@@ -1079,6 +1143,7 @@ static int commit_handle(struct handle *h)
     int rc = 0;
     switch (h->type) {
     case E_STATUS:
+    case E_READOUT:
         break; /* read-only */
     case E_KEY:
         if (h->refused) {
@@ -1158,6 +1223,10 @@ static int truncate_entry(struct job *job, const char *name, enum etype type, of
 {
     if (size < 0)
         return -EINVAL;
+    if (type == E_READOUT)
+        return -EPERM;
+    if (is_virtual(type) && hidden(job, type))
+        return -ENOENT;
     if (is_control(type))
         return job_upload(ctx()->jobs, job, control_kind(type));
     if (type == E_SCRATCH) {
@@ -1258,12 +1327,18 @@ static int op_unlink(const char *path)
     struct job *job;
     if ((rc = get_job(p.job, &job)) < 0)
         return rc;
-    switch (classify(p.name)) {
+    enum etype type = classify(p.name);
+    switch (type) {
     case E_STATUS:
+    case E_READOUT:
+        rc = -EPERM;
+        break;
     case E_RUNNING:
     case E_COMPLETED:
     case E_STATE:
-        rc = -EPERM;
+        /* Removing one changes nothing but its presence (rm -rf of a job,
+         * tar -x over it): the state stays, nothing is uploaded. */
+        rc = set_hidden(job, type, 1) ? -ENOENT : 0;
         break;
     case E_KEY:
         rc = job_remove(ctx()->jobs, job, p.name);
@@ -1294,12 +1369,61 @@ static int entry_exists(struct job *job, const char *name)
     return entry_size(job, name, classify(name)) >= 0;
 }
 
+/* rename onto .state.json (os.replace of a whole state, rsync's temp
+ * file): from_bytes with the file's bytes, like a write; the source is gone
+ * (a key source is replaced with the rest of the state). A scratch file
+ * renamed onto running or completed (rsync -a restoring a copy): the
+ * scratch file goes, nothing is uploaded (README, "Control files"). */
+static int rename_onto_virtual(struct job *job, const char *from, enum etype tf,
+                               enum etype tt, unsigned int flags)
+{
+    if (!entry_exists(job, from))
+        return -ENOENT;
+    if ((flags & RENAME_NOREPLACE) && !hidden(job, tt))
+        return -EEXIST;
+    int rc = 0;
+    if (tt == E_STATE) {
+        size_t len = 0;
+        char *text = NULL;
+        if (tf == E_KEY) {
+            text = state_value_text(job->state, from, &len);
+            if (!text)
+                return errno == ENOENT ? -ENOENT : -ENOMEM;
+        } else {
+            pthread_mutex_lock(&job->lock);
+            struct scratch_ref *r = strmap_get(job->scratch, from);
+            len = r ? r->s.len : 0;
+            if (r && (text = malloc(len + 1)))
+                memcpy(text, r->s.data ? r->s.data : "", len);
+            pthread_mutex_unlock(&job->lock);
+            if (!r)
+                return -ENOENT;
+            if (!text)
+                return -ENOMEM;
+        }
+        rc = commit_state(job, text, len);
+        free(text);
+    }
+    if (rc == 0 && tf == E_SCRATCH) {
+        pthread_mutex_lock(&job->lock);
+        scratch_unref(strmap_remove(job->scratch, from));
+        pthread_mutex_unlock(&job->lock);
+    }
+    if (rc == 0) {
+        set_hidden(job, tt, 0);
+        job_touch(job);
+    }
+    return rc;
+}
+
 static int rename_in_job(struct job *job, const char *from, const char *to,
                          unsigned int flags)
 {
     enum etype tf = classify(from), tt = classify(to);
     if (tf != E_KEY && tf != E_SCRATCH)
         return entry_exists(job, from) ? -EPERM : -ENOENT;
+    if (tt == E_STATE || (is_control(tt) && tf == E_SCRATCH))
+        return rename_onto_virtual(job, from, tf, tt, flags);
     if (tt != E_KEY && tt != E_SCRATCH)
         return -EPERM;
     if (!entry_exists(job, from))

@@ -175,19 +175,22 @@ def test_a_job_name_of_255_bytes_works_on_the_dir_store(tmp_path):
 def test_reserved_names_are_eperm_and_nothing_changes(store, mount, job):
     (job / "b").write_text("2")
     attempts = [
-        lambda: os.unlink(job / "running"),
-        lambda: os.unlink(job / "completed"),
-        lambda: os.unlink(job / ".state.json"),
         lambda: os.rename(job / "running", job / "r2"),
         lambda: os.rename(job / "b", job / "completed"),
-        lambda: os.rename(job / "b", job / ".state.json"),
+        lambda: os.rename(job / ".state.json", job / "c"),
         lambda: os.mkdir(job / "sub"),
         lambda: open(mount.path / "file-at-root", "w").close(),
+        lambda: os.mkdir(mount.path / ".git"),
+        lambda: os.unlink(job / ".status"),
     ]
     for op in attempts:
         with pytest.raises(OSError) as e:
             op()
         assert e.value.errno == errno.EPERM
+    # b (2) onto .state.json is from_bytes of a non-object
+    with pytest.raises(OSError) as e:
+        os.rename(job / "b", job / ".state.json")
+    assert e.value.errno == errno.EINVAL
     assert state_of(job) == {"k": {"offset": 1}, "b": 2}
     assert sorted(os.listdir(job)) == [".state.json", "b", "completed", "k", "running"]
     assert json.loads(committed(store, job)) == {"k": {"offset": 1}, "b": 2}

@@ -69,7 +69,7 @@ def test_o_forms_equal_the_long_options(tmp_path):
         (m.path / "j").mkdir()
         (m.path / "j" / "k").write_text("1")
         (m.path / "j" / "running").write_text("1")
-        key = json.loads((m.path / "j" / "running").read_text())["last_upload"]["key"]
+        key = json.loads((m.path / "j" / ".status").read_text())["last_upload"]["running"]["key"]
     assert re.fullmatch(r"dom/ds/upload_date=\d+/u/csv/j_running\.json", key)
     assert (store.root / "L" / key).read_bytes() == b'{"k":1}'
 
@@ -84,7 +84,7 @@ def test_embedded_default_is_the_local_store_under_the_data_dir(tmp_path):
     with Mount(Default(tmp_path / "unused"), tmp_path / "mnt", env=env) as m:
         (m.path / "j").mkdir()
         (m.path / "j" / "completed").write_text("1")
-        key = json.loads((m.path / "j" / "completed").read_text())["last_upload"]["key"]
+        key = json.loads((m.path / "j" / ".status").read_text())["last_upload"]["completed"]["key"]
     import pwd
     user = pwd.getpwuid(os.geteuid()).pw_name
     assert re.fullmatch(rf"state/bookmarks/upload_date=\d+/{user}/others/j_completed\.json", key)

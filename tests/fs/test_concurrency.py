@@ -38,7 +38,7 @@ def test_parallel_writers_with_concurrent_uploads(store, mnt):
         with open(job / "running", "w") as f:
             f.write("1")
         # what this very upload stored, fetched before anyone can replace it
-        info = json.loads((job / "running").read_text())["last_upload"]
+        info = json.loads((job / ".status").read_text())["last_upload"]["running"]
         check_snapshot(store.get(LZ, info["key"]))
         uploads += 1
     for pr in procs:
@@ -49,6 +49,6 @@ def test_parallel_writers_with_concurrent_uploads(store, mnt):
                 for p in range(PROCS) for k in range(KEYS_PER_PROC)}
     assert final == expected
     (job / "completed").write_text("1")
-    info = json.loads((job / "completed").read_text())["last_upload"]
+    info = json.loads((job / ".status").read_text())["last_upload"]["completed"]
     assert json.loads(store.get(LZ, info["key"])) == expected
     assert uploads > 1

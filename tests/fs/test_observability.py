@@ -28,7 +28,7 @@ def test_status_reports_store_jobs_uploads_and_the_last_error(store, mount):
         (mnt / job).mkdir()
         (mnt / job / "k").write_text("1")
         (mnt / job / "running").write_text("1")
-    body = store.get(LZ, json.loads((mnt / "a" / "running").read_text())["last_upload"]["key"])
+    body = store.get(LZ, json.loads((mnt / "a" / ".status").read_text())["last_upload"]["running"]["key"])
     st = status(mnt)
     assert sorted(st["jobs"]) == ["a", "b"] and st["jobs_loaded"] == 2
     assert st["uploads"]["done"] == 2 and st["uploads"]["failed"] == 0
@@ -65,7 +65,7 @@ def test_one_info_line_per_upload(mount):
     lines = [line for line in mount.log().splitlines() if "uploaded" in line]
     assert len(lines) == 2, mount.log()
     for line, kind in zip(lines, ("running", "completed")):
-        key = json.loads((mnt / "j" / kind).read_text())["last_upload"]["key"]
+        key = json.loads((mnt / "j" / ".status").read_text())["last_upload"][kind]["key"]
         m = re.search(r"info: job 'j': (\w+) uploaded s3://([^/]+)/(\S+) \((\d+) bytes, (\d+) ms, "
                       r"(\d+) attempts\)", line)
         assert m, line
@@ -80,7 +80,7 @@ def test_success_trigger_beside_each_completed_upload(store, tmp_path):
         (m.path / "j" / "running").write_text("1")
         assert not [k for k in store.objects(LZ) if k.endswith("/_SUCCESS")]
         (m.path / "j" / "completed").write_text("1")
-        key = json.loads((m.path / "j" / "completed").read_text())["last_upload"]["key"]
+        key = json.loads((m.path / "j" / ".status").read_text())["last_upload"]["completed"]["key"]
     objects = store.objects(LZ)
     trigger = key.rsplit("/", 1)[0] + "/_SUCCESS"
     assert objects[trigger] == b"" and objects[key] == b'{"k":1}'

@@ -31,7 +31,7 @@ def test_resume_from_running_takes_a_newer_running_object(store, tmp_path):
         assert json.loads((m.path / "r" / ".state.json").read_text()) == {"from": "completed"}
     with Mount(store, tmp_path / "m2", extra=["--resume-from=running"]) as m:
         assert json.loads((m.path / "r" / ".state.json").read_text()) == {"from": "running"}
-        loaded = json.loads((m.path / "r" / "running").read_text())["loaded"]
+        loaded = json.loads((m.path / "r" / ".status").read_text())["loaded"]
         assert loaded["bucket"] == DLZ and loaded["kind"] == "running"
 
 

@@ -84,11 +84,11 @@ def test_a_commit_sends_no_flush_and_still_uploads_once(debug_mount, control):
     job.mkdir()
     write_key(job / "k", '{"epoch_time": 7}')
     write_key(job / control, "1\n")  # the name is warm from here on
-    before = json.loads((job / control).read_text())["last_upload"]
+    before = json.loads((job / ".status").read_text())["last_upload"][control]
     ops = requests_during(debug_mount, lambda: write_key(job / control, "1\n"))
     assert ops == ["OPEN", "WRITE", "RELEASE"], ops
     assert debug_mount.log().count(f"{control} uploaded") == 2
-    # A reader still gets the read-out, and it names the new upload.
-    after = json.loads((job / control).read_text())["last_upload"]
+    # The job's .status names the new upload.
+    after = json.loads((job / ".status").read_text())["last_upload"][control]
     assert after["keys"] == 1 and after["key"].endswith(f"job_{control}.json")
     assert after["time"] >= before["time"]

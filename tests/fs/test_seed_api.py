@@ -115,7 +115,7 @@ def test_first_access_loads_a_stored_job(store, mnt):
     store.put(LZ, key, b'{"DatasetId": {"epoch_time": 5}}')
     assert "stored" in [p.name for p in mnt.iterdir()]          # readdir shows it
     assert json.loads((mnt / "stored" / "DatasetId").read_text()) == {"epoch_time": 5}
-    info = json.loads((mnt / "stored" / "completed").read_text())
-    assert info["loaded"]["key"] == key and info["last_upload"] == {}
+    info = json.loads((mnt / "stored" / ".status").read_text())
+    assert info["loaded"]["key"] == key and info["last_upload"]["completed"] == {}
     with pytest.raises(FileExistsError):
         (mnt / "stored").mkdir()

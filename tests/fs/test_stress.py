@@ -78,10 +78,10 @@ def committer(mnt, c, stop, store, errors):
             jd = os.path.join(mnt, f"job{job}")
             r = sh_write(os.path.join(jd, kind), timeout=120)
             assert r.returncode == 0, r.stderr
-            with open(os.path.join(jd, kind)) as f:
+            with open(os.path.join(jd, ".status")) as f:
                 text = f.read()
-            assert text.endswith("}\n"), f"{kind} of job{job} reads {text!r}"
-            info = json.loads(text)["last_upload"]
+            assert text.endswith("}\n"), f".status of job{job} reads {text!r}"
+            info = json.loads(text)["last_upload"][kind]
             body = fetch(store, info["key"])
             try:
                 snap = json.loads(body)
@@ -166,7 +166,7 @@ def test_writers_committers_and_readers_together(store, mount):
         assert json.loads((jd / ".state.json").read_text()) == want
         r = sh_write(jd / "completed")
         assert r.returncode == 0, r.stderr
-        info = json.loads((jd / "completed").read_text())["last_upload"]
+        info = json.loads((jd / ".status").read_text())["last_upload"]["completed"]
         body = store.get(LZ, info["key"])
         assert json.loads(body) == want
         assert body + b"\n" == (jd / ".state.json").read_bytes()

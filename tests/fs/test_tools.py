@@ -4,6 +4,7 @@ moreutils' sponge, jq and tmux, run as the real programs. No bookmark is
 dropped, mixed with a state that never existed, or polluted with a tool's
 temp file; what the store holds is read back with the file system (dir
 store) or boto3 (S3)."""
+import errno
 import fnmatch
 import json
 import os
@@ -328,3 +329,176 @@ def test_editors_save_and_keys_have_their_own_mtime(dmount, tmp_path):
     os.rename(job / "kb", job / "kd")  # a rename keeps the mtime
     assert os.stat(job / "kd").st_mtime >= os.stat(job / "kc").st_mtime
     assert uploads(dmount.store) == {}
+
+
+# ---- 4. restoring a copy of a job uploads nothing --------------------------
+
+RESTORES = {
+    "cp": "cp bk/* mnt/{job}/",
+    "cp -a": "cp -a bk/. mnt/{job}/",
+    "cp -r": "cp -r bk/. mnt/{job}/",
+    "tar -x": "tar -C mnt/{job} -xf bk.tar",
+    "rsync -a": "rsync -a bk/ mnt/{job}/",
+}
+
+
+def test_restoring_a_copy_of_a_job_uploads_nothing(dmount):
+    """A copy of a job (cp -r MNT/job bk) holds its keys, .state.json and
+    empty control files (the read-out is the job's .status, which a copy
+    does not list); copying it into jobs, fresh or with other keys, with
+    cp, cp -a, tar -x and rsync -a restores every key and uploads nothing.
+    Only an explicit trigger uploads: a write to a control file, touch,
+    truncate. What each tool does to the control files was checked with
+    strace: cp opens them O_TRUNC and writes nothing; cp -a also sets
+    explicit times; tar -x removes them and creates them O_EXCL; rsync -a
+    renames its .running.XXXXXX onto them."""
+    top = dmount.path.parent
+    src = dmount.path / "src"
+    src.mkdir()
+    state = {"last_file": "day2.csv", "epoch": 156234987, "files": ["a", "b"]}
+    for k, v in state.items():
+        (src / k).write_text(json.dumps(v))
+    assert sh("echo 1 > src/completed", cwd=dmount.path).returncode == 0
+    first, = uploads(dmount.store).values()
+    assert first == state
+    r = sh("cp -r mnt/src bk && tar -C bk -cf bk.tar .", cwd=top)
+    assert r.returncode == 0, r
+    assert (top / "bk" / "running").read_bytes() == b""
+    assert (top / "bk" / "completed").read_bytes() == b""
+    assert sorted(os.listdir(top / "bk")) == [".state.json", "completed", "epoch", "files",
+                                              "last_file", "running"]
+    readout = json.loads((src / ".status").read_text())
+    assert readout["last_upload"]["completed"]["keys"] == 3
+    assert readout["last_upload"]["running"] == {}
+    for i, (tool, cmd) in enumerate(RESTORES.items()):
+        for fresh in (True, False):
+            job = f"r{i}{'f' if fresh else 'o'}"
+            (dmount.path / job).mkdir()
+            if not fresh:  # a job with a key of its own and another value
+                (dmount.path / job / "own").write_text("1")
+                (dmount.path / job / "epoch").write_text("5")
+            r = sh(cmd.format(job=job), cwd=top)
+            assert r.returncode == 0, (tool, r)
+            got = json.loads((dmount.path / job / ".state.json").read_text())
+            # With .state.json in the copy (all but cp of the glob), the
+            # job is the copy; else the copy's keys on top of its own.
+            want = dict(state, own=1) if not fresh and tool == "cp" else state
+            assert got == want, (tool, fresh, got)
+            assert sorted(os.listdir(dmount.path / job))[:3] == [".state.json",
+                                                                 "completed", "epoch"]
+            assert (dmount.path / job / "running").exists(), tool
+    assert list(uploads(dmount.store).values()) == [first]  # nothing more
+    assert status(dmount.path)["uploads"]["done"] == 1
+
+    # Explicit triggers, each one upload.
+    job = dmount.path / "r0f"
+    n = 1
+    for trigger in ("echo 1 > running", "touch running", "truncate -s0 running",
+                    "python3 -c 'open(\"completed\", \"w\").write(\"x\")'"):
+        assert sh(trigger, cwd=job).returncode == 0, trigger
+        n += 1
+        assert status(dmount.path)["uploads"]["done"] == n, trigger
+    # Not triggers: an O_TRUNC open with no write, explicit times.
+    for quiet in (": > running", "touch -d '2020-01-01' completed", "cat running",
+                  "cp /dev/null completed"):
+        assert sh(quiet, cwd=job).returncode == 0, quiet
+        assert status(dmount.path)["uploads"]["done"] == n, quiet
+    assert (job / "running").read_bytes() == b"" and os.stat(job / "running").st_size == 0
+    for body in uploads(dmount.store).values():
+        assert body == state
+
+
+# ---- 6. whole-state replaces, rm -rf of a job, dot-dirs at the root --------
+
+def test_whole_state_replace_rm_rf_and_dot_dirs(dmount):
+    mnt = dmount.path
+    job = mnt / "j"
+    job.mkdir()
+    (job / "old").write_text("1")
+    assert sh("echo 1 > completed", cwd=job).returncode == 0
+    # os.replace onto .state.json: from_bytes, like a write.
+    r = subprocess.run([sys.executable, "-c", (
+        "import json, os, tempfile\n"
+        "f = tempfile.NamedTemporaryFile('w', dir='.', delete=False)\n"
+        "json.dump({'a': 1, 'b': [2]}, f); f.close()\n"
+        "os.replace(f.name, '.state.json')")], cwd=job, capture_output=True, text=True)
+    assert r.returncode == 0, r
+    assert json.loads((job / ".state.json").read_text()) == {"a": 1, "b": [2]}
+    assert sorted(os.listdir(job)) == [".state.json", "a", "b", "completed", "running"]
+    # not an object: refused, the state stays, the temp file too
+    (job / ".new").write_text("[1]")
+    with pytest.raises(OSError) as e:
+        os.rename(job / ".new", job / ".state.json")
+    assert e.value.errno == errno.EINVAL
+    assert sh("mv .new .state.json", cwd=job).returncode != 0  # mv words EINVAL oddly
+    assert json.loads((job / ".state.json").read_text()) == {"a": 1, "b": [2]}
+    assert (job / ".new").exists()
+    # jq's filter written back through a scratch file and mv
+    assert sh("jq '.a += 1' .state.json > .s.tmp && mv .s.tmp .state.json", cwd=job) \
+        .returncode == 0
+    assert json.loads((job / ".state.json").read_text()) == {"a": 2, "b": [2]}
+    # sponge writes in place
+    assert sh("jq '.b += [3]' .state.json | sponge .state.json", cwd=job).returncode == 0
+    assert json.loads((job / ".state.json").read_text()) == {"a": 2, "b": [2, 3]}
+    uploaded_before = dict(dmount.store.objects(LZ))
+    assert len(uploaded_before) == 1
+
+    # rm -rf of the job: exit 0, forgotten locally, nothing uploaded; the
+    # stored state is back at the next access.
+    r = sh("rm -rf j", cwd=mnt)
+    assert r.returncode == 0, r
+    assert dmount.store.objects(LZ) == uploaded_before
+    assert json.loads((job / ".state.json").read_text()) == {"old": 1}
+    r = sh("rm -rf j; ls -A j", cwd=mnt)
+    assert r.returncode == 0 and r.stdout.split() == [".state.json", "completed", "old",
+                                                       "running"], r
+    (mnt / "k").mkdir()
+    (mnt / "k" / "x").write_text("1")
+    assert sh("rm -rf k", cwd=mnt).returncode == 0
+    assert not (mnt / "k").exists()  # never stored: gone
+    # A removed control file is back when created again.
+    assert sh("rm running && ls && echo 1 > running", cwd=job).returncode == 0
+    assert "running" in os.listdir(job)
+
+    # git init MNT makes no job: dot-names at the root are not jobs.
+    r = subprocess.run(["git", "init", "-q", str(mnt)], capture_output=True, text=True)
+    assert r.returncode != 0 and "Operation not permitted" in r.stderr, r
+    assert not any(n.startswith(".") and n != ".status" for n in os.listdir(mnt))
+    for bad in (lambda: (mnt / ".cache").mkdir(), lambda: (mnt / ".git" / "x").write_text("1")):
+        with pytest.raises(OSError):
+            bad()
+    assert sorted(os.listdir(mnt)) == [".status", "j"]
+
+
+# ---- 7. the newcomer's first steps -----------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_demo_uses_a_throwaway_store_and_the_readme_starts_with_the_default_mount(tmp_path):
+    """./scripts/demo leaves nothing in the user's default store or cache
+    (nor in its temp dir), and ends by showing how to mount the embedded
+    default; the README's first screen shows that mount, where the binary
+    is, and that plain text must be quoted JSON."""
+    home = tmp_path / "home"
+    env = dict(os.environ, HOME=str(home), XDG_DATA_HOME=str(home / "data"),
+               XDG_STATE_HOME=str(home / "state"), TMPDIR=str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    home.mkdir()
+    r = subprocess.run([str(REPO / "scripts" / "demo")], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert out.splitlines().count("first run: no bookmark yet") == 1
+    assert "refused: not JSON" in out and "write error: Invalid argument" in r.stderr
+    assert "the job resumes from its completed bookmark" in out
+    assert '"last_file":"day2.csv"' in out  # the second run, after the remount
+    assert f"mkdir -p ~/state && {REPO}/build/fs/bookmarkfs ~/state" in out
+    assert list(home.rglob("*")) == []  # no default store, no journal
+    assert list((tmp_path / "tmp").iterdir()) == []  # the throwaway store is gone
+
+    first_screen = "\n".join((REPO / "README.md").read_text().splitlines()[:40])
+    assert "build/fs/bookmarkfs ~/state" in first_screen
+    assert "The binary is `build/fs/bookmarkfs`" in first_screen
+    assert "echo '\"day2.csv\"' >" in first_screen and "jq -R . <<< day2.csv" in first_screen
+    assert "plain text must be quoted JSON" in first_screen

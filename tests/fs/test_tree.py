@@ -159,11 +159,19 @@ def test_dot_files_are_local_scratch_never_state_nor_uploaded(store, job):
     assert not (job / ".swap").exists()
 
 
-def test_reserved_names_cannot_be_removed_or_renamed(job):
+def test_reserved_names_removed_change_nothing_and_cannot_be_renamed(store, job):
+    """Removing running, completed or .state.json (rm -rf, tar -x over them)
+    changes nothing but their presence, until a create brings them back."""
     before = state(job)
     for name in ("running", "completed", ".state.json"):
-        expect_errno(errno.EPERM, os.unlink, job / name)
+        os.unlink(job / name)
+        assert not (job / name).exists() and name not in os.listdir(job)
+        expect_errno(errno.ENOENT, os.unlink, job / name)
+    assert store.objects(LZ) == {}
+    for name in ("running", "completed", ".state.json"):
+        os.close(os.open(job / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
         assert (job / name).exists()
+    assert store.objects(LZ) == {}  # a create is not an upload
     expect_errno(errno.EPERM, os.rename, job / "running", job / "r2")
     expect_errno(errno.EPERM, os.rename, job / "completed", job / "k2")
     expect_errno(errno.EPERM, os.rename, job / "k", job / "running")
@@ -193,13 +201,13 @@ def test_control_files_upload_on_write_truncate_and_touch(store, job):
             os.truncate(job / "running", 0)
         else:
             subprocess.run(["touch", str(job / "running")], check=True)
-        info = json.loads((job / "running").read_text())["last_upload"]
+        info = json.loads((job / ".status").read_text())["last_upload"]["running"]
         body = store.objects(LZ)[info["key"]]
         assert json.loads(body)["v"] == i
         assert info["bucket"] == LZ and info["bytes"] == len(body)
         assert info["etag"] == hashlib.md5(body).hexdigest()
-    assert json.loads((job / "completed").read_text())["last_upload"] == {}
-    assert json.loads((job / "completed").read_text())["loaded"] == {}
+    assert json.loads((job / ".status").read_text())["last_upload"]["completed"] == {}
+    assert json.loads((job / ".status").read_text())["loaded"] == {}
 
 
 def test_a_failed_upload_is_a_write_error_and_changes_nothing(store, mnt, job):
@@ -211,12 +219,12 @@ def test_a_failed_upload_is_a_write_error_and_changes_nothing(store, mnt, job):
         assert r.returncode != 0
         assert "error" in r.stderr.lower()
         assert state(job) == before
-        assert json.loads((job / "running").read_text())["last_upload"] == {}
+        assert json.loads((job / ".status").read_text())["last_upload"]["running"] == {}
     finally:
         repair()
     r = subprocess.run(["bash", "-c", "echo 1 > job/running"], cwd=mnt)
     assert r.returncode == 0
-    assert json.loads((job / "running").read_text())["last_upload"]["bytes"] > 0
+    assert json.loads((job / ".status").read_text())["last_upload"]["running"]["bytes"] > 0
 
 
 def test_rmdir_forgets_an_empty_job_and_refuses_one_with_keys(job, mnt):

@@ -64,7 +64,7 @@ def compact(obj) -> bytes:
 
 
 def last_upload(job_dir, kind="running"):
-    return json.loads((job_dir / kind).read_text())["last_upload"]
+    return json.loads((job_dir / ".status").read_text())["last_upload"][kind]
 
 
 def state_of(job_dir):
