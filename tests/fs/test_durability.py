@@ -249,7 +249,7 @@ def write(job, key, value):
 
 def upload(job, kind):
     (job / kind).write_text("1")
-    return json.loads((job / kind).read_text())["last_upload"]
+    return json.loads((job / ".status").read_text())["last_upload"][kind]
 
 
 def end_mount(m, how):
