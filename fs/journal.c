@@ -147,6 +147,8 @@ static int pread_all(int fd, void *buf, size_t n, off_t off)
 /* mkdir -p; components it creates are 0700. */
 static int mkdir_p(const char *path)
 {
+    if (!path[0])
+        return -ENOENT;
     char *p = strdup(path);
     if (!p)
         return -ENOMEM;

@@ -147,7 +147,7 @@ static char *xdg_dir(const char *var, const char *fallback)
     return n < 0 ? NULL : out;
 }
 
-static int parse_ms(const char *name, const char *value, long *out, long min,
+static int parse_ms(const char *name, const char *value, long *out, long min, long max,
                     char *err, size_t errlen)
 {
     if (!value)
@@ -158,6 +158,10 @@ static int parse_ms(const char *name, const char *value, long *out, long min,
     if (errno || end == value || *end || v < min) {
         snprintf(err, errlen, "invalid --%s '%s': expected a whole number >= %ld", name,
                  value, min);
+        return -1;
+    }
+    if (v > max) {
+        snprintf(err, errlen, "invalid --%s '%s': at most %ld", name, value, max);
         return -1;
     }
     *out = v;
@@ -180,6 +184,34 @@ static int bad_bucket(const char *name, const char *value, char *err, size_t err
     if (!*value || strchr(value, '/') || value[0] == '.' || strlen(value) > 255) {
         snprintf(err, errlen, "invalid --%s '%s': not a bucket name", name, value);
         return -1;
+    }
+    return 0;
+}
+
+/* An option given with an empty value (`--cache-dir=`, `-o region=`) is
+ * refused: it would otherwise mean its default silently, or nothing. */
+static int empty_value(const struct options *o, char *err, size_t errlen)
+{
+    const struct {
+        const char *name;
+        const char *value;
+    } v[] = {
+        {"store", o->store},           {"lz-bucket", o->lz_bucket},
+        {"dlz-bucket", o->dlz_bucket}, {"domain", o->domain},
+        {"dataset", o->dataset},       {"user", o->user},
+        {"file-type", o->file_type},   {"resume-from", o->resume_from},
+        {"endpoint", o->endpoint},     {"region", o->region},
+        {"profile", o->profile},       {"ca-file", o->ca_file},
+        {"cache-dir", o->cache_dir},   {"connect-timeout", o->connect_timeout},
+        {"timeout", o->timeout},       {"retries", o->retries},
+        {"retry-time", o->retry_time}, {"spin-us", o->spin_us},
+        {"log-file", o->log_file},     {"metrics", o->metrics},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        if (v[i].value && !v[i].value[0]) {
+            snprintf(err, errlen, "invalid --%s '': the value is empty", v[i].name);
+            return -1;
+        }
     }
     return 0;
 }
@@ -214,6 +246,8 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
         return -1;
     if (o->show_help || o->show_version)
         return 0;
+    if (empty_value(o, err, errlen))
+        return -1;
 
     /* Which store. */
     if (!o->store)
@@ -286,18 +320,18 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
     o->timeout_ms = 30000;
     o->max_attempts = 5;
     o->max_retry_ms = 60000;
-    if (parse_ms("connect-timeout", o->connect_timeout, &o->connect_timeout_ms, 1, err, errlen) ||
-        parse_ms("timeout", o->timeout, &o->timeout_ms, 1, err, errlen) ||
-        parse_ms("retries", o->retries, &o->max_attempts, 1, err, errlen) ||
-        parse_ms("retry-time", o->retry_time, &o->max_retry_ms, 0, err, errlen))
+    /* Bounds keep the time arithmetic far from overflow and the values
+     * from being cut to a narrower type (README, "Command line"). */
+    if (parse_ms("connect-timeout", o->connect_timeout, &o->connect_timeout_ms, 1,
+                 OPTIONS_MS_MAX, err, errlen) ||
+        parse_ms("timeout", o->timeout, &o->timeout_ms, 1, OPTIONS_MS_MAX, err, errlen) ||
+        parse_ms("retries", o->retries, &o->max_attempts, 1, 100, err, errlen) ||
+        parse_ms("retry-time", o->retry_time, &o->max_retry_ms, 1, OPTIONS_MS_MAX, err,
+                 errlen))
         return -1;
     o->spin_time_us = 20;
-    if (parse_ms("spin-us", o->spin_us, &o->spin_time_us, 0, err, errlen))
+    if (parse_ms("spin-us", o->spin_us, &o->spin_time_us, 0, 1000, err, errlen))
         return -1;
-    if (o->spin_time_us > 1000) {
-        snprintf(err, errlen, "invalid --spin-us '%s': at most 1000", o->spin_us);
-        return -1;
-    }
     /* --scratch=LIST replaces the default patterns, +LIST adds to them. */
     const char *sc = o->scratch ? o->scratch : SCRATCH_DEFAULT;
     int n = sc[0] == '+' ? asprintf(&o->scratch_list, "%s/%s", SCRATCH_DEFAULT, sc + 1)

@@ -4,6 +4,9 @@
 #ifndef BOOKMARKFS_FS_OPTIONS_H
 #define BOOKMARKFS_FS_OPTIONS_H
 
+/* The largest time-out or time bound an option accepts: one day, in ms. */
+#define OPTIONS_MS_MAX 86400000L
+
 #include <fuse.h>
 #include <stddef.h>
 

@@ -33,6 +33,25 @@ def run(*args, env=None):
     (["--no-such-option=1", "MNT"], "unknown option '--no-such-option'"),
     (["-o", "store=ftp", "MNT"], "invalid --store"),
     (["-o", "lz_bucket=b,store=s3", "MNT"], "missing --domain"),
+    # an empty value never means the default (nor reads past its buffer)
+    (["--cache-dir=", "MNT"], "invalid --cache-dir '': the value is empty"),
+    (["-o", "cache_dir=", "MNT"], "invalid --cache-dir '': the value is empty"),
+    (["--lz-bucket=b", "--domain=d", "--dataset=s", "--user=u", "--endpoint=", "MNT"],
+     "invalid --endpoint '': the value is empty"),
+    (["--lz-bucket=b", "--domain=d", "--dataset=s", "--user=u", "--region=", "MNT"],
+     "invalid --region '': the value is empty"),
+    (["--lz-bucket=b", "--domain=d", "--dataset=s", "--user=u", "--profile=", "MNT"],
+     "invalid --profile '': the value is empty"),
+    (["--lz-bucket=b", "--domain=d", "--dataset=s", "--user=u", "--ca-file=", "MNT"],
+     "invalid --ca-file '': the value is empty"),
+    (["--resume-from=", "MNT"], "invalid --resume-from '': the value is empty"),
+    (["--timeout=", "MNT"], "invalid --timeout '': the value is empty"),
+    # numbers that would be cut to a narrower type or overflow the time sums
+    (["--retries=4294967297", "MNT"], "invalid --retries '4294967297': at most 100"),
+    (["--retry-time=0", "MNT"], "invalid --retry-time '0': expected a whole number >= 1"),
+    (["--timeout=9223372036854775807", "MNT"],
+     "invalid --timeout '9223372036854775807': at most 86400000"),
+    (["--connect-timeout=99999999999999999999", "MNT"], "invalid --connect-timeout"),
 ])
 def test_bad_command_lines_exit_2_with_one_line(tmp_path, args, message):
     mnt = tmp_path / "mnt"
