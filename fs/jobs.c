@@ -1002,14 +1002,19 @@ json_t *jobs_list_names(struct jobs *j, int *err)
         *err = -ENOMEM;
         return NULL;
     }
-    struct names_ctx nc = {.layout = &j->layout, .seen = seen};
-    int rc = store_list_all(j->store, j->lz_bucket, prefix, names_cb, &nc);
+    /* The store's names count only when its listings end well. */
+    struct names_ctx nc = {.layout = &j->layout, .seen = json_object()};
+    int rc = nc.seen ? store_list_all(j->store, j->lz_bucket, prefix, names_cb, &nc)
+                     : -ENOMEM;
     if (rc == 0 && strcmp(j->lz_bucket, j->dlz_bucket) != 0)
         rc = store_list_all(j->store, j->dlz_bucket, prefix, names_cb, &nc);
     free(prefix);
     if (rc < 0)
         log_warn("listing jobs in the store failed (%s); showing loaded jobs only",
                  strerror(-rc));
+    else if (json_object_update(seen, nc.seen) != 0)
+        log_warn("listing jobs: out of memory; showing loaded jobs only");
+    json_decref(nc.seen);
 
     json_t *names = json_array();
     const char *k;

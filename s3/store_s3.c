@@ -791,6 +791,9 @@ struct store *store_s3_new(const struct s3_options *opts, char *err, size_t errl
         .max_attempts = o.max_attempts > 0 ? o.max_attempts : 5,
         .max_retry_ms = o.max_retry_ms > 0 ? o.max_retry_ms : 60000,
     };
+    /* A whole listing, all its pages: ten times the bound on one operation
+     * (README, "Retries"). */
+    s->base.list_bound_ms = 10 * (ho.max_retry_ms + ho.timeout_ms);
     s->http = s3_http_new(&ho);
     if (!s->http) {
         snprintf(err, errlen, "The HTTP client could not be set up.");

@@ -90,10 +90,14 @@ struct store {
     const struct store_ops *ops;
     const char *kind; /* "s3" or "dir" */
     size_t max_segment; /* longest segment of a key between slashes, 0: none */
+    long list_bound_ms; /* bound on a whole listing, all pages; 0: none */
 };
 
 /* Calls cb for every object under prefix, page after page. Stops early and
- * returns cb's value when it returns non-zero. */
+ * returns cb's value when it returns non-zero. A listing that cannot end
+ * is -EIO (logged): a page that hands out the token it was asked with, a
+ * page whose keys do not come after the previous page's, or more time in
+ * all than st->list_bound_ms. */
 int store_list_all(struct store *st, const char *bucket, const char *prefix,
                    int (*cb)(const struct store_object *obj, void *arg),
                    void *arg);

@@ -172,3 +172,53 @@ def test_truncated_put_answer_is_retried_and_stored_once_whole(s3server, proxy, 
         info = last_upload(job, "completed")
         assert re.fullmatch(upload_key("j", "completed"), info["key"])
         assert store.get(LZ, info["key"]) == b'{"k":[1,2,3]}'
+
+
+def listings(proxy):
+    return [p for m, p, a in proxy.log if m == "GET" and "list-type=2" in p and "prefix=" in p]
+
+
+@pytest.mark.parametrize("answer, keys, why", [
+    ("sametoken", (), "handed out the continuation token it was asked with"),
+    ("freshtoken", (f"{DOMAIN}/{DATASET}/upload_date=1/{USER}/others/x_completed.json",),
+     "starts at or before the end of the previous page"),
+    ("freshtoken", (), "not finished after"),
+])
+def test_a_listing_that_never_ends_is_an_error_in_bounded_time(s3server, proxy, tmp_path,
+                                                               answer, keys, why):
+    store = EndpointStore(s3server, proxy.endpoint, retries=3, retry_time=250,
+                          timeout=750)
+    body = b'{"offset":9000}'
+    key = seed_job(store, "etl", body)
+    # the documented bound on a whole listing: 10 x (--retry-time + --timeout)
+    bound = 10 * store.bound_seconds()
+    with Mount(store, tmp_path / "mnt") as m:
+        (m.path / "local").mkdir()
+        (m.path / "local" / "k").write_text("1")
+        proxy.on_list = answer
+        proxy.fresh_keys = keys
+        proxy.reset_log()
+        try:
+            if keys or answer == "sametoken":
+                # ls lists the store (one listing per bucket); a listing that
+                # fails shows the jobs loaded here (the clock-bound case
+                # skips it: one listing of the bound shows as much)
+                r = subprocess.run(["ls", str(m.path)], capture_output=True, text=True,
+                                   timeout=bound + 30)
+                assert r.returncode == 0, r.stderr
+                assert r.stdout.split() == ["local"]
+            r = subprocess.run(["stat", str(m.path / "etl")], capture_output=True,
+                               text=True, timeout=bound + 30)
+            assert r.returncode != 0 and EIO_TEXT in r.stderr, r.stderr
+        except subprocess.TimeoutExpired:
+            pytest.fail("the listing did not end: " + m.log())
+        assert why in m.log()
+        if keys or answer == "sametoken":
+            # found at the second page of each listing, not by the clock
+            assert len(listings(proxy)) <= 4, listings(proxy)
+        assert m.proc.poll() is None and os.path.ismount(m.path)
+        proxy.on_list = None
+        # nothing was lost: the job loads whole once the listings are sound
+        assert state_of(m.path / "etl") == json.loads(body)
+        assert (m.path / "local" / "k").read_text() == "1\n"
+        assert store.objects(LZ) == {key: body}

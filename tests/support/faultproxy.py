@@ -27,6 +27,16 @@ and injects faults, per request:
                answer was lost
     hold       wait until `proxy.release()` (`proxy.held` is set meanwhile),
                then forward as pass
+    sametoken  answer a listing that is truncated and hands out the
+               continuation token it was asked with (or "again"), with one key
+    freshtoken answer a truncated listing with a new token each time; with
+               `fresh_keys` the same keys on every page, else none
+    rewrite    forward, then apply `proxy.rewrite(method, path, body)` to the
+               answer's body (a stand-in for a store's own answers)
+
+`proxy.on_list` (an action or None) overrides the script and the
+probabilities for ListObjectsV2 requests that carry a prefix (listings of
+a dataset, not the bucket check at mount).
 
 The next actions come from an explicit script (`proxy.script([...])`) and,
 when it is empty, are drawn from `probabilities` (seeded) or are "pass".
@@ -39,12 +49,14 @@ import socket
 import struct
 import threading
 import time
+from xml.sax.saxutils import escape as xml_escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 ACTIONS = ("pass", "500", "503", "403", "404", "expired", "requesttimeout", "badsignature",
            "reset",
-           "slow", "truncate", "malformed", "skew", "tamper", "hold", "pass500")
+           "slow", "truncate", "malformed", "skew", "tamper", "hold", "pass500",
+           "sametoken", "freshtoken", "rewrite")
 
 _ERRORS = {
     "500": (500, "InternalError", "We encountered an internal error. Please try again."),
@@ -85,6 +97,10 @@ class FaultProxy:
         self._script = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self.on_list = None
+        self.fresh_keys = ()
+        self.rewrite = None
+        self._tokens = 0
         self.held = threading.Event()  # a "hold" request is waiting
         self._released = threading.Event()
         self._server = None
@@ -112,7 +128,10 @@ class FaultProxy:
 
     def _next_action(self, method, path):
         with self._lock:
-            if self._script:
+            q = parse_qs(urlsplit(path).query)
+            if self.on_list and method == "GET" and "list-type" in q and "prefix" in q:
+                action = self.on_list
+            elif self._script:
                 action = self._script.pop(0)
             else:
                 action = "pass"
@@ -198,6 +217,39 @@ class FaultProxy:
                 xml = (b'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult>'
                        b"<Contents><Key>a</Key><Size>1</Ke></Contents")
                 self._send(200, [("Content-Type", "application/xml")], xml)
+
+            def _listing(self, keys, token):
+                q = parse_qs(urlsplit(self.path).query)
+                prefix = q.get("prefix", [""])[0]
+                contents = "".join(
+                    f"<Contents><Key>{xml_escape(k)}</Key>"
+                    "<LastModified>2026-01-01T00:00:00.000Z</LastModified>"
+                    "<ETag>&quot;0&quot;</ETag><Size>2</Size>"
+                    "<StorageClass>STANDARD</StorageClass></Contents>" for k in keys)
+                xml = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+                       '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                       f"<Name>b</Name><Prefix>{xml_escape(prefix)}</Prefix>"
+                       f"<KeyCount>{len(keys)}</KeyCount><MaxKeys>1000</MaxKeys>"
+                       f"<IsTruncated>true</IsTruncated>{contents}"
+                       f"<NextContinuationToken>{xml_escape(token)}</NextContinuationToken>"
+                       "</ListBucketResult>")
+                self._send(200, [("Content-Type", "application/xml")], xml.encode())
+
+            def _do_sametoken(self, action, body):
+                q = parse_qs(urlsplit(self.path).query)
+                token = q.get("continuation-token", ["again"])[0]
+                prefix = q.get("prefix", [""])[0]
+                self._listing([prefix + "upload_date=1/u/others/x_completed.json"], token)
+
+            def _do_freshtoken(self, action, body):
+                with proxy._lock:
+                    proxy._tokens += 1
+                    token = f"t{proxy._tokens}"
+                self._listing(list(proxy.fresh_keys), token)
+
+            def _do_rewrite(self, action, body):
+                status, hdrs, data = self._upstream(body)
+                self._send(status, hdrs, proxy.rewrite(self.command, self.path, data))
 
             def _do_reset(self, action, body):
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
