@@ -18,6 +18,94 @@
 #include "util/strmap.h"
 #include "util/textbuf.h"
 
+/* ---- the crash hook (test builds only: meson -Dtest_hooks=true)
+ *
+ * BOOKMARKFS_CRASH_AT=N makes the daemon exit, as kill -9 would leave it
+ * (no cleanup, the page cache keeps what was written), just before its Nth
+ * journal write or fsync after the journal was opened: each pwrite, ftruncate,
+ * rename, fsync and fdatasync is one point. BOOKMARKFS_CRASH_TEAR=N makes
+ * the Nth pwrite (counting pwrites only) write half its bytes and exit. tests/fs/test_crash.py
+ * walks every N over a scripted workload. */
+#ifdef BOOKMARKFS_TEST_HOOKS
+#include <stdatomic.h>
+
+#define CRASH_EXIT 86
+
+static atomic_ulong crash_points, crash_writes; /* counted once armed */
+static unsigned long crash_at, crash_tear;
+static atomic_int crash_armed;
+
+static void crash_arm(void)
+{
+    const char *at = getenv("BOOKMARKFS_CRASH_AT");
+    const char *tear = getenv("BOOKMARKFS_CRASH_TEAR");
+    crash_at = at ? strtoul(at, NULL, 10) : 0;
+    crash_tear = tear ? strtoul(tear, NULL, 10) : 0;
+    atomic_store(&crash_armed, crash_at || crash_tear);
+}
+
+static void crash_now(const char *what, unsigned long n)
+{
+    char msg[128];
+    int len = snprintf(msg, sizeof msg, "bookmarkfs: test hook: exit at journal point %lu (%s)\n",
+                       n, what);
+    if (len > 0 && write(2, msg, (size_t)len) < 0)
+        len = 0; /* exiting anyway */
+    _exit(CRASH_EXIT);
+}
+
+/* Before a journal write or fsync: exits at the chosen point. For a pwrite
+ * of n bytes, returns how many to write (n, or half when torn: the caller
+ * then calls crash_torn). */
+static size_t crash_point(const char *what, size_t n)
+{
+    if (!atomic_load(&crash_armed))
+        return n;
+    unsigned long at = atomic_fetch_add(&crash_points, 1) + 1;
+    if (at == crash_at)
+        crash_now(what, at);
+    if (n == 0)
+        return n;
+    unsigned long w = atomic_fetch_add(&crash_writes, 1) + 1; /* pwrites only */
+    if (w == crash_tear) {
+        if (n == 1)
+            crash_now("write of one byte, not torn", at);
+        return n / 2;
+    }
+    return n;
+}
+
+static void crash_torn(void) { crash_now("torn write", atomic_load(&crash_writes)); }
+#else
+#define crash_arm() ((void)0)
+#define crash_point(what, n) (n)
+#define crash_torn() ((void)0)
+#endif
+
+static int j_ftruncate(int fd, off_t len)
+{
+    (void)crash_point("ftruncate", 0);
+    return ftruncate(fd, len);
+}
+
+static int j_fsync(int fd)
+{
+    (void)crash_point("fsync", 0);
+    return fsync(fd);
+}
+
+static int j_fdatasync(int fd)
+{
+    (void)crash_point("fdatasync", 0);
+    return fdatasync(fd);
+}
+
+static int j_renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath)
+{
+    (void)crash_point("rename", 0);
+    return renameat(olddirfd, oldpath, newdirfd, newpath);
+}
+
 #define FILE_NAME "journal"
 #define TMP_NAME "journal.tmp"
 #define LOAD_FLAGS JSON_ALLOW_NUL
@@ -108,6 +196,19 @@ static uint32_t get_le32(const unsigned char *p)
 static int pwrite_all(int fd, const void *buf, size_t n, off_t off)
 {
     const char *p = buf;
+    size_t torn = crash_point("pwrite", n);
+    if (torn < n) {
+        n = torn;
+        while (n > 0) {
+            ssize_t w = pwrite(fd, p, n, off);
+            if (w <= 0)
+                break;
+            p += w;
+            n -= (size_t)w;
+            off += w;
+        }
+        crash_torn();
+    }
     while (n > 0) {
         ssize_t w = pwrite(fd, p, n, off);
         if (w < 0) {
@@ -384,7 +485,7 @@ static int scan(struct journal *jn, off_t size)
         log_warn("journal %s: dropped %lld bytes at offset %lld (%s); %zu records "
                  "before it are kept",
                  jn->path, (long long)(size - off), (long long)off, why, jn->n);
-        if (ftruncate(jn->fd, off) != 0 || fsync(jn->fd) != 0)
+        if (j_ftruncate(jn->fd, off) != 0 || j_fsync(jn->fd) != 0)
             return -errno;
     }
     return 0;
@@ -395,7 +496,7 @@ static int scan(struct journal *jn, off_t size)
 static int write_header(int fd)
 {
     int rc = pwrite_all(fd, JOURNAL_HEADER, JOURNAL_HEADER_LEN, 0);
-    if (rc == 0 && fsync(fd) != 0)
+    if (rc == 0 && j_fsync(fd) != 0)
         rc = -errno;
     return rc;
 }
@@ -455,7 +556,7 @@ static int open_file(struct journal *jn, off_t *size)
             return -errno;
     }
     int rc = write_header(jn->fd);
-    if (rc == 0 && fsync(jn->dirfd) != 0)
+    if (rc == 0 && j_fsync(jn->dirfd) != 0)
         rc = -errno;
     *size = JOURNAL_HEADER_LEN;
     return rc;
@@ -543,6 +644,7 @@ struct journal *journal_open(const char *cache_dir, const char *identity, char *
         goto fail;
     }
     free(lockp);
+    crash_arm();
     if (jn->n)
         log_info("journal %s: %zu change%s not yet uploaded", jn->path, jn->n,
                  jn->n == 1 ? "" : "s");
@@ -679,7 +781,7 @@ int journal_append_locked(struct journal *jn, struct journal_record *rec)
         free(job);
         /* Nothing of a failed record may stay: later records would sit
          * behind garbage and be dropped at replay. */
-        if (ftruncate(jn->fd, jn->end) != 0) {
+        if (j_ftruncate(jn->fd, jn->end) != 0) {
             jn->broken = 1;
             log_error("journal %s: cannot cut off a failed append (%s); refusing "
                       "further changes",
@@ -706,7 +808,7 @@ int journal_undo_locked(struct journal *jn)
     if (!jn->can_undo)
         return -EINVAL;
     jn->can_undo = 0;
-    if (ftruncate(jn->fd, jn->undo_off) != 0) {
+    if (j_ftruncate(jn->fd, jn->undo_off) != 0) {
         int e = errno;
         jn->broken = 1;
         log_error("journal %s: cannot take back a change (%s); refusing further "
@@ -730,7 +832,7 @@ int journal_sync(struct journal *jn)
     int rc = fd < 0 ? -errno : 0;
     pthread_mutex_unlock(&jn->lock);
     if (rc == 0) {
-        if (fdatasync(fd) != 0)
+        if (j_fdatasync(fd) != 0)
             rc = -errno;
         close(fd);
     }
@@ -881,7 +983,7 @@ int journal_compact(struct journal *jn, const char *job, uint64_t upto)
  * records, all uploaded, or none. Caller holds both locks. */
 static int cut_back(struct journal *jn, const char *job)
 {
-    int rc = ftruncate(jn->fd, JOURNAL_HEADER_LEN) == 0 ? 0 : -errno;
+    int rc = j_ftruncate(jn->fd, JOURNAL_HEADER_LEN) == 0 ? 0 : -errno;
     if (rc == 0) {
         index_free(jn->recs, jn->n);
         jn->recs = NULL;
@@ -889,7 +991,7 @@ static int cut_back(struct journal *jn, const char *job)
         jn->end = JOURNAL_HEADER_LEN;
         jn->can_undo = 0;
         jn->broken = 0;
-        if (fdatasync(jn->fd) != 0) /* the records are uploaded: no loss */
+        if (j_fdatasync(jn->fd) != 0) /* the records are uploaded: no loss */
             log_warn("journal %s: fsync failed: %s", jn->path, strerror(errno));
     } else {
         log_warn("journal %s: cutting it back failed (%s); the entries of job '%s' stay",
@@ -982,7 +1084,7 @@ int journal_compact_base(struct journal *jn, const char *job, uint64_t upto,
         rc = pwrite_all(fd, JOURNAL_HEADER, JOURNAL_HEADER_LEN, 0);
     if (rc == 0)
         rc = copy_records(jn, kept, nk, fd, &off, recs, &nr, &buf, &bufcap, bb.p);
-    if (rc == 0 && fsync(fd) != 0)
+    if (rc == 0 && j_fsync(fd) != 0)
         rc = -errno;
     index_free(kept, nk);
     textbuf_free(&bb);
@@ -1003,11 +1105,11 @@ int journal_compact_base(struct journal *jn, const char *job, uint64_t upto,
             rc = copy_records(jn, jn->recs + snap_n, more, fd, &off, recs, &nr, &buf,
                               &bufcap, NULL);
         }
-        if (rc == 0 && fsync(fd) != 0)
+        if (rc == 0 && j_fsync(fd) != 0)
             rc = -errno;
     }
     free(buf);
-    if (rc == 0 && renameat(jn->dirfd, TMP_NAME, jn->dirfd, FILE_NAME) != 0)
+    if (rc == 0 && j_renameat(jn->dirfd, TMP_NAME, jn->dirfd, FILE_NAME) != 0)
         rc = -errno;
     if (rc < 0) {
         pthread_mutex_unlock(&jn->lock);
@@ -1032,7 +1134,7 @@ int journal_compact_base(struct journal *jn, const char *job, uint64_t upto,
     jn->broken = 0;
     pthread_mutex_unlock(&jn->lock);
     /* Until this, a power loss leaves the old file: a superset. */
-    if (fsync(jn->dirfd) != 0)
+    if (j_fsync(jn->dirfd) != 0)
         log_warn("journal %s: fsync of its directory failed: %s", jn->dir,
                  strerror(errno));
     pthread_mutex_unlock(&jn->compact_lock);
