@@ -85,12 +85,14 @@ static void job_destroy(struct job *job)
     state_free(job->state);
     strmap_free(job->scratch, scratch_free);
     strmap_free(job->pending, NULL);
+    strmap_free(job->moved, free);
     json_decref(job->loaded);
     json_decref(job->last_upload[0]);
     json_decref(job->last_upload[1]);
     free(job->base_key);
     for (int i = 0; i < 3; i++)
         candidate_clear(&job->known[i]);
+    pthread_cond_destroy(&job->moved_cond);
     pthread_mutex_destroy(&job->lock);
     pthread_mutex_destroy(&job->upload_lock);
     free(job->name);
@@ -125,15 +127,30 @@ static struct job *job_new(const char *name)
         free(job);
         return NULL;
     }
+    pthread_condattr_t ca;
+    int crc = pthread_condattr_init(&ca);
+    if (crc == 0) {
+        crc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        if (crc == 0)
+            crc = pthread_cond_init(&job->moved_cond, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    if (crc != 0) {
+        pthread_mutex_destroy(&job->upload_lock);
+        pthread_mutex_destroy(&job->lock);
+        free(job);
+        return NULL;
+    }
     job->name = strdup(name);
     job->state = state_new();
     job->scratch = strmap_new();
     job->pending = strmap_new();
+    job->moved = strmap_new();
     job->loaded = json_object();
     job->last_upload[0] = json_object();
     job->last_upload[1] = json_object();
     clock_gettime(CLOCK_REALTIME, &job->mtime);
-    if (!job->name || !job->state || !job->scratch || !job->pending ||
+    if (!job->name || !job->state || !job->scratch || !job->pending || !job->moved ||
         !job->loaded || !job->last_upload[0] || !job->last_upload[1]) {
         job_destroy(job);
         return NULL;
@@ -1027,6 +1044,70 @@ json_t *jobs_list_names(struct jobs *j, int *err)
     return names;
 }
 
+int job_moved(struct job *job, const char *key)
+{
+    int64_t *until = malloc(sizeof *until);
+    if (!until)
+        return -ENOMEM;
+    *until = mono_ms() + MOVED_WAIT_MS;
+    void *old = NULL;
+    pthread_mutex_lock(&job->lock);
+    int rc = strmap_put(job->moved, key, until, &old);
+    pthread_mutex_unlock(&job->lock);
+    if (rc < 0)
+        free(until);
+    free(old);
+    return rc;
+}
+
+void job_written(struct job *job, const char *key)
+{
+    pthread_mutex_lock(&job->lock);
+    clock_gettime(CLOCK_REALTIME, &job->mtime);
+    if (strmap_count(job->moved) > 0) {
+        free(strmap_remove(job->moved, key));
+        pthread_cond_broadcast(&job->moved_cond);
+    }
+    pthread_mutex_unlock(&job->lock);
+}
+
+struct moved_scan {
+    int64_t now, soonest;
+    char expired[256]; /* a key whose time is up, or "" */
+};
+
+static int scan_moved(const char *key, void *value, void *arg)
+{
+    struct moved_scan *ms = arg;
+    int64_t until = *(int64_t *)value;
+    if (until <= ms->now) {
+        snprintf(ms->expired, sizeof ms->expired, "%s", key);
+        return 1;
+    }
+    if (ms->soonest == 0 || until < ms->soonest)
+        ms->soonest = until;
+    return 0;
+}
+
+/* Waits until no key of the job is moved away: each is written again, or
+ * its time is up (then it stays away: `mv key key.bak`). Caller holds no
+ * lock. */
+static void wait_moved(struct job *job)
+{
+    pthread_mutex_lock(&job->lock);
+    while (strmap_count(job->moved) > 0) {
+        struct moved_scan ms = {.now = mono_ms()};
+        if (strmap_each(job->moved, scan_moved, &ms)) {
+            free(strmap_remove(job->moved, ms.expired));
+            continue;
+        }
+        struct timespec ts = {.tv_sec = (time_t)(ms.soonest / 1000),
+                              .tv_nsec = (long)(ms.soonest % 1000) * 1000000};
+        pthread_cond_timedwait(&job->moved_cond, &job->lock, &ts);
+    }
+    pthread_mutex_unlock(&job->lock);
+}
+
 void job_touch(struct job *job)
 {
     pthread_mutex_lock(&job->lock);
@@ -1174,6 +1255,7 @@ char *jobs_status_text(struct jobs *j, size_t *len)
 int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
 {
     loop_may_block();
+    wait_moved(job); /* a tool's backup rename and its new write: one change */
     const char *kname = kind == UPLOAD_COMPLETED ? "completed" : "running";
     pthread_mutex_lock(&job->upload_lock);
     int64_t started = mono_ms();

@@ -29,6 +29,10 @@ struct job {
     pthread_mutex_t upload_lock; /* one upload at a time per job */
     struct strmap *scratch;    /* name -> struct scratch */
     struct strmap *pending;    /* created, not yet closed keys -> open count */
+    struct strmap *moved;      /* keys renamed to a scratch name (a tool's
+                                  backup) -> until when an upload waits for
+                                  them to be written again (int64_t ms) */
+    pthread_cond_t moved_cond; /* a moved key written again (job lock) */
     json_t *loaded;            /* what get_or_create loaded, {} when none */
     json_t *last_upload[2];    /* per enum upload_kind, {} when none */
     struct timespec mtime;
@@ -150,6 +154,15 @@ char *jobs_status_text(struct jobs *j, size_t *len);
 char *job_readout_text(struct job *job, size_t *len);
 
 void job_touch(struct job *job);
+
+/* A key renamed to a scratch name (sed -i.bak, vim's and cp --backup's
+ * backups rename the key first and write it again right after): uploads
+ * wait up to MOVED_WAIT_MS for it to be written again, so that no snapshot
+ * lacks it (README, "Scratch files"). job_moved: 0 or -ENOMEM.
+ * job_written: the key has a value again (and the job is touched). */
+#define MOVED_WAIT_MS 1000
+int job_moved(struct job *job, const char *key);
+void job_written(struct job *job, const char *key);
 
 /* Maximum length of one S3 object key. */
 #define OBJECT_KEY_MAX 1024

@@ -425,7 +425,7 @@ static int commit_key(struct job *job, const char *key, const char *buf, size_t 
     }
     int rc = job_set(ctx()->jobs, job, key, v); /* journaled, then applied */
     if (rc == 0)
-        job_touch(job);
+        job_written(job, key); /* and touched */
     else if (rc == -EIO)
         log_error("job '%s' key '%s': the journal cannot take the change; old value "
                   "kept",
@@ -442,7 +442,7 @@ static int commit_created(struct handle *h)
 {
     int rc = job_create(ctx()->jobs, h->job, h->name);
     if (rc == 0)
-        job_touch(h->job);
+        job_written(h->job, h->name); /* and touched */
     else
         log_error("job '%s' key '%s': the journal cannot take the new key; it is not "
                   "created",
@@ -1437,6 +1437,8 @@ static int rename_in_job(struct job *job, const char *from, const char *to,
     int rc = 0;
     if (tf == E_KEY && tt == E_KEY) {
         rc = job_rename(ctx()->jobs, job, from, to);
+        if (rc == 0)
+            job_written(job, to);
     } else if (tf == E_KEY) { /* key -> scratch: its text becomes bytes */
         size_t len = 0;
         char *text = state_value_text(job->state, from, &len);
@@ -1451,6 +1453,12 @@ static int rename_in_job(struct job *job, const char *from, const char *to,
         r->s.len = r->cap = len;
         /* The key leaves the state first (journaled); then its text is
          * installed as the scratch file. */
+        /* A tool's backup (sed -i.bak, vim, cp --backup): uploads wait a
+         * moment for the key's new value (README, "Scratch files"). */
+        if (job_moved(job, from) < 0) {
+            scratch_unref(r);
+            return -ENOMEM;
+        }
         rc = job_remove(ctx()->jobs, job, from);
         pthread_mutex_lock(&job->lock);
         if (rc == 0)
@@ -1458,6 +1466,8 @@ static int rename_in_job(struct job *job, const char *from, const char *to,
         if (rc < 0)
             scratch_unref(r);
         pthread_mutex_unlock(&job->lock);
+        if (rc < 0)
+            job_written(job, from); /* not moved after all */
     } else if (tt == E_KEY) { /* scratch -> key: the write-then-rename idiom */
         pthread_mutex_lock(&job->lock);
         struct scratch_ref *r = strmap_get(job->scratch, from);
