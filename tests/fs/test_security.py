@@ -91,12 +91,30 @@ def test_a_credentials_file_readable_by_others_draws_a_warning(rgw_server, sessi
 
 # ---- TLS -------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tls_server():
+class TlsRgw:
+    """RGW's HTTPS endpoint as a test server: the store is reached over TLS,
+    boto3 reads what it stored over plain HTTP from the same gateway."""
+
+    def __init__(self, rgw, wrong_ca):
+        self.rgw = rgw
+        self.ca = rgw.ca
+        self.wrong_ca = wrong_ca
+        self.endpoint = rgw.tls_endpoint
+        self.client = rgw.client
+        self.create_bucket = rgw.create_bucket
+
+
+@pytest.fixture(scope="module", params=["s3rver", "rgw"])
+def tls_server(request):
+    """s3rver over TLS, and RGW's HTTPS endpoint (which checks the
+    signature of what comes over TLS too)."""
     d = tempfile.mkdtemp(prefix="bookmarkfs-tls-")
     try:
-        cert, key = make_cert(d, ip="127.0.0.1")
         wrong_cert, _ = make_cert(d, dns="localhost", name="other-host")
+        if request.param == "rgw":
+            yield TlsRgw(request.getfixturevalue("rgw_server"), wrong_cert)
+            return
+        cert, key = make_cert(d, ip="127.0.0.1")
         with TlsS3rver(cert, key) as server:
             server.ca = cert
             server.wrong_ca = wrong_cert

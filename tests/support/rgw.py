@@ -7,6 +7,7 @@ interface:
         s3.client.put_object(Bucket="b", Key="k", Body=b"{}")
         s3.endpoint      # "http://127.0.0.1:PORT": checks SigV4, ignores tokens
         s3.sts_endpoint  # the gateway that also serves STS and checks tokens
+        s3.tls_endpoint  # "https://127.0.0.1:PORT", certificate s3.ca
 
 RGW is a verifying server: every request's signature, its payload hash and
 its date are checked. Its user has s3rver's access key and secret, so
@@ -22,6 +23,7 @@ import uuid
 
 from .paths import REPO
 from .s3rver import ACCESS_KEY, REGION, SECRET_KEY
+from .tls import make_cert
 
 
 class Rgw:
@@ -33,11 +35,15 @@ class Rgw:
         self.tmp = None
         self.port = None
         self.sts_port = None
+        self.tls_port = None
+        self.ca = None
         self._client = None
 
     def _script(self, *args, check=True, timeout=None):
         env = dict(os.environ, RGW_ACCESS_KEY=ACCESS_KEY, RGW_SECRET_KEY=SECRET_KEY,
                    RGW_START_TIMEOUT=str(self.start_timeout))
+        if self.ca:
+            env.update(RGW_TLS_CERT=self.ca, RGW_TLS_KEY=self._key)
         return subprocess.run([str(REPO / "scripts" / "rgw"), *args, self.tmp],
                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               env=env, check=False,
@@ -46,14 +52,17 @@ class Rgw:
     def start(self):
         self.tmp = tempfile.mkdtemp(prefix="bookmarkfs-rgw-")
         try:
+            # a self-signed certificate for 127.0.0.1: its own CA
+            self.ca, self._key = make_cert(self.tmp, ip="127.0.0.1", name="tls")
             r = self._script("start")
             if r.returncode != 0:
                 raise RuntimeError(f"scripts/rgw start failed ({r.returncode}):\n"
                                    f"{r.stderr}\n{self.log()}")
             values = dict(line.split("=", 1) for line in r.stdout.splitlines()
-                          if line.startswith(("port=", "sts_port=")))
+                          if line.startswith(("port=", "sts_port=", "tls_port=")))
             self.port = int(values["port"])
             self.sts_port = int(values["sts_port"])
+            self.tls_port = int(values["tls_port"])
         except BaseException:
             self.close()
             raise
@@ -83,6 +92,10 @@ class Rgw:
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def tls_endpoint(self) -> str:
+        return f"https://127.0.0.1:{self.tls_port}"
 
     @property
     def sts_endpoint(self) -> str:
