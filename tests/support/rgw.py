@@ -28,7 +28,6 @@ from .tls import make_cert
 
 class Rgw:
     kind = "rgw"
-    verifies_signatures = True
 
     def __init__(self, start_timeout=60):
         self.start_timeout = start_timeout
@@ -39,7 +38,7 @@ class Rgw:
         self.ca = None
         self._client = None
 
-    def _script(self, *args, check=True, timeout=None):
+    def _script(self, *args, timeout=None):
         env = dict(os.environ, RGW_ACCESS_KEY=ACCESS_KEY, RGW_SECRET_KEY=SECRET_KEY,
                    RGW_START_TIMEOUT=str(self.start_timeout))
         if self.ca:
