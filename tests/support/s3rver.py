@@ -48,6 +48,7 @@ def client_env(**extra) -> dict:
 class S3rver:
     def __init__(self, start_timeout=30.0):
         self.start_timeout = start_timeout
+        self.listen_port = 0  # any free port
         self.proc = None
         self.tmp = None
         self.port = None
@@ -56,6 +57,10 @@ class S3rver:
     # -- lifecycle ---------------------------------------------------------
     def extra_args(self):
         """More s3rver arguments (subclasses: TLS)."""
+        return []
+
+    def command_prefix(self):
+        """What runs s3rver (subclasses: nsenter into another namespace)."""
         return []
 
     def start(self):
@@ -71,7 +76,7 @@ class S3rver:
                                " --openssl-legacy-provider").strip()
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [binary, "-d", data, "-a", "127.0.0.1", "-p", "0",
+                [*self.command_prefix(), binary, "-d", data, "-a", "127.0.0.1", "-p", str(self.listen_port),
                  "--no-vhost-buckets", *self.extra_args()],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=env)
