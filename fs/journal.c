@@ -977,18 +977,20 @@ int journal_compact(struct journal *jn, const char *job, uint64_t upto)
     return journal_compact_base(jn, job, upto, NULL, 0, &unused);
 }
 
-/* Nothing is kept: cuts the file back to its header in place. This needs no
- * room on the disk (a copy would, and a journal that filled its disk could
- * then never shrink again); a crash at any point leaves either the old
- * records, all uploaded, or none. Caller holds both locks. */
-static int cut_back(struct journal *jn, const char *job)
+/* The dropped records are the file's tail, from record `first` on: cuts
+ * the file back to that record in place. This needs no room on the disk (a
+ * copy would, and a journal that filled its disk could then never shrink
+ * again); a crash at any point leaves either the old records (the dropped
+ * ones are uploaded) or the ones kept. Caller holds both locks. */
+static int cut_back(struct journal *jn, const char *job, size_t first)
 {
-    int rc = j_ftruncate(jn->fd, JOURNAL_HEADER_LEN) == 0 ? 0 : -errno;
+    off_t at = jn->recs[first].off;
+    int rc = j_ftruncate(jn->fd, at) == 0 ? 0 : -errno;
     if (rc == 0) {
-        index_free(jn->recs, jn->n);
-        jn->recs = NULL;
-        jn->n = jn->cap = 0;
-        jn->end = JOURNAL_HEADER_LEN;
+        for (size_t i = first; i < jn->n; i++)
+            free(jn->recs[i].job);
+        jn->n = first;
+        jn->end = at;
         jn->can_undo = 0;
         jn->broken = 0;
         if (j_fdatasync(jn->fd) != 0) /* the records are uploaded: no loss */
@@ -1030,8 +1032,12 @@ int journal_compact_base(struct journal *jn, const char *job, uint64_t upto,
         return 0;
     }
     int want_base = base && (kept_job || always);
-    if (keep == 0 && !want_base) {
-        int rc = cut_back(jn, job);
+    size_t tail = first;
+    while (tail < snap_n && strcmp(jn->recs[tail].job, job) == 0 &&
+           jn->recs[tail].seq <= upto)
+        tail++;
+    if (tail == snap_n && !want_base) { /* every record from the first dropped on */
+        int rc = cut_back(jn, job, first);
         pthread_mutex_unlock(&jn->lock);
         pthread_mutex_unlock(&jn->compact_lock);
         return rc;

@@ -240,6 +240,31 @@ def filled_and_uploaded(m, small_disk):
     landed["last"] = 2
 
 
+def test_a_full_journal_shrinks_while_another_jobs_changes_stay(store, tmp_path,
+                                                                small_disk):
+    """The other job's records are kept (nothing to copy them to on a full
+    disk): the filling job's records, the journal's tail, are cut off."""
+    m = jmount(store, tmp_path, "m1", small_disk).start()
+    (m.path / "other").mkdir()
+    (m.path / "other" / "o1").write_text("1")
+    (m.path / "other" / "o2").write_text('"two"')
+    job = m.path / "etl"
+    job.mkdir()
+    landed = fill_journal(job)
+    jfile = the_journal(small_disk)
+    full = jfile.stat().st_size
+    (job / "completed").write_text("1")
+    assert jfile.stat().st_size < full // 10
+    (job / "after").write_text('"works"')
+    landed["after"] = "works"
+    (m.path / "other" / "o3").write_text("3")
+    m.kill()
+    with jmount(store, tmp_path, "m2", small_disk) as m2:
+        assert state(m2.path) == landed
+        assert state(m2.path, "other") == {"o1": 1, "o2": "two", "o3": 3}
+    assert not any("other_" in k for k in store.objects(LZ))  # never uploaded
+
+
 # ---- a remount brings back exactly what the mount had
 
 
