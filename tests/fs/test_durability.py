@@ -149,6 +149,12 @@ def test_an_empty_create_the_journal_cannot_take_fails_its_close(store, tmp_path
         assert e.value.errno == errno.EIO
         os.close(fd)
         assert "synced" not in os.listdir(job)
+        for change in (lambda: os.unlink(job / "big"),
+                       lambda: os.rename(job / "big", job / "moved")):
+            with pytest.raises(OSError) as e:
+                change()
+            assert e.value.errno == errno.EIO
+        assert state(m.path) == {"big": "b" * 8000}
         assert jfile.stat().st_size == size
     finally:
         subprocess.run(["prlimit", f"--pid={pid}", "--fsize=unlimited:"], check=True,
