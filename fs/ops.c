@@ -984,7 +984,7 @@ static int open_entry(const char *path, struct fuse_file_info *fi, int create)
         handle_free(h);
         return rc;
     }
-    h->sequential = h->len == 0;
+    h->sequential = 1; /* empty, or the committed text: writes at its end are checked */
     fi->fh = (uint64_t)(uintptr_t)h;
     fi->direct_io = 1; /* sizes change at close: never serve stale pages */
     /* A reader commits nothing at close, nor does a control file (it
@@ -1052,8 +1052,8 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 /* The write() that makes a key's bytes (or .state.json's) impossible as
  * JSON fails with EINVAL, so that shells and print() report it (README,
  * "Key files"); the close() then fails too and commits nothing. Checked
- * while the file was written front to back from empty and holds at most
- * CHECK_MAX bytes: a value written in one go is parsed once, here, and the
+ * while the file was written only at its end since it was opened empty or
+ * with its committed text (O_APPEND), and holds at most CHECK_MAX bytes: a value written in one go is parsed once, here, and the
  * close commits that parse. Larger values are checked at close only.
  * Caller holds h->lock; returns rc or -EINVAL. */
 #define CHECK_MAX (64 * 1024)

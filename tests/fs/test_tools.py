@@ -54,6 +54,7 @@ REFUSING_WRITERS = [
     ("node stdout", "node -e 'process.stdout.write(\"day2.csv\\n\")' > k"),
     ("printf", "printf 'x\\n' > k"),
     ("tee", "echo day2.csv | tee k >/dev/null"),
+    ("append", "echo 6 >> k"),  # "5\n6\n" is two values
 ]
 
 
