@@ -72,6 +72,8 @@ static int collect(const struct journal_record *rec, void *arg)
         json_object_set(o, "value", rec->value);
     if (rec->text)
         json_object_set_new(o, "text", json_stringn(rec->text, rec->text_len));
+    if (rec->bucket)
+        json_object_set_new(o, "bucket", json_string(rec->bucket));
     json_array_append_new(arg, o);
     return 0;
 }
@@ -485,6 +487,102 @@ static void test_compaction(void)
     json_decref(b_reopened);
 }
 
+static void append_base(struct journal *jn, const char *job, const char *bucket,
+                        const char *key)
+{
+    append(jn, (struct journal_record){.op = JOURNAL_BASE, .job = job, .bucket = bucket,
+                                       .key = key, .text = bucket ? NULL : "{}",
+                                       .text_len = bucket ? 0 : 2});
+}
+
+static uint64_t last_seq(struct journal *jn)
+{
+    journal_lock(jn);
+    uint64_t seq = journal_last_seq_locked(jn);
+    journal_unlock(jn);
+    return seq;
+}
+
+/* An upload's compaction: the job's dropped records give way to a base
+ * naming the uploaded object, in the first one's place and with its seq,
+ * when records of the job stay (or when asked); bases are not changes. */
+static void test_compaction_to_a_base(void)
+{
+    struct journal *jn = open_id("base");
+    append_base(jn, "a", NULL, NULL); /* seq 1 */
+    append_set(jn, "a", "k1", "1");
+    append_base(jn, "b", "lz", "old-b");
+    append_set(jn, "b", "k1", "1");
+    append_set(jn, "a", "k2", "2");
+    uint64_t upto = last_seq(jn);
+    append_set(jn, "a", "k3", "3"); /* in flight: stays, on the new base */
+    struct journal_record base = {.op = JOURNAL_BASE, .job = "a", .bucket = "lz",
+                                  .key = "uploaded-a"};
+    uint64_t base_seq = 0;
+    CHECK(journal_compact_base(jn, "a", upto, &base, 0, &base_seq) == 0);
+    CHECK(base_seq == 1);
+    json_t *want = parse("[{\"seq\": 1, \"op\": 4, \"job\": \"a\", \"bucket\": \"lz\","
+                         " \"key\": \"uploaded-a\"},"
+                         " {\"seq\": 6, \"op\": 0, \"job\": \"a\", \"key\": \"k3\","
+                         " \"value\": 3}]");
+    json_t *got = records(jn, "a");
+    CHECK(json_equal(got, want));
+    json_decref(got);
+    json_t *jobs = json_object();
+    REQUIRE(jobs != NULL);
+    CHECK(journal_jobs(jn, collect_jobs, jobs) == 0);
+    json_t *counts = parse("{\"a\": 1, \"b\": 1}"); /* changes, not bases */
+    CHECK(json_equal(jobs, counts));
+    json_decref(counts);
+    json_decref(jobs);
+    CHECK(journal_changes(jn, "a") == 1 && journal_count(jn, "a") == 2);
+    /* b, nothing in flight: kept as a base only when asked */
+    base.job = "b";
+    base.key = "uploaded-b";
+    CHECK(journal_compact_base(jn, "b", last_seq(jn), &base, 1, &base_seq) == 0);
+    CHECK(base_seq == 3);
+    CHECK(journal_count(jn, "b") == 1 && journal_changes(jn, "b") == 0);
+    journal_close(jn);
+    jn = open_id("base"); /* the file reads back whole, seqs in order */
+    got = records(jn, "a");
+    CHECK(json_equal(got, want));
+    json_decref(got);
+    got = records(jn, "b");
+    CHECK(json_array_size(got) == 1 &&
+          strcmp(json_string_value(json_object_get(json_array_get(got, 0), "key")),
+                 "uploaded-b") == 0);
+    json_decref(got);
+    json_decref(want);
+    journal_close(jn);
+}
+
+/* The dropped records are the file's tail: cut off in place (the same
+ * file, no copy), the records before them kept. */
+static void test_compaction_cuts_a_tail_in_place(void)
+{
+    struct journal *jn = open_id("tail");
+    append_base(jn, "other", NULL, NULL);
+    append_set(jn, "other", "k", "1");
+    off_t kept = file_size(journal_path(jn));
+    struct stat st0;
+    REQUIRE(stat(journal_path(jn), &st0) == 0);
+    append_base(jn, "full", NULL, NULL);
+    for (int i = 0; i < 20; i++)
+        append_set(jn, "full", "k", "[1, 2, 3]");
+    uint64_t base_seq = 9;
+    CHECK(journal_compact_base(jn, "full", last_seq(jn), NULL, 0, &base_seq) == 0);
+    CHECK(base_seq == 0);
+    struct stat st1;
+    REQUIRE(stat(journal_path(jn), &st1) == 0);
+    CHECK(st1.st_ino == st0.st_ino && st1.st_size == kept);
+    CHECK(journal_count(jn, "full") == 0 && journal_count(jn, "other") == 2);
+    append_set(jn, "other", "k2", "2"); /* appends go on at the cut */
+    journal_close(jn);
+    jn = open_id("tail");
+    CHECK(journal_count(jn, "other") == 3 && journal_count(jn, "full") == 0);
+    journal_close(jn);
+}
+
 /* Compactions of one job while another thread appends to another: every
  * appended record survives, in order. */
 #define APPENDS 1000
@@ -555,6 +653,8 @@ int main(void)
     test_not_a_journal();
     test_undo();
     test_compaction();
+    test_compaction_to_a_base();
+    test_compaction_cuts_a_tail_in_place();
     test_compaction_during_appends();
     test_deepest_value();
     *strrchr(cache, '/') = '\0';
