@@ -118,14 +118,15 @@ def engine():
         if info.returncode != 0:  # e.g. no overlay storage on this file system
             lines = (info.stderr or info.stdout).strip().splitlines() or ["no output"]
             pytest.skip(f"podman cannot run containers here: {lines[-1]}")
-        p.ensure_base_images()
-        # The README's build command, as written but for podman's flags: no
-        # registry (--pull=never), the host network only for apt's mirror,
-        # and the ignore file beside the Dockerfile.
+        # The README's build command, as written but for podman's flags;
+        # after a `prepare` run (scripts/test starts one in the background),
+        # its layers are all in the cache.
         (build,) = readme_commands("build")
         assert build[:2] == ["docker", "build"] and build[-1] == "."
-        p.run(*build[1:-1], "--pull=never", "--network=host", "--ignorefile",
-              str(REPO / "deploy" / "Dockerfile.dockerignore"), str(REPO), timeout=1800)
+        assert build[1:-1] == podman_support.README_BUILD
+        with p.prepared():
+            p.ensure_base_images()
+            p.build_as_readme(build[1:-1])
         assert p.run("image", "exists", IMAGE, check=False).returncode == 0
         yield p
     finally:

@@ -12,8 +12,10 @@
   `podman import`ed under those names (no registry is asked: builds run with
   --pull=never, and --network=host only so that apt-get reaches the mirror).
 """
+import fcntl
 import hashlib
 import os
+import sys
 import resource
 import shutil
 import subprocess
@@ -115,8 +117,55 @@ class Podman:
                         str(REPO / "deploy" / "Dockerfile.dockerignore"), "-t", tag,
                         str(REPO), timeout=1200)
 
+    def prepared(self):
+        """Held while the base images and the image are made, so that the
+        container tests wait for a `prepare` run started before them (see
+        scripts/test) and then find both in the cache."""
+        lock = open(self.cache / "prepare.lock", "w")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return lock
+
+    def build_as_readme(self, args):
+        """The README's build command (docker build ... .), for podman: no
+        registry (--pull=never), the host network only for apt's mirror, and
+        the ignore file beside the Dockerfile."""
+        return self.run(*args, "--pull=never", "--network=host", "--ignorefile",
+                        str(REPO / "deploy" / "Dockerfile.dockerignore"), str(REPO),
+                        timeout=1800)
+
     def close(self):
         self.run("rm", "-a", "-f", "-t", "5", check=False)
         self.run("pod", "rm", "-a", "-f", check=False)
         self.run("volume", "prune", "-f", check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+README_BUILD = ["build", "-f", "deploy/Dockerfile", "-t", "bookmarkfs"]
+
+
+def prepare():
+    """Makes the base images and builds the image of the README's build
+    command into the cache, so that the container tests later find them
+    there. scripts/test runs it in the background while the other suites
+    run (debootstrap and a cold image build take minutes on a new machine)."""
+    if why_not():
+        print(f"podman prepare: skipped: {why_not()}")
+        return 0
+    p = Podman()
+    try:
+        with p.prepared():
+            if p.run("info", check=False).returncode != 0:
+                print("podman prepare: skipped: podman info fails")
+                return 0
+            p.ensure_base_images()
+            p.build_as_readme(README_BUILD)
+    finally:
+        p.close()
+    print("podman prepare: base images and image ready")
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["prepare"]:
+        sys.exit("usage: python3 -m tests.support.podman prepare")
+    sys.exit(prepare())
