@@ -290,15 +290,18 @@ static int perform(struct s3_store *s, struct req_ctx *x, const char *op,
 /* ---- operations ---------------------------------------------------------- */
 
 static int list_request(struct s3_store *s, const char *bucket, const char *prefix,
-                        const char *token, const char *max_keys,
-                        struct s3_http_response *r)
+                        const char *start_after, const char *token,
+                        const char *max_keys, struct s3_http_response *r)
 {
-    struct sigv4_pair q[4];
+    struct sigv4_pair q[5];
     size_t nq = 0;
     q[nq++] = (struct sigv4_pair){"list-type", "2"};
     q[nq++] = (struct sigv4_pair){"max-keys", max_keys};
     if (prefix && prefix[0])
         q[nq++] = (struct sigv4_pair){"prefix", prefix};
+    /* S3 ignores StartAfter once a continuation token is given. */
+    if (start_after && start_after[0] && !token)
+        q[nq++] = (struct sigv4_pair){"start-after", start_after};
     if (token)
         q[nq++] = (struct sigv4_pair){"continuation-token", token};
     struct req_ctx x = {.s = s, .method = "GET", .bucket = bucket, .key = NULL,
@@ -306,15 +309,16 @@ static int list_request(struct s3_store *s, const char *bucket, const char *pref
     return perform(s, &x, "ListObjectsV2", NULL, 0, r);
 }
 
-static int s3_list_page(struct store *st, const char *bucket, const char *prefix,
-                        const char *token, struct store_page *out)
+static int s3_list_from(struct store *st, const char *bucket, const char *prefix,
+                        const char *start_after, const char *token,
+                        struct store_page *out)
 {
     struct s3_store *s = (struct s3_store *)st;
     memset(out, 0, sizeof *out);
     if (check_names(bucket, NULL) < 0)
         return -EINVAL;
     struct s3_http_response r;
-    int rc = list_request(s, bucket, prefix, token, "1000", &r);
+    int rc = list_request(s, bucket, prefix, start_after, token, "1000", &r);
     if (rc < 0) {
         transport_error("ListObjectsV2", bucket, prefix, &r, rc);
     } else if (r.status != 200) {
@@ -331,6 +335,12 @@ static int s3_list_page(struct store *st, const char *bucket, const char *prefix
     }
     s3_http_response_free(&r);
     return rc;
+}
+
+static int s3_list_page(struct store *st, const char *bucket, const char *prefix,
+                        const char *token, struct store_page *out)
+{
+    return s3_list_from(st, bucket, prefix, NULL, token, out);
 }
 
 static int s3_get(struct store *st, const char *bucket, const char *key, char **data,
@@ -616,6 +626,7 @@ static void s3_destroy(struct store *st)
 
 static const struct store_ops s3_ops = {
     .list_page = s3_list_page,
+    .list_from = s3_list_from,
     .get = s3_get,
     .put = s3_put,
     .put_if = s3_put_if,

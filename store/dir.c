@@ -5,14 +5,17 @@
  * tree a prefix can reach, and follows no symlinks (S3 has none, and a loop
  * must not hang a listing).
  *
- * The store keeps no mutable state, so it is safe from any thread. */
+ * Gets and puts keep no state; listings keep what they read of the tree
+ * under a lock (see "list" below), so the store is safe from any thread. */
 #include "store/store.h"
 #include "util/log.h"
+#include "util/strmap.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +34,10 @@
 struct dir_store {
     struct store base;
     char *root; /* absolute, no trailing slash (unless "/") */
+    pthread_mutex_t list_lock; /* listings: dirs and etags */
+    struct strmap *dirs;       /* "<bucket>/<dir>" -> struct dcache */
+    struct strmap *etags;      /* object path -> struct etag_entry */
+    uint64_t dir_reads;        /* directories read by listings (list lock) */
 };
 
 static struct dir_store *ds(struct store *st) { return (struct dir_store *)st; }
@@ -553,14 +560,240 @@ static int dir_del(struct store *st, const char *bucket, const char *key)
     return rc;
 }
 
-/* ---- list ---- */
+/* ---- list ----
+ *
+ * Keys come out in byte order without sorting the whole subtree: each
+ * directory's entries are sorted by the keys they lead to (a directory
+ * "a" stands for "a/", which sorts after "a-b" and before "a0"), and the
+ * walk visits them in that order, so a page is the next PAGE_MAX keys of
+ * an ordered walk that starts, by binary search in each directory on the
+ * way, right after the token (or start_after). A directory's sorted
+ * entries are kept, keyed by its path, as long as its mtime (and inode)
+ * stay what they were when it was read; so a listing of n objects reads
+ * each directory once, not once per page, and a listing after the newest
+ * key reads only the directories on the way to it. An entry read within a
+ * short margin after its directory's last change is not trusted (a change
+ * in the same clock tick would leave the mtime as it was) and is read
+ * again next time. ETags are kept per file as long as its inode, size and
+ * mtime are the same. */
+
+#define TRUST_MARGIN_NS 100000000LL     /* fine-grained mtimes: 100 ms */
+#define TRUST_MARGIN_COARSE_NS 2000000000LL /* whole-second mtimes */
+
+struct dent {
+    char *name;
+    int is_dir;
+};
+
+struct dcache {
+    dev_t dev;
+    ino_t ino;
+    struct timespec mtime;
+    int trusted;
+    struct dent *v;
+    size_t n;
+};
+
+struct etag_entry {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+    char etag[STORE_ETAG_MAX];
+};
+
+static void dcache_free(void *p)
+{
+    struct dcache *c = p;
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n; i++)
+        free(c->v[i].name);
+    free(c->v);
+    free(c);
+}
+
+/* The byte of an entry's sort key at i: its name, then '/' for a
+ * directory; -1 past the end. */
+static int dent_at(const struct dent *e, size_t len, size_t i)
+{
+    if (i < len)
+        return (unsigned char)e->name[i];
+    return i == len && e->is_dir ? '/' : -1;
+}
+
+static int dent_cmp(const void *a, const void *b)
+{
+    const struct dent *x = a, *y = b;
+    size_t lx = strlen(x->name), ly = strlen(y->name);
+    for (size_t i = 0;; i++) {
+        int cx = dent_at(x, lx, i), cy = dent_at(y, ly, i);
+        if (cx != cy)
+            return cx < cy ? -1 : 1;
+        if (cx < 0)
+            return 0;
+    }
+}
+
+static int64_t ts_ns(const struct timespec *t)
+{
+    return (int64_t)t->tv_sec * 1000000000LL + t->tv_nsec;
+}
+
+/* Reads the directory fd (not consumed) into c, sorted. */
+static int dcache_read(struct dcache *c, int fd, const struct stat *sb)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int dup_fd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dup_fd < 0)
+        return -errno;
+    DIR *dir = fdopendir(dup_fd);
+    if (!dir) {
+        int e = errno;
+        close(dup_fd);
+        return -e;
+    }
+    struct dent *v = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    for (;;) {
+        errno = 0;
+        struct dirent *de = readdir(dir);
+        if (!de) {
+            if (errno)
+                rc = -errno;
+            break;
+        }
+        const char *name = de->d_name;
+        if (!valid_segment(name, strlen(name)))
+            continue; /* "." and ".." */
+        int type = de->d_type;
+        if (type == DT_UNKNOWN) {
+            struct stat es;
+            if (fstatat(dirfd(dir), name, &es, AT_SYMLINK_NOFOLLOW) != 0) {
+                if (errno == ENOENT)
+                    continue; /* removed while we read */
+                rc = -errno;
+                break;
+            }
+            type = S_ISREG(es.st_mode) ? DT_REG : S_ISDIR(es.st_mode) ? DT_DIR : DT_UNKNOWN;
+        }
+        if (type != DT_REG && type != DT_DIR)
+            continue; /* no symlinks, FIFOs or devices: S3 has none */
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            struct dent *nv = realloc(v, nc * sizeof *nv);
+            if (!nv) {
+                rc = -ENOMEM;
+                break;
+            }
+            v = nv;
+            cap = nc;
+        }
+        v[n].name = strdup(name);
+        if (!v[n].name) {
+            rc = -ENOMEM;
+            break;
+        }
+        v[n].is_dir = type == DT_DIR;
+        n++;
+    }
+    closedir(dir);
+    if (rc < 0) {
+        for (size_t i = 0; i < n; i++)
+            free(v[i].name);
+        free(v);
+        return rc;
+    }
+    if (n > 1)
+        qsort(v, n, sizeof *v, dent_cmp);
+    for (size_t i = 0; i < c->n; i++)
+        free(c->v[i].name);
+    free(c->v);
+    c->v = v;
+    c->n = n;
+    c->dev = sb->st_dev;
+    c->ino = sb->st_ino;
+    c->mtime = sb->st_mtim;
+    int64_t margin = sb->st_mtim.tv_nsec ? TRUST_MARGIN_NS : TRUST_MARGIN_COARSE_NS;
+    c->trusted = ts_ns(&now) - ts_ns(&sb->st_mtim) > margin;
+    return 0;
+}
 
 struct walk {
+    struct dir_store *d;
     const char *prefix;
-    const char *after; /* token: only keys strictly greater */
+    const char *after; /* only keys strictly greater; NULL: all */
+    size_t limit;      /* stop once this many are collected */
     struct store_object *objs;
     size_t count, cap;
 };
+
+/* The sorted entries of directory fd, whose path below the root is rel.
+ * Caller holds the store's list lock; the result lives until the next
+ * read of the same directory. */
+static int dir_entries(struct walk *w, int fd, const char *rel, struct dcache **out)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
+        return -errno;
+    struct dcache *c = strmap_get(w->d->dirs, rel);
+    if (c && c->trusted && c->dev == sb.st_dev && c->ino == sb.st_ino &&
+        ts_ns(&c->mtime) == ts_ns(&sb.st_mtim)) {
+        *out = c;
+        return 0;
+    }
+    int fresh = c == NULL;
+    if (fresh && !(c = calloc(1, sizeof *c)))
+        return -ENOMEM;
+    int rc = dcache_read(c, fd, &sb);
+    w->d->dir_reads++;
+    if (rc == 0 && fresh && (rc = strmap_put(w->d->dirs, rel, c, NULL)) < 0) {
+        dcache_free(c);
+        return rc;
+    }
+    if (rc < 0) {
+        if (fresh)
+            dcache_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+/* Whether every key under entry e of a directory based at base is at most
+ * bound (strictly below it when strict is 0). */
+static int all_below(const char *base, const struct dent *e, const char *bound,
+                     int strict_ok, char *buf)
+{
+    size_t bl = strlen(base), nl = strlen(e->name);
+    memcpy(buf, base, bl);
+    memcpy(buf + bl, e->name, nl);
+    buf[bl + nl] = '\0';
+    if (!e->is_dir) {
+        int c = strcmp(buf, bound);
+        return strict_ok ? c <= 0 : c < 0;
+    }
+    buf[bl + nl] = '/';
+    buf[bl + nl + 1] = '\0';
+    return strcmp(buf, bound) < 0 && strncmp(bound, buf, bl + nl + 1) != 0;
+}
+
+/* The first entry of c not wholly at or below the bound. */
+static size_t first_after(const struct dcache *c, const char *base, const char *bound,
+                          int strict_ok, char *buf)
+{
+    size_t lo = 0, hi = c->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (all_below(base, &c->v[mid], bound, strict_ok, buf))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
 
 static int walk_add(struct walk *w, const char *key, const struct stat *sb)
 {
@@ -588,80 +821,67 @@ static int walk_add(struct walk *w, const char *key, const struct stat *sb)
     return 0;
 }
 
-/* Walks the directory `fd` (consumed), whose keys start with `base`
- * ("" or "a/b/"). */
-static int walk_dir(struct walk *w, int fd, const char *base)
+/* Walks the directory fd (not consumed), whose keys start with base ("" or
+ * "a/b/") and whose path below the root is rel, in key order. */
+static int walk_dir(struct walk *w, int fd, const char *rel, const char *base)
 {
-    DIR *dir = fdopendir(fd);
-    if (!dir) {
-        close(fd);
-        return -errno;
+    struct dcache *c = NULL;
+    int rc = dir_entries(w, fd, rel, &c);
+    if (rc < 0)
+        return rc;
+    size_t plen = strlen(w->prefix), blen = strlen(base);
+    char *buf = malloc(blen + 256 + 2);
+    if (!buf)
+        return -ENOMEM;
+    size_t i = first_after(c, base, w->prefix, 0, buf);
+    if (w->after) {
+        size_t j = first_after(c, base, w->after, 1, buf);
+        if (j > i)
+            i = j;
     }
-    int rc = 0;
-    size_t plen = strlen(w->prefix);
-    for (;;) {
-        errno = 0;
-        struct dirent *de = readdir(dir);
-        if (!de) {
-            if (errno)
-                rc = -errno;
-            break;
-        }
-        const char *name = de->d_name;
-        if (!valid_segment(name, strlen(name)))
-            continue; /* "." and ".." */
-        char *key;
-        if (asprintf(&key, "%s%s", base, name) < 0) {
-            rc = -ENOMEM;
-            break;
-        }
-        /* Prune: a subtree can only hold matches if key and prefix agree
-         * on their common length. */
-        size_t klen = strlen(key), n = klen < plen ? klen : plen;
-        if (memcmp(key, w->prefix, n) != 0) {
-            free(key);
+    /* A nested walk reads only longer paths: c stays as it is. */
+    for (; i < c->n && rc == 0 && w->count < w->limit; i++) {
+        const struct dent *e = &c->v[i];
+        size_t nl = strlen(e->name);
+        memcpy(buf, base, blen);
+        memcpy(buf + blen, e->name, nl + 1);
+        size_t kl = blen + nl, n = kl < plen ? kl : plen;
+        int m = memcmp(buf, w->prefix, n);
+        if (m > 0)
+            break; /* past every key the prefix can have */
+        if (m < 0)
+            continue;
+        if (!e->is_dir) {
+            struct stat sb;
+            if (fstatat(fd, e->name, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
+                if (errno != ENOENT)
+                    rc = -errno; /* else removed meanwhile */
+            } else if (S_ISREG(sb.st_mode)) {
+                rc = walk_add(w, buf, &sb);
+            }
             continue;
         }
-        struct stat sb;
-        if (fstatat(dirfd(dir), name, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
-            int e = errno;
-            free(key);
-            if (e == ENOENT)
-                continue; /* removed while we walked */
-            rc = -e;
-            break;
+        int sub = openat(fd, e->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0) {
+            if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP)
+                rc = -errno;
+            continue;
         }
-        if (S_ISREG(sb.st_mode)) {
-            rc = walk_add(w, key, &sb);
-        } else if (S_ISDIR(sb.st_mode)) {
-            int sub = openat(dirfd(dir), name,
-                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-            if (sub < 0) {
-                if (errno != ENOENT)
-                    rc = -errno;
-            } else {
-                char *nb;
-                if (asprintf(&nb, "%s/", key) < 0) {
-                    close(sub);
-                    rc = -ENOMEM;
-                } else {
-                    rc = walk_dir(w, sub, nb);
-                    free(nb);
-                }
-            }
-        }
-        free(key);
-        if (rc < 0)
-            break;
+        char *nb = NULL, *nrel = NULL;
+        if (asprintf(&nb, "%s/", buf) < 0)
+            nb = NULL;
+        if (asprintf(&nrel, "%s/%s", rel, e->name) < 0)
+            nrel = NULL;
+        if (!nb || !nrel)
+            rc = -ENOMEM;
+        else
+            rc = walk_dir(w, sub, nrel, nb);
+        free(nb);
+        free(nrel);
+        close(sub);
     }
-    closedir(dir);
+    free(buf);
     return rc;
-}
-
-static int obj_cmp(const void *a, const void *b)
-{
-    const struct store_object *x = a, *y = b;
-    return strcmp(x->key, y->key);
 }
 
 /* Errors of a listing: a name clash is no reason to answer EINVAL here. */
@@ -677,8 +897,55 @@ static void free_objs(struct store_object *objs, size_t from, size_t to)
         free(objs[i].key);
 }
 
-static int dir_list_page(struct store *st, const char *bucket,
-                         const char *prefix, const char *token,
+/* The ETag of an object: the MD5 of its content, as S3 gives for
+ * single-part uploads, kept while the file stays the same. An unreadable
+ * one (say, removed meanwhile) gets an empty ETag rather than failing the
+ * whole listing. Caller holds the list lock. */
+static int object_etag(struct dir_store *d, const char *bucket, struct store_object *o)
+{
+    char *path;
+    if (asprintf(&path, "%s/%s/%s", d->root, bucket, o->key) < 0)
+        return -ENOMEM;
+    struct stat sb;
+    o->etag[0] = '\0';
+    if (stat(path, &sb) != 0) {
+        free(path);
+        return 0;
+    }
+    struct etag_entry *e = strmap_get(d->etags, path);
+    if (e && e->dev == sb.st_dev && e->ino == sb.st_ino && e->size == sb.st_size &&
+        ts_ns(&e->mtime) == ts_ns(&sb.st_mtim)) {
+        memcpy(o->etag, e->etag, sizeof o->etag);
+        free(path);
+        return 0;
+    }
+    if (md5_file(AT_FDCWD, path, o->etag) != 0) {
+        o->etag[0] = '\0';
+        free(path);
+        return 0;
+    }
+    int rc = 0;
+    if (!e) {
+        e = malloc(sizeof *e);
+        if (!e || strmap_put(d->etags, path, e, NULL) < 0) {
+            free(e);
+            e = NULL;
+            rc = -ENOMEM;
+        }
+    }
+    if (e) {
+        e->dev = sb.st_dev;
+        e->ino = sb.st_ino;
+        e->size = sb.st_size;
+        e->mtime = sb.st_mtim;
+        memcpy(e->etag, o->etag, sizeof e->etag);
+    }
+    free(path);
+    return rc;
+}
+
+static int dir_list_from(struct store *st, const char *bucket, const char *prefix,
+                         const char *start_after, const char *token,
                          struct store_page *out)
 {
     struct dir_store *d = ds(st);
@@ -687,6 +954,11 @@ static int dir_list_page(struct store *st, const char *bucket,
         return -EINVAL;
     if (!prefix)
         prefix = "";
+    /* The token is the last key handed out: resume after the greater of the
+     * two bounds. */
+    const char *after = token;
+    if (start_after && *start_after && (!after || strcmp(start_after, after) > 0))
+        after = start_after;
     char *bdir = path_join(d->root, bucket);
     if (!bdir)
         return -ENOMEM;
@@ -707,9 +979,12 @@ static int dir_list_page(struct store *st, const char *bucket,
     const char *cut = strrchr(prefix, '/');
     size_t blen = cut ? (size_t)(cut - prefix) + 1 : 0;
     char *base = strndup(prefix, blen);
-    if (!base) {
+    char *rel = NULL;
+    if (!base || asprintf(&rel, "%s%s%.*s", bucket, blen ? "/" : "",
+                          blen ? (int)(blen - 1) : 0, prefix) < 0) {
         close(bfd);
         free(bdir);
+        free(base);
         return -ENOMEM;
     }
     int rc = 0, start = bfd;
@@ -727,11 +1002,16 @@ static int dir_list_page(struct store *st, const char *bucket,
         close(bfd);
     }
 
-    struct walk w = {.prefix = prefix, .after = token};
-    if (rc == 0 && start >= 0)
-        rc = walk_dir(&w, start, base);
+    struct walk w = {.d = d, .prefix = prefix, .after = after, .limit = PAGE_MAX + 1};
+    pthread_mutex_lock(&d->list_lock);
+    if (rc == 0 && start >= 0) {
+        rc = walk_dir(&w, start, rel, base);
+        close(start);
+    }
     free(base);
+    free(rel);
     if (rc < 0) {
+        pthread_mutex_unlock(&d->list_lock);
         if (rc != -ENOMEM)
             log_error("dir store: cannot list %s under \"%s\": %s", bdir,
                       prefix, strerror(-rc));
@@ -741,37 +1021,24 @@ static int dir_list_page(struct store *st, const char *bucket,
         return rc == -ENOMEM ? rc : list_err(-rc);
     }
 
-    if (w.count > 0)
-        qsort(w.objs, w.count, sizeof *w.objs, obj_cmp);
     size_t n = w.count < PAGE_MAX ? w.count : PAGE_MAX;
     if (w.count > n) {
         out->next_token = strdup(w.objs[n - 1].key);
-        if (!out->next_token) {
-            free(bdir);
-            free_objs(w.objs, 0, w.count);
-            free(w.objs);
-            return -ENOMEM;
-        }
+        if (!out->next_token)
+            rc = -ENOMEM;
     }
     free_objs(w.objs, n, w.count);
-    /* ETag: the MD5 of the content, as S3 gives for single-part uploads.
-     * Objects are small; an unreadable one (say, removed meanwhile) gets
-     * an empty ETag rather than failing the whole listing. */
-    for (size_t i = 0; i < n; i++) {
-        char *path = path_join(bdir, w.objs[i].key);
-        if (!path) {
-            free_objs(w.objs, 0, n);
-            free(w.objs);
-            free(out->next_token);
-            out->next_token = NULL;
-            free(bdir);
-            return -ENOMEM;
-        }
-        if (md5_file(AT_FDCWD, path, w.objs[i].etag) != 0)
-            w.objs[i].etag[0] = '\0';
-        free(path);
-    }
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = object_etag(d, bucket, &w.objs[i]);
+    pthread_mutex_unlock(&d->list_lock);
     free(bdir);
+    if (rc < 0) {
+        free_objs(w.objs, 0, n);
+        free(w.objs);
+        free(out->next_token);
+        out->next_token = NULL;
+        return rc;
+    }
     out->objects = w.objs;
     out->count = n;
     if (n == 0) {
@@ -779,6 +1046,12 @@ static int dir_list_page(struct store *st, const char *bucket,
         out->objects = NULL;
     }
     return 0;
+}
+
+static int dir_list_page(struct store *st, const char *bucket, const char *prefix,
+                         const char *token, struct store_page *out)
+{
+    return dir_list_from(st, bucket, prefix, NULL, token, out);
 }
 
 /* ---- bucket check, lifecycle ---- */
@@ -818,12 +1091,16 @@ static int dir_check_bucket(struct store *st, const char *bucket, char *msg,
 static void dir_destroy(struct store *st)
 {
     struct dir_store *d = ds(st);
+    strmap_free(d->dirs, dcache_free);
+    strmap_free(d->etags, free);
+    pthread_mutex_destroy(&d->list_lock);
     free(d->root);
     free(d);
 }
 
 static const struct store_ops dir_ops = {
     .list_page = dir_list_page,
+    .list_from = dir_list_from,
     .get = dir_get,
     .put = dir_put,
     .put_if = dir_put_if,
@@ -832,6 +1109,15 @@ static const struct store_ops dir_ops = {
     .check_bucket = dir_check_bucket,
     .destroy = dir_destroy,
 };
+
+uint64_t store_dir_reads(struct store *st)
+{
+    struct dir_store *d = ds(st);
+    pthread_mutex_lock(&d->list_lock);
+    uint64_t n = d->dir_reads;
+    pthread_mutex_unlock(&d->list_lock);
+    return n;
+}
 
 struct store *store_dir_new(const char *root, char *err, size_t errlen)
 {
@@ -860,6 +1146,16 @@ struct store *store_dir_new(const char *root, char *err, size_t errlen)
     }
     if (!d->root) {
         put_msg(err, errlen, "Out of memory.");
+        free(d);
+        return NULL;
+    }
+    d->dirs = strmap_new();
+    d->etags = strmap_new();
+    if (!d->dirs || !d->etags || pthread_mutex_init(&d->list_lock, NULL) != 0) {
+        put_msg(err, errlen, "Out of memory.");
+        strmap_free(d->dirs, NULL);
+        strmap_free(d->etags, NULL);
+        free(d->root);
         free(d);
         return NULL;
     }

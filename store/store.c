@@ -32,13 +32,24 @@ int store_list_all(struct store *st, const char *bucket, const char *prefix,
                    int (*cb)(const struct store_object *obj, void *arg),
                    void *arg)
 {
+    return store_list_from(st, bucket, prefix, NULL, cb, arg);
+}
+
+int store_list_from(struct store *st, const char *bucket, const char *prefix,
+                    const char *start_after,
+                    int (*cb)(const struct store_object *obj, void *arg),
+                    void *arg)
+{
+    if (start_after && !*start_after)
+        start_after = NULL;
     char *token = NULL, *last_key = NULL;
     int64_t deadline = st->list_bound_ms > 0 ? mono_ms() + st->list_bound_ms : 0;
     size_t pages = 0;
     int rc = 0;
     do {
         struct store_page page = {0};
-        rc = st->ops->list_page(st, bucket, prefix, token, &page);
+        rc = start_after ? st->ops->list_from(st, bucket, prefix, start_after, token, &page)
+                         : st->ops->list_page(st, bucket, prefix, token, &page);
         pages++;
         if (rc == 0 && token && page.next_token && strcmp(token, page.next_token) == 0) {
             log_error("listing %s/%s: the store handed out the continuation token it "

@@ -59,6 +59,11 @@ struct store_ops {
      * that handed out `token` (NULL for the first page). */
     int (*list_page)(struct store *st, const char *bucket, const char *prefix,
                      const char *token, struct store_page *out);
+    /* The same, only keys greater than `start_after` (S3's StartAfter;
+     * NULL or "": from the first key). */
+    int (*list_from)(struct store *st, const char *bucket, const char *prefix,
+                     const char *start_after, const char *token,
+                     struct store_page *out);
     /* Fetch a whole object into a malloc'd buffer (*data, *len); *data is
      * NUL-terminated one byte past *len for convenience. */
     int (*get)(struct store *st, const char *bucket, const char *key,
@@ -102,6 +107,12 @@ int store_list_all(struct store *st, const char *bucket, const char *prefix,
                    int (*cb)(const struct store_object *obj, void *arg),
                    void *arg);
 
+/* store_list_all of the keys greater than start_after only. */
+int store_list_from(struct store *st, const char *bucket, const char *prefix,
+                    const char *start_after,
+                    int (*cb)(const struct store_object *obj, void *arg),
+                    void *arg);
+
 void store_page_free(struct store_page *page);
 
 static inline void store_destroy(struct store *st)
@@ -113,5 +124,9 @@ static inline void store_destroy(struct store *st)
 /* The local directory store: objects at ROOT/<bucket>/<key>. Bucket
  * directories are created when missing. Returns NULL with a message in err. */
 struct store *store_dir_new(const char *root, char *err, size_t errlen);
+
+/* How many directories the directory store's listings have read so far
+ * (each is read once and kept while it is unchanged): for the tests. */
+uint64_t store_dir_reads(struct store *st);
 
 #endif

@@ -77,6 +77,29 @@ def test_listing_matches_boto3(cli, s3rver, bucket):
         assert o["etag"] == hashlib.md5(body_for(o["key"])).hexdigest()
 
 
+def test_start_after_lists_what_boto3_lists_after_the_same_key(store_cli_path, s3rver):
+    """StartAfter (the incremental listings of get_or_create): the keys
+    strictly after the mark, across pages, as boto3 gets them."""
+    bucket = s3rver.create_bucket("bkt-start-after")
+    keys = [f"d/ds/upload_date={1000 + i // 3}/u/o/j{i % 3}_completed.json" for i in range(1050)]
+    keys += ["d/ds/upload_date=1100-x", "d/ds/zz", "d/dt/upload_date=2000/x"]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: s3rver.client.put_object(Bucket=bucket, Key=k, Body=b"{}"),
+                      keys))
+    c = s3rver.client
+    for after in ["d/ds/upload_date=1010/u/o/j1_completed.json", "d/ds/upload_date=1100",
+                  "d/ds/upload_date=", "d/ds/upload_date=1349/u/o/j2_completed.json", "e"]:
+        theirs = [o["Key"] for page in c.get_paginator("list_objects_v2").paginate(
+                  Bucket=bucket, Prefix="d/ds/", StartAfter=after)
+                  for o in page.get("Contents", [])]
+        with FaultProxy(s3rver.endpoint) as proxy:
+            ours = StoreCli(store_cli_path, proxy.endpoint).list(bucket, "d/ds/", after)
+            requests = [p for m, p, _ in proxy.log if m == "GET"]
+        assert [o["key"] for o in ours] == theirs, after
+        assert "start-after=" in requests[0]
+        assert all("start-after=" not in p for p in requests[1:])
+
+
 def test_objects_put_with_boto3_are_read_by_store_cli(cli, s3rver):
     bucket = s3rver.create_bucket("bkt-from-boto3")
     objects = {f"pre/{k}": body_for(k) + b"\n" for k in ODD_KEYS}

@@ -25,8 +25,9 @@ class StoreCli:
             assert marker not in r.stderr, r.stderr.decode(errors="replace")
         return r
 
-    def list(self, bucket, prefix="", **kw):
-        r = self.run("list", bucket, prefix, **kw)
+    def list(self, bucket, prefix="", start_after=None, **kw):
+        args = ("list", bucket, prefix) + ((start_after,) if start_after is not None else ())
+        r = self.run(*args, **kw)
         assert r.returncode == 0, r.stderr.decode()
         return [json.loads(line) for line in r.stdout.decode().splitlines()]
 

@@ -4,7 +4,7 @@
  *             [--timeout-ms N] [--connect-timeout-ms N] [--max-attempts N]
  *             [--max-retry-ms N] [--debug]
  *             [--dir ROOT]
- *             (list BUCKET PREFIX | get BUCKET KEY | put BUCKET KEY < body |
+ *             (list BUCKET PREFIX [START_AFTER] | get BUCKET KEY | put BUCKET KEY < body |
  *              check BUCKET | threads BUCKET PREFIX N |
  *              putif BUCKET KEY IFMATCH < body | getinfo BUCKET KEY |
  *              del BUCKET KEY)
@@ -39,7 +39,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: store_cli [--endpoint URL --path-style --region R --ca-file F "
             "--timeout-ms N --connect-timeout-ms N --max-attempts N --max-retry-ms N "
-            "--debug] (list BUCKET PREFIX | get BUCKET KEY | put BUCKET KEY < body | "
+            "--debug] (list BUCKET PREFIX [START_AFTER] | get BUCKET KEY | put BUCKET KEY < body | "
             "check BUCKET | threads BUCKET PREFIX N | putif BUCKET KEY IFMATCH < body | "
             "getinfo BUCKET KEY | del BUCKET KEY) [--dir ROOT]\n");
 }
@@ -226,6 +226,8 @@ int main(int argc, char **argv)
     const char *arg = nargs > 2 ? argv[optind + 2] : NULL;
     int want = strcmp(cmd, "check") == 0 ? 2
                : strcmp(cmd, "threads") == 0 || strcmp(cmd, "putif") == 0 ? 4 : 3;
+    if (strcmp(cmd, "list") == 0 && nargs == 4)
+        want = 4; /* with StartAfter */
     if (nargs != want || (want == 3 && strcmp(cmd, "list") && strcmp(cmd, "get") &&
                           strcmp(cmd, "put") && strcmp(cmd, "getinfo") &&
                           strcmp(cmd, "del"))) {
@@ -290,7 +292,8 @@ int main(int argc, char **argv)
         else
             printf("ok\n");
     } else if (strcmp(cmd, "list") == 0) {
-        rc = store_list_all(st, bucket, arg, print_object, NULL);
+        rc = store_list_from(st, bucket, arg, nargs == 4 ? argv[optind + 3] : NULL,
+                             print_object, NULL);
         if (rc < 0)
             status = fail("list", rc);
     } else if (strcmp(cmd, "get") == 0) {

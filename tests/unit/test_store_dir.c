@@ -307,6 +307,129 @@ static void test_pagination(struct store *st)
     CHECK(tmp_entries() == 0);
 }
 
+/* The keys greater than start_after, page after page. */
+static void check_from(struct store *st, const char *bucket, const char *prefix,
+                       const char *after, char **sorted, size_t n, int line)
+{
+    struct keys got = {0};
+    int rc = store_list_from(st, bucket, prefix, after, collect, &got);
+    size_t first = 0;
+    while (first < n && (strncmp(sorted[first], prefix, strlen(prefix)) != 0 ||
+                         (after && strcmp(sorted[first], after) <= 0)))
+        first++;
+    size_t want = 0;
+    for (size_t i = first; i < n; i++)
+        if (strncmp(sorted[i], prefix, strlen(prefix)) == 0)
+            want++;
+    int ok = rc == 0 && got.n == want;
+    for (size_t i = 0, j = first; ok && i < got.n; i++, j++) {
+        while (strncmp(sorted[j], prefix, strlen(prefix)) != 0)
+            j++;
+        ok = strcmp(got.v[i], sorted[j]) == 0;
+    }
+    if (!ok) {
+        fprintf(stderr, "line %d: list \"%s\" after \"%s\": rc %d, %zu keys (want %zu)\n",
+                line, prefix, after ? after : "", rc, got.n, want);
+        failures++;
+    }
+    keys_free(&got);
+}
+
+/* StartAfter: only keys strictly greater, in order, across directory
+ * boundaries and pages, whether or not start_after is itself a key. */
+static void test_start_after(struct store *st)
+{
+    enum { N = 1200 };
+    char **keys = calloc(N, sizeof *keys);
+    REQUIRE(keys);
+    for (int i = 0; i < N; i++) {
+        switch (i % 4) {
+        case 0:
+            REQUIRE(asprintf(&keys[i], "d/ds/upload_date=%d/u/o/j%d_completed.json",
+                             1000 + i / 4, i % 5) >= 0);
+            break;
+        case 1:
+            REQUIRE(asprintf(&keys[i], "d/ds/upload_date=%d-x", 1000 + i / 4) >= 0);
+            break;
+        case 2:
+            REQUIRE(asprintf(&keys[i], "d/ds/upload_date=%d/u/o/j%d_running.json",
+                             1000 + i / 4, i % 5) >= 0);
+            break;
+        default:
+            REQUIRE(asprintf(&keys[i], "d/ds%d/k", i) >= 0);
+        }
+        REQUIRE(put(st, "sa", keys[i], "{}") == 0);
+    }
+    qsort(keys, N, sizeof *keys, cmp_str);
+    static const char *const bounds[] = {
+        NULL, "", "d/ds/", "d/ds/upload_date=1150", "d/ds/upload_date=1150/",
+        "d/ds/upload_date=1150/u/o/j", "d/ds/upload_date=1150-x",
+        "d/ds/upload_date=1299/u/o/j0_running.json", "d/ds/upload_date=9", "e",
+        "d/ds/upload_date=1000/u/o/j0_completed.json",
+    };
+    for (size_t b = 0; b < sizeof bounds / sizeof bounds[0]; b++) {
+        check_from(st, "sa", "d/ds/", bounds[b], keys, N, __LINE__);
+        check_from(st, "sa", "d/ds/upload_date=", bounds[b], keys, N, __LINE__);
+        check_from(st, "sa", "", bounds[b], keys, N, __LINE__);
+    }
+    for (int i = 0; i < N; i += 97) {
+        check_from(st, "sa", "d/", keys[i], keys, N, __LINE__);
+        check_from(st, "sa", "d/ds/upload_date=", keys[i], keys, N, __LINE__);
+    }
+
+    /* A listing reads each directory once, however many pages it has; and
+     * a directory that has not changed since is not read again. Mtimes are
+     * set back an hour first: a directory changed within the last moments
+     * is read again (its mtime would not show a change in the same tick). */
+    char *cmd;
+    REQUIRE(asprintf(&cmd, "find '%s/sa' -type d -exec touch -d '-1 hour' {} +", root) >= 0);
+    REQUIRE(system(cmd) == 0);
+    free(cmd);
+    struct keys got = {0};
+    uint64_t before = store_dir_reads(st);
+    CHECK(store_list_all(st, "sa", "d/", collect, &got) == 0 && got.n == N);
+    keys_free(&got);
+    uint64_t first = store_dir_reads(st) - before;
+    /* d, d/ds, 300 upload_date dirs, each with u and u/o (d/ds<i> are files) */
+    CHECK(first <= 2 + 300 + 3 * 300);
+    before = store_dir_reads(st);
+    CHECK(store_list_all(st, "sa", "d/", collect, &got) == 0 && got.n == N);
+    keys_free(&got);
+    CHECK(store_dir_reads(st) == before);
+    /* After the newest key: only the directories on its way are visited,
+     * none read again. */
+    before = store_dir_reads(st);
+    CHECK(store_list_from(st, "sa", "d/ds/upload_date=", keys[N - 1], collect, &got) == 0);
+    CHECK(got.n == 0);
+    keys_free(&got);
+    CHECK(store_dir_reads(st) == before);
+
+    /* A new object in a directory that was read is seen (its mtime moved),
+     * so is one in a new directory; an object rewritten in place gets its
+     * new ETag. */
+    REQUIRE(put(st, "sa", "d/ds/upload_date=1100/u/o/new_completed.json", "{\"a\":1}") == 0);
+    REQUIRE(put(st, "sa", "d/ds/upload_date=99999/u/o/new_completed.json", "{}") == 0);
+    CHECK(store_list_from(st, "sa", "d/ds/upload_date=",
+                          "d/ds/upload_date=1100/u/o/j", collect, &got) == 0);
+    int saw_old = 0, saw_new = 0;
+    for (size_t i = 0; i < got.n; i++) {
+        saw_old |= strcmp(got.v[i], "d/ds/upload_date=1100/u/o/new_completed.json") == 0;
+        saw_new |= strcmp(got.v[i], "d/ds/upload_date=99999/u/o/new_completed.json") == 0;
+    }
+    CHECK(saw_old && saw_new);
+    keys_free(&got);
+    struct store_page page;
+    REQUIRE(put(st, "sa", "d/ds/upload_date=99999/u/o/new_completed.json", "v") == 0);
+    REQUIRE(st->ops->list_from(st, "sa", "d/ds/upload_date=99999/", NULL, NULL, &page) == 0);
+    CHECK(page.count == 1 && strcmp(page.objects[0].etag,
+                                    "9e3669d19b675bd57058fd4664205d2a") == 0); /* md5("v") */
+    store_page_free(&page);
+
+    for (int i = 0; i < N; i++)
+        free(keys[i]);
+    free(keys);
+}
+
 static void test_buckets(struct store *st)
 {
     char msg[300] = "";
@@ -382,6 +505,7 @@ int main(void)
     test_bad_keys(st);
     test_list(st);
     test_pagination(st);
+    test_start_after(st);
     test_buckets(st);
     store_destroy(st);
 
