@@ -58,7 +58,9 @@ struct jobs *jobs_new(struct store *store, const struct layout *layout,
         free(j);
         return NULL;
     }
-    if (pthread_mutex_init(&j->load_lock, NULL) != 0) {
+    j->index = index_new(store, &j->layout, j->lz_bucket, j->dlz_bucket);
+    if (!j->index || pthread_mutex_init(&j->load_lock, NULL) != 0) {
+        index_free(j->index);
         pthread_mutex_destroy(&j->lock);
         free(j->lz_bucket);
         free(j->dlz_bucket);
@@ -106,6 +108,7 @@ void jobs_free(struct jobs *j)
     if (!j)
         return;
     strmap_free(j->table, job_destroy_cb);
+    index_free(j->index);
     pthread_mutex_destroy(&j->lock);
     pthread_mutex_destroy(&j->load_lock);
     free(j->lz_bucket);
@@ -187,83 +190,17 @@ struct job *jobs_find_loaded(struct jobs *j, const char *name)
     return job;
 }
 
-/* Search of the newest candidate of one job across both buckets. */
-struct find_ctx {
-    const struct layout *layout;
-    const char *job;
-    const char *bucket;
-    struct candidate best;
-    int found;
-    int err;
-};
-
-static int find_cb(const struct store_object *obj, void *arg)
-{
-    struct find_ctx *fc = arg;
-    char *job = NULL;
-    enum upload_kind kind;
-    const char *date;
-    size_t date_len;
-    int m = layout_match(fc->layout, obj->key, 0, &job, &kind, &date, &date_len);
-    if (m < 0)
-        return m;
-    if (m == 0)
-        return 0;
-    int same = strcmp(job, fc->job) == 0;
-    free(job);
-    if (!same)
-        return 0;
-    struct candidate c = {
-        .bucket = (char *)fc->bucket,
-        .key = obj->key,
-        .upload_date = strndup(date, date_len),
-        .last_modified_ms = obj->last_modified_ms,
-        .kind = kind,
-    };
-    if (!c.upload_date)
-        return -ENOMEM;
-    if (!fc->found || candidate_cmp(&c, &fc->best) > 0) {
-        char *b = strdup(fc->bucket), *k = strdup(obj->key);
-        if (!b || !k) {
-            free(b);
-            free(k);
-            free(c.upload_date);
-            return -ENOMEM;
-        }
-        candidate_clear(&fc->best);
-        fc->best = c;
-        fc->best.bucket = b;
-        fc->best.key = k;
-        fc->found = 1;
-    } else {
-        free(c.upload_date);
-    }
-    return 0;
-}
-
-/* The newest candidate of `name` in both buckets: *found 0 when none. */
+/* The newest candidate of `name` in both buckets, from the index (README,
+ * "History at any scale"): *found 0 when none. */
 static int find_newest(struct jobs *j, const char *name, struct candidate *best, int *found)
 {
     *found = 0;
-    char *prefix = layout_dataset_prefix(&j->layout);
-    if (!prefix)
-        return -ENOMEM;
-    struct find_ctx fc = {.layout = &j->layout, .job = name};
-    const char *buckets[2] = {j->dlz_bucket, j->lz_bucket};
-    int nb = strcmp(j->dlz_bucket, j->lz_bucket) == 0 ? 1 : 2;
-    int rc = 0;
-    for (int i = 0; i < nb && rc == 0; i++) {
-        fc.bucket = buckets[i];
-        rc = store_list_all(j->store, buckets[i], prefix, find_cb, &fc);
-    }
-    free(prefix);
+    int rc = index_newest(j->index, name, best);
     if (rc < 0) {
         log_error("job '%s': listing the store failed: %s", name, strerror(-rc));
-        candidate_clear(&fc.best);
         return rc;
     }
-    *best = fc.best;
-    *found = fc.found;
+    *found = rc;
     return 0;
 }
 
@@ -315,6 +252,23 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
     }
     size_t len = 0;
     rc = fetch_state(j, name, best.bucket, best.key, job->state, &len);
+    if (rc == -ENOENT) {
+        /* Gone since the index listed it (moved from the LZ to the DLZ
+         * bucket, or deleted): list everything again, once. */
+        log_info("job '%s': s3://%s/%s is gone since it was listed; listing the store "
+                 "again", name, best.bucket, best.key);
+        candidate_clear(&best);
+        rc = index_rebuild(j->index);
+        if (rc == 0)
+            rc = find_newest(j, name, &best, &found);
+        else
+            log_error("job '%s': listing the store failed: %s", name, strerror(-rc));
+        if (rc < 0 || !found) {
+            job_destroy(job);
+            return rc;
+        }
+        rc = fetch_state(j, name, best.bucket, best.key, job->state, &len);
+    }
     if (rc < 0) {
         if (rc == -ENOENT)
             log_error("job '%s': reading s3://%s/%s failed: %s", name, best.bucket,
@@ -960,30 +914,6 @@ int jobs_forget(struct jobs *j, const char *name)
     return rc;
 }
 
-struct names_ctx {
-    const struct layout *layout;
-    json_t *seen; /* object used as a set */
-};
-
-static int names_cb(const struct store_object *obj, void *arg)
-{
-    struct names_ctx *nc = arg;
-    char *job = NULL;
-    enum upload_kind kind;
-    const char *date;
-    size_t date_len;
-    int m = layout_match(nc->layout, obj->key, 1, &job, &kind, &date, &date_len);
-    if (m <= 0)
-        return m;
-    /* A name with '/' or over 255 bytes cannot be a directory, a dot-name
-     * is not a job in the mount; jansson refuses names that are not UTF-8.
-     * Such objects are skipped. */
-    if (!strchr(job, '/') && strlen(job) <= 255 && job[0] != '.')
-        json_object_set_new(nc->seen, job, json_true());
-    free(job);
-    return 0;
-}
-
 static int add_loaded(const char *key, void *value, void *arg)
 {
     (void)value;
@@ -1013,25 +943,15 @@ json_t *jobs_list_names(struct jobs *j, int *err)
     if (j->journal)
         journal_jobs(j->journal, add_journaled, seen);
 
-    char *prefix = layout_dataset_prefix(&j->layout);
-    if (!prefix) {
-        json_decref(seen);
-        *err = -ENOMEM;
-        return NULL;
-    }
     /* The store's names count only when its listings end well. */
-    struct names_ctx nc = {.layout = &j->layout, .seen = json_object()};
-    int rc = nc.seen ? store_list_all(j->store, j->lz_bucket, prefix, names_cb, &nc)
-                     : -ENOMEM;
-    if (rc == 0 && strcmp(j->lz_bucket, j->dlz_bucket) != 0)
-        rc = store_list_all(j->store, j->dlz_bucket, prefix, names_cb, &nc);
-    free(prefix);
+    json_t *stored = json_object();
+    int rc = stored ? index_job_names(j->index, stored) : -ENOMEM;
     if (rc < 0)
         log_warn("listing jobs in the store failed (%s); showing loaded jobs only",
                  strerror(-rc));
-    else if (json_object_update(seen, nc.seen) != 0)
+    else if (json_object_update(seen, stored) != 0)
         log_warn("listing jobs: out of memory; showing loaded jobs only");
-    json_decref(nc.seen);
+    json_decref(stored);
 
     json_t *names = json_array();
     const char *k;
@@ -1249,6 +1169,8 @@ char *jobs_status_text(struct jobs *j, size_t *len)
         json_decref(doc);
         doc = NULL;
     }
+    if (doc)
+        json_object_set_new(doc, "index", index_stats(j->index));
     return readout_text(doc, len);
 }
 

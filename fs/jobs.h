@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "fs/index.h"
 #include "fs/journal.h"
 #include "fs/layout.h"
 #include "fs/state.h"
@@ -71,6 +72,7 @@ struct jobs {
     struct strmap *table;      /* name -> struct job */
     struct jobs_stats stats;
     struct journal *journal;   /* NULL: changes live in memory only */
+    struct index *index;       /* what the store holds, listed incrementally */
     int success_trigger;       /* --success-trigger: _SUCCESS after completed */
     struct timespec mounted;
 };

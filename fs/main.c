@@ -189,6 +189,7 @@ int main(int argc, char *argv[])
         goto out;
     }
     jobs->success_trigger = o.success_trigger;
+    index_set_window(jobs->index, o.relist_window_s);
     clock_gettime(CLOCK_REALTIME, &jobs->mounted);
     char *identity = journal_identity(&o);
     if (!identity) {

@@ -36,6 +36,7 @@ static const struct fuse_opt opt_spec[] = {
     OPT("--log-file", "log_file", log_file),
     OPT("--scratch", "scratch", scratch),
     OPT("--metrics", "metrics", metrics),
+    OPT("--relist-window", "relist_window", relist_window),
     FUSE_OPT_KEY("--path-style", KEY_PATH_STYLE),
     FUSE_OPT_KEY("path_style", KEY_PATH_STYLE),
     FUSE_OPT_KEY("--success-trigger", KEY_SUCCESS_TRIGGER),
@@ -341,6 +342,10 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    o->relist_window_s = 900;
+    if (parse_ms("relist-window", o->relist_window, &o->relist_window_s, 0, 30L * 86400,
+                 err, errlen))
+        return -1;
     if (!o->cache_dir && !(o->cache_dir = xdg_dir("XDG_STATE_HOME", ".local/state"))) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -356,7 +361,7 @@ void options_free(struct options *o)
                        &o->cache_dir, &o->connect_timeout, &o->timeout, &o->retries,
                        &o->retry_time, &o->spin_us, &o->source, &o->dir_root,
                        &o->log_file, &o->scratch, &o->scratch_list,
-                       &o->metrics};
+                       &o->metrics, &o->relist_window};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         free(*fields[i]);
         *fields[i] = NULL;
@@ -398,6 +403,8 @@ void options_usage(const char *prog)
            "  --retry-time=MS         S3 time bound per operation, retries included (default: 60000)\n"
            "  --spin-us=US            how long the thread that reads requests watches for the\n"
            "                          next one before it sleeps; 0: never (default: 20)\n"
+           "  --relist-window=SECONDS upload dates this long before the previous listing are\n"
+           "                          listed again, for late arrivals (default: 900)\n"
            "  --fuse-loop             libfuse's own multi-threaded loop, not bookmarkfs's\n"
            "  --metrics=ADDR:PORT     serve Prometheus metrics at http://ADDR:PORT/metrics\n"
            "                          (default: off)\n"

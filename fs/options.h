@@ -14,7 +14,7 @@ struct options {
     /* as given (owned, may be NULL) */
     char *store, *lz_bucket, *dlz_bucket, *domain, *dataset, *user, *file_type;
     char *resume_from, *endpoint, *region, *profile, *ca_file, *cache_dir;
-    char *connect_timeout, *timeout, *retries, *retry_time, *spin_us;
+    char *connect_timeout, *timeout, *retries, *retry_time, *spin_us, *relist_window;
     char *log_file;
     char *scratch;  /* --scratch as given */
     char *metrics; /* --metrics=ADDR:PORT, or NULL: off */
@@ -30,6 +30,7 @@ struct options {
     long connect_timeout_ms, timeout_ms, max_attempts, max_retry_ms;
     long spin_time_us; /* --spin-us */
     char *scratch_list; /* the scratch patterns in effect, '/'-separated */
+    long relist_window_s; /* --relist-window */
 };
 
 /* Parses our options out of args (leaving FUSE's own), applies defaults and

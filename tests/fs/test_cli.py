@@ -30,6 +30,8 @@ def run(*args, env=None):
     (["--spin-us=-1", "MNT"], "invalid --spin-us"),
     (["--spin-us=1001", "MNT"], "invalid --spin-us '1001': at most 1000"),
     (["-o", "spin_us=fast", "MNT"], "invalid --spin-us"),
+    (["--relist-window=-5", "MNT"], "invalid --relist-window"),
+    (["-o", "relist_window=2592001", "MNT"], "invalid --relist-window '2592001': at most"),
     (["--no-such-option=1", "MNT"], "unknown option '--no-such-option'"),
     (["-o", "store=ftp", "MNT"], "invalid --store"),
     (["-o", "lz_bucket=b,store=s3", "MNT"], "missing --domain"),

@@ -22,8 +22,8 @@ class EndpointStore(S3Store):
     objects()/get()/put() still talk to the s3rver directly."""
 
     def __init__(self, server, endpoint, retries=3, retry_time=1500, timeout=1000,
-                 extra=(), env=None, buckets=(LZ, DLZ)):
-        super().__init__(server, buckets)
+                 extra=(), env=None, buckets=(LZ, DLZ), clear=True):
+        super().__init__(server, buckets, clear=clear)
         self.endpoint = endpoint
         self.retries = retries
         self.retry_time = retry_time

@@ -78,8 +78,9 @@ class DirStore:
 class S3Store:
     kind = "s3"
 
-    def __init__(self, server, buckets=(LZ, DLZ)):
-        """buckets: (lz, dlz), e.g. a fresh pair from the rgw_buckets fixture."""
+    def __init__(self, server, buckets=(LZ, DLZ), clear=True):
+        """buckets: (lz, dlz), e.g. a fresh pair from the rgw_buckets fixture;
+        clear: delete what they hold first."""
         self.server = server
         self.lz, self.dlz = buckets
         for b in (self.lz, self.dlz):
@@ -87,7 +88,8 @@ class S3Store:
                 server.create_bucket(b)
             except Exception:  # already there (module-scoped server)
                 pass
-        self.clear()
+        if clear:
+            self.clear()
 
     def clear(self):
         for b in (self.lz, self.dlz):

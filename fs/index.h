@@ -1,0 +1,49 @@
+/* The listing index: what get_or_create and `ls MNT` need to know of the
+ * dataset's history in each bucket (the newest candidate of every job, and
+ * which jobs have objects), built by one full listing per bucket and then
+ * kept up to date by listings after the newest key seen (S3's StartAfter),
+ * so their cost does not grow with the history. README: "History at any
+ * scale" says what is found how. Thread-safe. */
+#ifndef BOOKMARKFS_FS_INDEX_H
+#define BOOKMARKFS_FS_INDEX_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "fs/layout.h"
+#include "store/store.h"
+
+struct index;
+
+/* Objects with an upload_date this many seconds before the previous
+ * listing of a bucket are listed again (--relist-window, default 900):
+ * they may have arrived since under an older date (Amorphic's move from
+ * the LZ to the DLZ bucket, a writer whose clock is behind). */
+void index_set_window(struct index *ix, long seconds);
+
+/* Copies nothing it is given but keeps the pointers: store, layout and
+ * buckets outlive the index. */
+struct index *index_new(struct store *store, const struct layout *layout,
+                        const char *lz_bucket, const char *dlz_bucket);
+void index_free(struct index *ix);
+
+/* Brings the index up to date (the first call lists each bucket in full,
+ * later ones list only what is new) and copies the newest candidate of
+ * `job` into *best (candidate_clear it). 1: found, 0: the store has none,
+ * or a negative errno of the listing. */
+int index_newest(struct index *ix, const char *job, struct candidate *best);
+
+/* Forgets everything and lists each bucket in full again: for when an
+ * object the index holds is gone (moved or deleted). */
+int index_rebuild(struct index *ix);
+
+/* Brings the index up to date and adds the name of every job with objects
+ * in either bucket (either kind) to `set` (a JSON object used as a set).
+ * 0 or a negative errno (then nothing is added). */
+int index_job_names(struct index *ix, json_t *set);
+
+/* For .status: {"full_listings": n, "listings": n, "objects_listed": n,
+ * "jobs": n} (new reference). */
+json_t *index_stats(struct index *ix);
+
+#endif

@@ -1,0 +1,236 @@
+"""History at any scale (README "History at any scale"): after one listing
+a first access to a job and `ls MNT` cost what is new, not the history
+(counted in requests on S3, through the fault proxy); a fresh mount pays
+one full listing per bucket; what other writers add, and what Amorphic
+moves from the LZ to the DLZ bucket under an older upload_date, is seen;
+and the index never picks another newest candidate than a full listing
+would (computed here from a boto3 listing, ties included)."""
+import json
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.support import history as H
+from tests.support.faultproxy import FaultProxy
+from tests.support.faults import EndpointStore
+from tests.support.mount import DLZ, LZ, DirStore, Mount, S3Store
+from tests.support.s3rver import S3rver
+
+N_BIG = 10_000  # the history of the request counts
+# Its runs of keys that sort by upload_date: "<dataset>/upload_date=" in
+# both buckets and "<dataset>/schema=v1/upload_date=" in the DLZ.
+RUNS = 3
+
+
+def lists(log):
+    return [p for m, p, _ in log if m == "GET" and "list-type=2" in p]
+
+
+def gets(log):
+    return [p for m, p, _ in log if m == "GET" and "list-type=2" not in p]
+
+
+def loaded(job_dir):
+    info = json.loads((job_dir / ".status").read_text())["loaded"]
+    return (info["bucket"], info["key"]) if info else None
+
+
+def status(mnt):
+    return json.loads((mnt / ".status").read_text())
+
+
+def put_all(store, objects, mtime=None):
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(lambda o: store.put(*o, mtime=mtime(o) if mtime else None), objects))
+
+
+def dir_mtime(o):
+    """Directory store: LastModified from the upload date, so that the same
+    run in two places ties on it too."""
+    m = H.DATE_RE.match(next((s for s in o[1].split("/") if s.startswith("upload_date=")),
+                             "")) if "upload_date=" in o[1] else None
+    return int(m.group(1)) + 5 if m else 1_500_000_000
+
+
+@pytest.fixture(scope="module")
+def big_s3():
+    """An s3rver of its own holding N_BIG objects (put once, with boto3,
+    for the tests of this module), so the shared server stays small."""
+    with S3rver() as server:
+        store = S3Store(server)
+        objects = H.generate(N_BIG)
+        put_all(store, objects)
+        yield server, objects
+
+
+def listed_s3(server):
+    return H.list_s3(server.client, DLZ) + H.list_s3(server.client, LZ)
+
+
+def test_first_access_and_ls_after_one_listing_cost_one_small_listing_per_bucket(
+        big_s3, tmp_path):
+    """Also for the job whose only object is the oldest of all 10,000."""
+    server, objects = big_s3
+    n_lz = sum(1 for b, _, _ in objects if b == LZ)
+    n_dlz = len(objects) - n_lz
+    assert len(objects) >= N_BIG
+    truth = listed_s3(server)
+    with FaultProxy(server.endpoint) as proxy:
+        store = EndpointStore(server, proxy.endpoint, retries=3, retry_time=20000,
+                              timeout=20000, clear=False)
+        with Mount(store, tmp_path / "mnt") as m:
+            proxy.reset_log()
+            names = set(os.listdir(m.path))
+            assert H.jobs_in(truth) <= names
+            # a fresh mount: one full listing per bucket, page by page
+            full = lists(proxy.log)
+            assert len(full) == math.ceil(n_dlz / 1000) + math.ceil(n_lz / 1000)
+            assert not any("start-after=" in p for p in full)
+            assert gets(proxy.log) == []
+            for job in ["job-07", H.FAR_JOB, "job-49"]:
+                proxy.reset_log()
+                state = json.loads((m.path / job / ".state.json").read_text())
+                want = H.newest(truth, job)
+                assert loaded(m.path / job) == want
+                assert state == json.loads(server.client.get_object(
+                    Bucket=want[0], Key=want[1])["Body"].read())
+                # one listing per run of time-ordered keys (the LZ's, the
+                # DLZ's and the DLZ partition's), each after the newest key
+                # seen there: one page, as nothing is new; and one GET of
+                # the newest object
+                assert len(lists(proxy.log)) == RUNS, proxy.log
+                assert all("start-after=" in p for p in lists(proxy.log))
+                assert len(gets(proxy.log)) == 1, proxy.log
+            proxy.reset_log()
+            assert set(os.listdir(m.path)) == names
+            assert len(lists(proxy.log)) == RUNS and gets(proxy.log) == []
+            idx = status(m.path)["index"]
+            assert idx["full_listings"] == 2
+
+
+def check_all_jobs(mnt, truth, kinds):
+    for job in sorted(H.jobs_in(truth)):
+        want = H.newest(truth, job, kinds)
+        got = loaded(mnt / job) if want else None
+        assert got == want, (job, kinds)
+
+
+def listed(store):
+    if isinstance(store, DirStore):
+        return H.list_dir(store.root, DLZ) + H.list_dir(store.root, LZ)
+    return listed_s3(store.server)
+
+
+@pytest.fixture(params=["dir", "s3"])
+def hstore(request, tmp_path):
+    """A store of this test's own: on S3 an s3rver that ends with the test
+    (deleting a history object by object would cost more than the test)."""
+    if request.param == "dir":
+        yield DirStore(tmp_path / "store")
+        return
+    with S3rver() as server:
+        yield S3Store(server)
+
+
+def test_the_index_picks_what_a_full_listing_picks_after_incremental_updates(
+        hstore, tmp_path):
+    """The index is built by one listing of a history with decoys and ties,
+    and then brought up to date batch by batch (new runs, runs under older
+    upload_dates within the relist window, the same run in both buckets,
+    decoys); each job's newest candidate is then the one the rules pick over
+    a listing of everything by another client, as is a fresh mount's; for
+    --resume-from=running too. On the directory store LastModified follows
+    the upload date, so the same run in two places ties on it as well."""
+    store = hstore
+    mtime = dir_mtime if isinstance(store, DirStore) else None
+    put_all(store, H.generate(1200, n_jobs=20), mtime=mtime)
+    now = int(time.time())
+    batches = [H.generate(120, n_jobs=20, start=now - 600 + b * 200, step=1, lz_share=0.5)[1:]
+               for b in range(3)]
+
+    def other(name, extra=()):
+        return Mount(store, tmp_path / name,
+                     extra=[f"--cache-dir={tmp_path / (name + '-cache')}", *extra])
+
+    with Mount(store, tmp_path / "inc") as inc, \
+            other("inc-r", ["--resume-from=running"]) as inc_r:
+        os.listdir(inc.path)
+        os.listdir(inc_r.path)
+        for batch in batches:
+            put_all(store, batch, mtime=mtime)
+            os.listdir(inc.path)
+            os.listdir(inc_r.path)
+        truth = listed(store)
+        check_all_jobs(inc.path, truth, ("completed",))
+        check_all_jobs(inc_r.path, truth, ("completed", "running"))
+        assert status(inc.path)["index"]["full_listings"] == 2
+    with other("fresh") as fresh:
+        check_all_jobs(fresh.path, truth, ("completed",))
+        assert status(fresh.path)["index"]["full_listings"] == 2
+
+
+def second_mount(store, tmp_path, name):
+    """Another mount of the same dataset (its own journal)."""
+    return Mount(store, tmp_path / name, extra=[f"--cache-dir={tmp_path / (name + '-cache')}"])
+
+
+def test_objects_other_writers_upload_meanwhile_are_seen(store, tmp_path):
+    """Another mount's upload and a Python job's object (boto3 on S3, a
+    plain file on the directory store) appear in `ls MNT` and load."""
+    with Mount(store, tmp_path / "a") as a:
+        os.mkdir(a.path / "mine")
+        (a.path / "mine" / "k").write_text("1")
+        (a.path / "mine" / "completed").write_text("1")
+        assert sorted(os.listdir(a.path)) == [".status", "mine"]
+        with second_mount(store, tmp_path, "b") as b:
+            os.mkdir(b.path / "theirs")
+            (b.path / "theirs" / "k").write_text('"b"')
+            (b.path / "theirs" / "completed").write_text("1")
+        epoch = int(time.time())
+        store.put(LZ, H.key_for("python-job", epoch, "completed"), b'{"from":"boto3"}')
+        assert sorted(os.listdir(a.path)) == [".status", "mine", "python-job", "theirs"]
+        assert json.loads((a.path / "theirs" / ".state.json").read_text()) == {"k": "b"}
+        assert json.loads((a.path / "python-job" / ".state.json").read_text()) == {
+            "from": "boto3"}
+        # a newer run of a job this mount listed but never loaded
+        store.put(LZ, H.key_for("python-job2", epoch - 100, "completed"), b'{"v":1}')
+        os.listdir(a.path)
+        store.put(DLZ, H.key_for("python-job2", epoch + 1, "completed"), b'{"v":2}')
+        assert json.loads((a.path / "python-job2" / ".state.json").read_text()) == {"v": 2}
+
+
+def test_amorphic_moves_to_the_dlz_under_an_older_upload_date_are_seen(store, tmp_path):
+    """Amorphic moves an upload from the LZ to the DLZ bucket keeping its
+    upload_date, which is older than the newest one the DLZ already has:
+    it sorts before the mark a listing after the newest key starts from.
+    Within the relist window it is found by the listing again of recent
+    upload dates; an LZ object the index knows that is gone when it is read
+    makes it list everything again."""
+    now = int(time.time())
+    store.put(DLZ, H.key_for("busy", now - 10, "completed"), b'{"busy":1}')
+    store.put(LZ, H.key_for("old-run", now - 50_000, "completed"), b'{"where":"lz"}')
+    with Mount(store, tmp_path / "m") as m, \
+            Mount(store, tmp_path / "w0", extra=["--relist-window=0",
+                                                 f"--cache-dir={tmp_path / 'w0-cache'}"]) as w0:
+        assert sorted(os.listdir(m.path)) == [".status", "busy", "old-run"]
+        assert sorted(os.listdir(w0.path)) == [".status", "busy", "old-run"]
+        # moved within the window, never seen in the LZ (and without the
+        # window, not found)
+        store.put(DLZ, H.key_for("moved", now - 300, "completed"), b'{"where":"dlz"}')
+        assert "moved" in os.listdir(m.path)
+        assert "moved" not in os.listdir(w0.path)
+        assert json.loads((m.path / "moved" / ".state.json").read_text()) == {"where": "dlz"}
+        # moved long after its upload: the LZ object the index holds is gone
+        key = H.key_for("old-run", now - 50_000, "completed")
+        if isinstance(store, DirStore):
+            os.unlink(store.root / LZ / key)
+        else:
+            store.server.client.delete_object(Bucket=LZ, Key=key)
+        store.put(DLZ, key, b'{"where":"dlz"}')
+        assert json.loads((m.path / "old-run" / ".state.json").read_text()) == {"where": "dlz"}
+        assert loaded(m.path / "old-run") == (DLZ, key)
+        assert status(m.path)["index"]["full_listings"] == 4  # 2 at first, 2 after the move
+        assert "is gone since it was listed" in m.log()
