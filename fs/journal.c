@@ -100,6 +100,12 @@ static int j_fdatasync(int fd)
     return fdatasync(fd);
 }
 
+static int j_punch(int fd, off_t off, off_t len)
+{
+    (void)crash_point("punch", 0);
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+}
+
 static int j_renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath)
 {
     (void)crash_point("rename", 0);
@@ -107,6 +113,9 @@ static int j_renameat(int olddirfd, const char *oldpath, int newdirfd, const cha
 }
 
 #define FILE_NAME "journal"
+/* In a record's head instead of its checksum: the record is a pad, dropped
+ * records left in place (see pad_dropped). */
+#define PAD_MAGIC "bfs-pad!"
 #define TMP_NAME "journal.tmp"
 #define LOAD_FLAGS JSON_ALLOW_NUL
 #define DUMP_FLAGS JSON_COMPACT
@@ -415,6 +424,10 @@ static int read_record(int fd, off_t off, off_t size, json_t **out, size_t *rsiz
         *why = "torn record";
         return 1;
     }
+    if (memcmp(head + 4, PAD_MAGIC, 8) == 0) { /* dropped records, skipped */
+        *rsize = JOURNAL_RECORD_HEAD + (size_t)len;
+        return 2;
+    }
     char *payload = malloc(len);
     if (!payload)
         return -ENOMEM;
@@ -455,6 +468,10 @@ static int scan(struct journal *jn, off_t size)
         int rc = read_record(jn->fd, off, size, &o, &rsize, &why);
         if (rc < 0)
             return rc;
+        if (rc == 2) {
+            off += (off_t)rsize;
+            continue;
+        }
         if (rc > 0)
             break;
         struct journal_record rec;
@@ -855,6 +872,8 @@ int journal_each(struct journal *jn, const char *job,
         size_t rsize = 0;
         const char *why = NULL;
         rc = read_record(jn->fd, jn->recs[i].off, jn->end, &o, &rsize, &why);
+        if (rc == 2)
+            why = "a dropped record";
         struct journal_record rec;
         if (rc == 0 && decode(o, &rec) < 0)
             rc = 1, why = "record has an unknown form";
@@ -1002,6 +1021,73 @@ static int cut_back(struct journal *jn, const char *job, size_t first)
     return rc;
 }
 
+/* Is record i one the compaction drops? */
+static int dropped_rec(const struct journal *jn, size_t i, const char *job, uint64_t upto)
+{
+    return jn->recs[i].seq <= upto && strcmp(jn->recs[i].job, job) == 0;
+}
+
+/* A compaction with no room for its copy (the disk is full): each run of
+ * dropped records becomes one pad in place, its first head rewritten (12
+ * bytes over bytes that exist: no room needed), the heads made durable, and
+ * then the whole pages inside each pad given back to the file system
+ * (FALLOC_FL_PUNCH_HOLE). The records kept stay where they are; the next
+ * compaction that has room copies them and the pads go. A crash leaves each
+ * run whole or a pad. Caller holds both locks. */
+static int pad_dropped(struct journal *jn, const char *job, uint64_t upto)
+{
+    size_t out = 0, padded = 0;
+    int rc = 0;
+    off_t runs[64][2];
+    size_t nruns = 0;
+    for (size_t i = 0; i < jn->n;) {
+        if (rc < 0 || !dropped_rec(jn, i, job, upto) || nruns == 64) {
+            jn->recs[out++] = jn->recs[i++];
+            continue;
+        }
+        off_t start = jn->recs[i].off, end = start;
+        size_t j = i;
+        while (j < jn->n && dropped_rec(jn, j, job, upto) && jn->recs[j].off == end)
+            end += (off_t)jn->recs[j++].size;
+        unsigned char head[JOURNAL_RECORD_HEAD];
+        put_le32(head, (uint32_t)(end - start - JOURNAL_RECORD_HEAD));
+        memcpy(head + 4, PAD_MAGIC, 8);
+        if (end - start - JOURNAL_RECORD_HEAD > UINT32_MAX)
+            rc = -EFBIG;
+        else
+            rc = pwrite_all(jn->fd, head, sizeof head, start);
+        if (rc < 0) { /* this run stays as it was */
+            for (; i < j; i++)
+                jn->recs[out++] = jn->recs[i];
+            continue;
+        }
+        for (; i < j; i++)
+            free(jn->recs[i].job);
+        padded += j - i;
+        runs[nruns][0] = start;
+        runs[nruns][1] = end;
+        nruns++;
+    }
+    jn->n = out;
+    jn->can_undo = 0;
+    if (nruns && j_fdatasync(jn->fd) != 0) {
+        log_warn("journal %s: fsync failed: %s", jn->path, strerror(errno));
+        return padded ? 0 : -EIO; /* no punching: the pads' heads may not be on disk */
+    }
+    for (size_t r = 0; r < nruns; r++) {
+        off_t from = (runs[r][0] + JOURNAL_RECORD_HEAD + 4095) / 4096 * 4096;
+        off_t to = runs[r][1] / 4096 * 4096;
+        if (to > from && j_punch(jn->fd, from, to - from) != 0) {
+            log_warn("journal %s: cannot give back the space of dropped records: %s",
+                     jn->path, strerror(errno));
+            break;
+        }
+    }
+    log_info("journal %s: no room to compact it; %zu records of job '%s' dropped in place",
+             jn->path, padded, job);
+    return nruns ? 0 : rc;
+}
+
 /* Two phases, so appends wait only for the second: the records present at
  * the start (less the dropped ones, the base in the place of the first) are
  * copied and fsynced outside the lock; then, under it, the records appended
@@ -1118,12 +1204,18 @@ int journal_compact_base(struct journal *jn, const char *job, uint64_t upto,
     if (rc == 0 && j_renameat(jn->dirfd, TMP_NAME, jn->dirfd, FILE_NAME) != 0)
         rc = -errno;
     if (rc < 0) {
-        pthread_mutex_unlock(&jn->lock);
         if (fd >= 0) {
             close(fd);
             unlinkat(jn->dirfd, TMP_NAME, 0);
         }
         index_free(recs, nr);
+        int room = rc == -ENOSPC || rc == -EDQUOT || rc == -EFBIG;
+        if (room && !want_base && pad_dropped(jn, job, upto) == 0) {
+            pthread_mutex_unlock(&jn->lock);
+            pthread_mutex_unlock(&jn->compact_lock);
+            return 0;
+        }
+        pthread_mutex_unlock(&jn->lock);
         pthread_mutex_unlock(&jn->compact_lock);
         log_warn("journal %s: compaction failed (%s); the entries of job '%s' stay",
                  jn->path, strerror(-rc), job);

@@ -271,6 +271,49 @@ def test_a_full_journal_shrinks_while_another_jobs_changes_stay(store, tmp_path,
     assert not any("other_" in k for k in store.objects(LZ))  # never uploaded
 
 
+def test_a_full_journal_shrinks_with_another_jobs_changes_in_between(store, tmp_path,
+                                                                     small_disk):
+    """Two jobs write in turn until the disk is full: the journal has no
+    room to copy the other job's records, so the uploaded job's records
+    are dropped in place and their pages given back."""
+    m = jmount(store, tmp_path, "m1", small_disk).start()
+    job, other = m.path / "etl", m.path / "other"
+    job.mkdir()
+    other.mkdir()
+    landed, theirs = {}, {}
+    for i in range(1000):
+        try:
+            value = {"i": i, "pad": "x" * 2000}
+            (job / f"k{i}").write_text(json.dumps(value))
+            landed[f"k{i}"] = value
+            if i % 3 == 0:
+                (other / f"o{i}").write_text(str(i))
+                theirs[f"o{i}"] = i
+        except OSError as e:
+            assert e.errno == errno.EIO
+            break
+    else:
+        raise AssertionError("the disk never filled")
+    jfile = the_journal(small_disk)
+    used = jfile.stat().st_blocks
+    (job / "completed").write_text("1")
+    assert jfile.stat().st_blocks < used - 64  # 32 KiB of pages given back, or more
+    assert "dropped in place" in m.log()
+    for i in range(5):  # room again, for both jobs
+        (job / f"after{i}").write_text(json.dumps("y" * 2000))
+        landed[f"after{i}"] = "y" * 2000
+    (other / "more").write_text("1")
+    theirs["more"] = 1
+    m.kill()
+    m2 = jmount(store, tmp_path, "m2", small_disk).start()
+    assert state(m2.path) == landed
+    assert state(m2.path, "other") == theirs
+    (m2.path / "other" / "completed").write_text("1")  # room to copy: pads go
+    (m2.path / "etl" / "completed").write_text("1")
+    assert jfile.stat().st_size == 16  # the header alone
+    m2.stop()
+
+
 # ---- a remount brings back exactly what the mount had
 
 
