@@ -1357,7 +1357,10 @@ static int op_unlink(const char *path)
         rc = r ? 0 : -ENOENT;
         break;
     }
-    if (rc == 0)
+    /* A scratch file is no part of the state: its removal leaves the job's
+     * mtime, which .state.json shows, as it was (vim's probe and swap
+     * files would otherwise make every save of .state.json a conflict). */
+    if (rc == 0 && type != E_SCRATCH)
         job_touch(job);
     put_job(job);
     return rc;
@@ -1500,7 +1503,7 @@ static int rename_in_job(struct job *job, const char *from, const char *to,
         }
         pthread_mutex_unlock(&job->lock);
     }
-    if (rc == 0)
+    if (rc == 0 && (tf == E_KEY || tt == E_KEY)) /* scratch to scratch: no change */
         job_touch(job);
     return rc;
 }

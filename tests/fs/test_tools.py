@@ -509,3 +509,27 @@ def test_demo_uses_a_throwaway_store_and_the_readme_starts_with_the_default_moun
     assert "The binary is `build/fs/bookmarkfs`" in first_screen
     assert "echo '\"day2.csv\"' >" in first_screen and "jq -R . <<< day2.csv" in first_screen
     assert "plain text must be quoted JSON" in first_screen
+
+
+def test_vim_saves_the_whole_state(dmount):
+    """vim on .state.json (swap and backup on): its swap and probe files are
+    scratch files, whose creation and removal are no change of the state,
+    so the save finds .state.json as it read it and writes it; -es would
+    otherwise answer its "file changed since reading" prompt with no and
+    exit 0 having written nothing."""
+    job = dmount.path / "j"
+    job.mkdir()
+    (job / "a").write_text("1")
+    (job / "b").write_text('"x"')
+    before = os.stat(job / ".state.json").st_mtime_ns
+    (job / ".probe").write_text("x")
+    (job / ".probe").rename(job / ".probe2")
+    (job / ".probe2").unlink()
+    assert os.stat(job / ".state.json").st_mtime_ns == before
+    r = sh("vim -u NONE -i NONE -N -es -c 'set swapfile backup writebackup' "
+           "-c 's/\"a\":1/\"a\":2/' -c wq .state.json", cwd=job)
+    assert r.returncode == 0, r
+    assert json.loads((job / ".state.json").read_text()) == {"a": 2, "b": "x"}
+    assert json.loads((job / "a").read_text()) == 2
+    assert sorted(os.listdir(job)) == [".state.json", "a", "b", "completed", "running"]
+    assert uploads(dmount.store) == {}
