@@ -206,8 +206,8 @@ static int find_newest(struct jobs *j, const char *name, struct candidate *best,
 
 /* Reads one stored object into st. *len: its size. -ENOENT when it is not
  * there; -EIO when it is not a JSON object (logged); store errors. */
-static int fetch_state(struct jobs *j, const char *name, const char *bucket, const char *key,
-                       struct state *st, size_t *len)
+static int fetch_state(struct jobs *j, const char *name, const char *bucket,
+                       const char *key, struct state *st, size_t *len)
 {
     char *body = NULL;
     int rc = j->store->ops->get(j->store, bucket, key, &body, len);

@@ -23,9 +23,9 @@
  * BOOKMARKFS_CRASH_AT=N makes the daemon exit, as kill -9 would leave it
  * (no cleanup, the page cache keeps what was written), just before its Nth
  * journal write or fsync after the journal was opened: each pwrite, ftruncate,
- * rename, fsync and fdatasync is one point. BOOKMARKFS_CRASH_TEAR=N makes
- * the Nth pwrite (counting pwrites only) write half its bytes and exit. tests/fs/test_crash.py
- * walks every N over a scripted workload. */
+ * rename, punch, fsync and fdatasync is one point. BOOKMARKFS_CRASH_TEAR=N
+ * makes the Nth pwrite (counting pwrites only) write half its bytes and
+ * exit. The README's "Tests" says what walks every N. */
 #ifdef BOOKMARKFS_TEST_HOOKS
 #include <stdatomic.h>
 
@@ -47,8 +47,8 @@ static void crash_arm(void)
 static void crash_now(const char *what, unsigned long n)
 {
     char msg[128];
-    int len = snprintf(msg, sizeof msg, "bookmarkfs: test hook: exit at journal point %lu (%s)\n",
-                       n, what);
+    int len = snprintf(msg, sizeof msg,
+                       "bookmarkfs: test hook: exit at journal point %lu (%s)\n", n, what);
     if (len > 0 && write(2, msg, (size_t)len) < 0)
         len = 0; /* exiting anyway */
     _exit(CRASH_EXIT);
@@ -1167,8 +1167,8 @@ int journal_compact_base(struct journal *jn, const char *job, uint64_t upto,
     if (rc == 0 && !(recs = calloc(total, sizeof *recs)))
         rc = -ENOMEM;
     if (rc == 0) {
-        fd = openat(jn->dirfd, TMP_NAME, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-                    0600);
+        fd = openat(jn->dirfd, TMP_NAME,
+                    O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
             rc = -errno;
     }

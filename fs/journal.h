@@ -20,7 +20,9 @@
  * A job's records begin with a base: the whole state its changes stand on,
  * a stored object (bucket and key) or the text itself (README, "The local
  * journal"). Records written before bases existed have none.
- * seq grows by one per record. Reading stops at the first record that is
+ * A pad (PAD_MAGIC in place of the checksum, fs/journal.c) is dropped
+ * records left in place for want of room to copy the rest: reading skips it.
+ * seq grows with every record. Reading stops at the first record that is
  * short, fails its checksum, does not parse or breaks the sequence; the file
  * is cut back to the valid prefix and the loss is logged.
  *
@@ -100,7 +102,9 @@ int journal_each(struct journal *jn, const char *job,
                  int (*fn)(const struct journal_record *rec, void *arg), void *arg);
 
 /* Drops the records of `job` with seq <= upto: the file is rewritten (temp
- * file, fsync, rename). 0 or -errno (the journal is unchanged then). */
+ * file, fsync, rename), or cut back in place when they are its tail, or,
+ * with no room for the copy, they become pads in place. 0 or -errno (the
+ * journal is unchanged then). */
 int journal_compact(struct journal *jn, const char *job, uint64_t upto);
 
 /* Like journal_compact, and the job's dropped records give way to `base`
