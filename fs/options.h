@@ -37,12 +37,12 @@ struct options {
  * checks them. 0 on success; on a missing or contradictory option returns
  * -1 with one line in err. */
 /* The names tools give their temp, backup and probe files (README,
- * "Scratch files"): sed -i, perl -pi, Python's tempfile, mktemp, vim's
- * write probe, backups and swap files, emacs' autosave, nano's save file,
- * patch's rejects. */
+ * "Scratch files"): sed -i, perl -pi, Python's tempfile (also with a
+ * suffix), mktemp, vim's write probe, backups and swap files, emacs'
+ * autosave, nano's save file, patch's rejects. */
 #define SCRATCH_DEFAULT                                                        \
     "*~/#*#/*.bak/*.orig/*.rej/*.tmp/*.swp/*.save/4913/sed\?\?\?\?\?\?/"      \
-    "XX\?\?\?\?\?\?/tmp\?\?\?\?\?\?\?\?/tmp.*"
+    "XX\?\?\?\?\?\?/tmp\?\?\?\?\?\?\?\?/tmp\?\?\?\?\?\?\?\?.*/tmp.*"
 
 int options_parse(struct fuse_args *args, struct options *o, char *err, size_t errlen);
 void options_free(struct options *o);

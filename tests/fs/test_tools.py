@@ -135,6 +135,12 @@ EDITORS = {
              "v = 3 - int(open(\"k_py\").read())\n"
              "f = tempfile.NamedTemporaryFile(\"w\", dir=\".\", delete=False)\n"
              "f.write(str(v)); f.close(); os.replace(f.name, \"k_py\")'"),
+    # with a suffix, as atomic writers often give one
+    "k_pysfx": (f"{sys.executable} -c 'import os, tempfile\n"
+                "v = 3 - int(open(\"k_pysfx\").read())\n"
+                "f = tempfile.NamedTemporaryFile(\"w\", dir=\".\", suffix=\".json\", "
+                "delete=False)\n"
+                "f.write(str(v)); f.close(); os.replace(f.name, \"k_pysfx\")'"),
     "k_vim": "vim -u NONE -i NONE -N -es -c 'set backup writebackup' "
              "-c 's/1/3/e|s/2/1/e|s/3/2/e' -c wq k_vim",
     "k_cp": "echo $((3 - $(cat k_cp))) > \"$CPSRC\" && cp --backup=simple \"$CPSRC\" k_cp",
@@ -188,14 +194,15 @@ def test_tools_temp_and_backup_files_are_never_uploaded(dmount, tmp_path):
     before = set(os.listdir(job))
     kill = ["strace", "-f", "-qq", "-o", "/dev/null",
             "-e", "inject=rename,renameat,renameat2:error=EIO:signal=KILL"]
-    for k in ("k_sed", "k_sedbak", "k_perl", "k_py"):
+    for k in ("k_sed", "k_sedbak", "k_perl", "k_py", "k_pysfx"):
         r = subprocess.run([*kill, "bash", "-c", EDITORS[k]], cwd=job, capture_output=True,
                            text=True)
         assert r.returncode != 0, (k, r)
     left = sorted(set(os.listdir(job)) - before)
-    kinds = sorted(next(p for p in ("sed??????", "XX??????", "tmp????????")
+    kinds = sorted(next(p for p in ("sed??????", "XX??????", "tmp????????", "tmp????????.*")
                         if fnmatch.fnmatchcase(n, p)) for n in left)
-    assert kinds == ["XX??????", "sed??????", "sed??????", "tmp????????"], left
+    assert kinds == ["XX??????", "sed??????", "sed??????", "tmp????????",
+                     "tmp????????.*"], left
     assert sh("echo 1 > running", cwd=job).returncode == 0
     newest = max((dmount.store.root / LZ).rglob("*.json"), key=lambda p: p.stat().st_mtime_ns)
     assert set(json.loads(newest.read_bytes())) == set(EDITORS)
