@@ -49,7 +49,7 @@ struct index {
     struct ix_bucket b[2];
     int nb;
     struct strmap *jobs; /* name -> struct ix_job */
-    uint64_t full_listings, listings, objects_listed;
+    uint64_t full_listings, listings, objects_listed, history_listings;
     int64_t window_s;
 };
 
@@ -382,14 +382,98 @@ int index_job_names(struct index *ix, json_t *set)
     return rc;
 }
 
+struct history_ctx {
+    struct index *ix;
+    const char *job;
+    const char *bucket;
+    struct index_object *v;
+    size_t n, cap;
+};
+
+static int history_cb(const struct store_object *obj, void *arg)
+{
+    struct history_ctx *h = arg;
+    char *job = NULL;
+    enum upload_kind kind;
+    const char *date;
+    size_t date_len;
+    int m = layout_match(h->ix->layout, obj->key, 1, &job, &kind, &date, &date_len);
+    if (m <= 0)
+        return m;
+    int same = strcmp(job, h->job) == 0;
+    free(job);
+    if (!same)
+        return 0;
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 16;
+        struct index_object *v = realloc(h->v, cap * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        h->v = v;
+        h->cap = cap;
+    }
+    struct index_object *o = &h->v[h->n];
+    memset(o, 0, sizeof *o);
+    o->c.bucket = strdup(h->bucket);
+    o->c.key = strdup(obj->key);
+    o->c.upload_date = strndup(date, date_len);
+    o->c.last_modified_ms = obj->last_modified_ms;
+    o->c.kind = kind;
+    o->size = obj->size;
+    h->n++;
+    return o->c.bucket && o->c.key && o->c.upload_date ? 0 : -ENOMEM;
+}
+
+static int object_cmp(const void *a, const void *b)
+{
+    const struct index_object *x = a, *y = b;
+    return candidate_cmp(&x->c, &y->c);
+}
+
+int index_history(struct index *ix, const char *job, struct index_object **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    char *prefix = layout_dataset_prefix(ix->layout);
+    if (!prefix)
+        return -ENOMEM;
+    struct history_ctx h = {.ix = ix, .job = job};
+    int rc = 0;
+    pthread_mutex_lock(&ix->lock);
+    ix->history_listings++;
+    pthread_mutex_unlock(&ix->lock);
+    for (int i = 0; i < ix->nb && rc == 0; i++) {
+        h.bucket = ix->b[i].name;
+        rc = store_list_all(ix->store, h.bucket, prefix, history_cb, &h);
+    }
+    free(prefix);
+    if (rc < 0) {
+        index_objects_free(h.v, h.n);
+        return rc;
+    }
+    if (h.n > 1)
+        qsort(h.v, h.n, sizeof *h.v, object_cmp);
+    *out = h.v;
+    *n = h.n;
+    return 0;
+}
+
+void index_objects_free(struct index_object *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        candidate_clear(&v[i].c);
+    free(v);
+}
+
 json_t *index_stats(struct index *ix)
 {
     pthread_mutex_lock(&ix->lock);
-    json_t *s = json_pack("{s:I, s:I, s:I, s:I}", "full_listings",
+    json_t *s = json_pack("{s:I, s:I, s:I, s:I, s:I}", "full_listings",
                           (json_int_t)ix->full_listings, "listings",
                           (json_int_t)ix->listings, "objects_listed",
                           (json_int_t)ix->objects_listed, "jobs",
-                          (json_int_t)strmap_count(ix->jobs));
+                          (json_int_t)strmap_count(ix->jobs), "history_listings",
+                          (json_int_t)ix->history_listings);
     pthread_mutex_unlock(&ix->lock);
     return s;
 }

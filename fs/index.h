@@ -42,8 +42,20 @@ int index_rebuild(struct index *ix);
  * 0 or a negative errno (then nothing is added). */
 int index_job_names(struct index *ix, json_t *set);
 
+/* One stored object of a job (either kind, either bucket). */
+struct index_object {
+    struct candidate c; /* bucket, key, upload_date, last_modified_ms, kind */
+    uint64_t size;
+};
+
+/* Every object of `job` in both buckets, oldest first (the order of
+ * candidate_cmp), by a full listing of each bucket: for MNT/<job>/.history/.
+ * *out is malloc'd (index_objects_free). 0 or a negative errno. */
+int index_history(struct index *ix, const char *job, struct index_object **out, size_t *n);
+void index_objects_free(struct index_object *v, size_t n);
+
 /* For .status: {"full_listings": n, "listings": n, "objects_listed": n,
- * "jobs": n} (new reference). */
+ * "jobs": n, "history_listings": n} (new reference). */
 json_t *index_stats(struct index *ix);
 
 #endif

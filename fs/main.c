@@ -303,6 +303,7 @@ int main(int argc, char *argv[])
     fuse_remove_signal_handlers(se);
     fuse_unmount(fuse);
     ops_release_open_files(&fc);
+    ops_history_free();
     /* libfuse reports the signal that ended the loop: SIGTERM, SIGINT and
      * SIGHUP are an orderly unmount. */
     status = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP ? 0 : 1;

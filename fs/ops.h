@@ -27,6 +27,9 @@ extern const struct fuse_operations bookmarkfs_ops;
  * key closed empty still becomes null). */
 void ops_release_open_files(struct fsctx *fc);
 
+/* Frees what MNT/<job>/.history/ kept of the jobs' histories. */
+void ops_history_free(void);
+
 /* Largest value a key file may hold, and largest .state.json write. */
 #define KEY_VALUE_MAX (16u << 20)
 #define STATE_TEXT_MAX (512u << 20)

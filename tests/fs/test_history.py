@@ -20,6 +20,7 @@ from tests.support.mount import DLZ, LZ, DirStore, Mount, S3Store
 from tests.support.s3rver import S3rver
 
 N_BIG = 10_000  # the history of the request counts
+HISTORY_TTL = 2.1  # seconds a listing of .history is kept (fs/ops.c)
 # Its runs of keys that sort by upload_date: "<dataset>/upload_date=" in
 # both buckets and "<dataset>/schema=v1/upload_date=" in the DLZ.
 RUNS = 3
@@ -234,3 +235,76 @@ def test_amorphic_moves_to_the_dlz_under_an_older_upload_date_are_seen(store, tm
         assert loaded(m.path / "old-run") == (DLZ, key)
         assert status(m.path)["index"]["full_listings"] == 4  # 2 at first, 2 after the move
         assert "is gone since it was listed" in m.log()
+
+
+def sh(cmd, *args):
+    import subprocess
+    return subprocess.run(["sh", "-c", cmd, "sh", *map(str, args)], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_history_lists_every_stored_state_in_upload_order_and_rewind_is_a_copy(
+        store, tmp_path):
+    """MNT/<job>/.history/: one read-only file per stored object of the job
+    in either bucket, named <epoch>-<kind>.json (with the bucket where both
+    hold one), in upload order; cat gives the body, stat the size and
+    LastModified. It is not listed in the job and lists nothing until it is
+    read. cp of an entry onto .state.json makes it the state, and the next
+    commit uploads it as a new object; nothing stored is removed."""
+    e = int(time.time()) - 5000
+    stored = [
+        (DLZ, H.key_for("j", e, "running"), b'{"run":1,"at":"running"}'),
+        (DLZ, H.key_for("j", e, "completed"), b'{"run":1}'),
+        (DLZ, H.key_for("j", e + 100, "completed"), b'{"run":2}'),
+        (LZ, H.key_for("j", e + 100, "completed"), b'{"run":2,"copy":"lz"}'),
+        (LZ, H.key_for("j", e + 200, "completed"), b'{"run":3}'),
+        (LZ, H.key_for("jj", e + 300, "completed"), b'{"other":"job"}'),
+        (LZ, H.key_for("j", e + 300, "completed") + ".bak", b'{"decoy":1}'),
+    ]
+    for bucket, key, body in stored:
+        store.put(bucket, key, body)
+    names = [f"{e}-completed.json", f"{e}-running.json",
+             f"{e + 100}-completed.{DLZ}.json", f"{e + 100}-completed.{LZ}.json",
+             f"{e + 200}-completed.json"]
+    with Mount(store, tmp_path / "m") as m:
+        job = m.path / "j"
+        assert json.loads((job / ".state.json").read_text()) == {"run": 3}
+        assert ".history" not in os.listdir(job)
+        assert status(m.path)["index"]["history_listings"] == 0
+        hist = job / ".history"
+        # ls sorts them in upload order (one second holds a run's running
+        # and completed: completed sorts first); readdir gives upload order
+        r = sh('LC_ALL=C ls "$1"', hist)
+        assert r.returncode == 0 and r.stdout.split() == names, r.stdout
+        readdir = os.listdir(hist)
+        assert readdir == [f"{e}-running.json", f"{e}-completed.json"] + names[2:]
+        lms = {(b, k): lm for b, k, lm in listed(store)}
+        by_name = dict(zip(names, [stored[1], stored[0], stored[2], stored[3], stored[4]]))
+        for name, (bucket, key, body) in by_name.items():
+            assert (hist / name).read_bytes() == body
+            st = os.stat(hist / name)
+            assert st.st_size == len(body)
+            assert int(st.st_mtime) == lms[(bucket, key)] // 1000
+            assert st.st_mode & 0o777 == 0o444
+        assert os.stat(hist).st_mode & 0o777 == 0o555
+        before = status(m.path)["index"]["history_listings"]
+        assert 1 <= before <= 3
+        # read-only, for the owner too
+        for cmd in ['echo 1 > "$1/new.json"', 'echo 1 > "$1/$2"', 'rm "$1/$2"',
+                    'touch "$1/$2"', 'mv "$1/$2" "$1/x.json"', 'rmdir "$1"']:
+            r = sh(cmd, hist, names[0])
+            assert r.returncode != 0 and "Read-only file system" in r.stderr, (cmd, r.stderr)
+        # rewind: to the first completed state, then commit
+        r = sh('cp "$1/$2" "$3/.state.json"', hist, names[0], job)
+        assert r.returncode == 0, r.stderr
+        assert json.loads((job / ".state.json").read_text()) == {"run": 1}
+        assert (job / "run").read_text() == "1\n"
+        (job / "completed").write_text("1")
+        up = json.loads((job / ".status").read_text())["last_upload"]["completed"]
+        assert store.get(LZ, up["key"]) == b'{"run":1}'
+        for bucket, key, body in stored:
+            assert store.get(bucket, key) == body  # history is never rewritten
+        time.sleep(HISTORY_TTL)
+        after = os.listdir(hist)
+        assert after[:len(readdir)] == readdir and len(after) == len(readdir) + 1
+        assert (hist / after[-1]).read_bytes() == b'{"run":1}'
