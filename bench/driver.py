@@ -25,6 +25,7 @@ from tests.support.s3rver import ACCESS_KEY, REGION, SECRET_KEY, S3rver, client_
 
 from bench import plot
 from bench.statestore_standin import StateStore
+from tests.support import history as H
 
 LZ, DLZ = "lz-bucket", "dlz-bucket"
 S3FS_BUCKET = "s3fs-bucket"
@@ -36,14 +37,16 @@ FULL = dict(reps=5, key_reps=21, commit_reps=61, commit_reps_large=15, commit_wa
             key_iters=1000,
             s3fs_iters=50, nkeys=100,
             commit_sizes=[10, 1000, 100000], goc_sizes=[10, 1000, 10000],
-            scale_keys=100000, scale_jobs=1000, parallel=[1, 2, 4], par_iters=1000)
+            scale_keys=100000, scale_jobs=1000, parallel=[1, 2, 4], par_iters=1000,
+            history_sizes=[1000, 10000, 50000], history_reps=7, history_fresh_reps=3)
 QUICK = dict(reps=2, key_reps=2, commit_reps=2, commit_reps_large=2, commit_warmup=1,
              key_iters=100,
              s3fs_iters=10, nkeys=10,
              commit_sizes=[10, 1000], goc_sizes=[10, 100],
-             scale_keys=1000, scale_jobs=20, parallel=[1, 2, 4], par_iters=100)
+             scale_keys=1000, scale_jobs=20, parallel=[1, 2, 4], par_iters=100,
+             history_sizes=[100, 300], history_reps=2, history_fresh_reps=1)
 
-SECTIONS = ("keys", "commit", "goc", "scale", "parallel")
+SECTIONS = ("keys", "commit", "goc", "scale", "parallel", "history")
 
 
 def log(msg):
@@ -279,6 +282,28 @@ def write_file(path, data: bytes):
             view = view[n:]
     finally:
         os.close(fd)
+
+
+def write_file_p(path, data: bytes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def newest_in(listed, job, domain, dataset):
+    """The rules of SPEC §2 over (bucket, key, lm_ms): (bucket, key) or None."""
+    import re
+    best = None
+    prefix = f"{domain}/{dataset}/"
+    for bucket, key, lm in listed:
+        if not key.startswith(prefix) or key.rsplit("/", 1)[-1] != f"{job}_completed.json":
+            continue
+        m = re.search(r"/upload_date=(\d+)/", "/" + key[len(prefix):])
+        if not m:
+            continue
+        c = (int(m.group(1)), lm, key.encode(), bucket.encode())
+        if best is None or c > best[0]:
+            best = (c, bucket, key)
+    return None if best is None else (best[1], best[2])
 
 
 def timed(fn):
@@ -573,6 +598,98 @@ class Bench:
             "unit": "ms", "njobs": {str(h): njobs[h] for h in sizes},
             "sizes": {str(h): {k: stats(v) for k, v in r.items()} for h, r in res.items()}}
 
+
+    # -- history at any scale
+    def history_mount(self, kind, dataset, tag):
+        """A fresh mount (its own, empty cache dir) of a history dataset."""
+        mnt = self.ws / f"mnt-hist-{kind}-{dataset}-{tag}"
+        store = ([f"--store=dir:{self.ws / 'dirstore'}"] if kind == "dir" else
+                 ["--store=s3", f"--endpoint={self.s3.endpoint}", "--path-style"])
+        cmd = [str(self.bin), *store, f"--lz-bucket={LZ}", f"--dlz-bucket={DLZ}",
+               f"--domain={DOMAIN}", f"--dataset={dataset}", f"--user={USER}",
+               f"--cache-dir={self.ws / f'cache-hist-{kind}-{dataset}-{tag}'}",
+               "--timeout=300000", "--retry-time=600000", "-f", str(mnt)]
+        return self.start(FuseProc("bookmarkfs", cmd, mnt, env=self.env))
+
+    def populate_history_store(self, kind, dataset, n):
+        objects = H.generate(n, domain=DOMAIN, dataset=dataset)
+        if kind == "dir":
+            root = self.ws / "dirstore"
+            for bucket, key, body in objects:
+                write_file_p(root / bucket / key, body)
+        else:
+            with ThreadPoolExecutor(32) as ex:
+                list(ex.map(lambda o: self.client.put_object(Bucket=o[0], Key=o[1], Body=o[2]),
+                            objects))
+        return objects
+
+    def walk_get_or_create(self, dataset, job):
+        """The stand-in's get_or_create on the directory store's files: walk
+        both buckets under the dataset, pick the newest, read it."""
+        root = self.ws / "dirstore"
+        listed = []
+        for bucket in (DLZ, LZ):
+            base = root / bucket
+            for dirpath, _, files in os.walk(base / DOMAIN / dataset):
+                for f in files:
+                    p = os.path.join(dirpath, f)
+                    listed.append((bucket, os.path.relpath(p, base),
+                                   os.stat(p).st_mtime_ns // 1_000_000))
+        best = newest_in(listed, job, DOMAIN, dataset)
+        return json.loads((root / best[0] / best[1]).read_bytes()) if best else {}
+
+    def bench_history(self):
+        log("6. history: first access and ls MNT against the history's size")
+        sizes, reps = self.cfg["history_sizes"], self.cfg["history_reps"]
+        fresh_reps = self.cfg["history_fresh_reps"]
+        res = {}
+        for kind in ("dir", "s3"):
+            res[kind] = {}
+            for n in sizes:
+                ds = f"hist{n}"
+                t0 = time.monotonic()
+                self.populate_history_store(kind, ds, n)
+                log(f"  {kind}, {n:,} objects: stored in {time.monotonic() - t0:.1f} s")
+                jobs = iter(H.job_names(50) * 4)
+                r = {k: [] for k in ("fresh_access", "fresh_ls", "access", "ls", "standin")}
+                for i in range(fresh_reps):
+                    m = self.history_mount(kind, ds, f"fa{i}")
+                    p = m.mnt / next(jobs)
+                    r["fresh_access"].append(timed(lambda: os.stat(p)))
+                    self.stop(m)
+                    m = self.history_mount(kind, ds, f"fl{i}")
+                    r["fresh_ls"].append(timed(lambda: os.listdir(m.mnt)))
+                    self.stop(m)
+                m = self.history_mount(kind, ds, "warm")
+                os.listdir(m.mnt)  # the one listing
+                if kind == "s3":
+                    standin = StateStore(LZ, DLZ, DOMAIN, ds, USER, client=self.client)
+                    goc = standin.get_or_create
+                else:
+                    def goc(job, ds=ds):
+                        return self.walk_get_or_create(ds, job)
+                impls = {
+                    "access": lambda: timed(lambda p=m.mnt / next(jobs): os.stat(p)),
+                    "ls": lambda: timed(lambda: os.listdir(m.mnt)),
+                    "standin": lambda: timed(lambda j=next(jobs): goc(j)),
+                }
+                # the stand-in lists everything: fewer repeats at 50,000 objects
+                for rep in range(reps):
+                    for k in rotate(list(impls), rep):
+                        if k == "standin" and n >= 50000 and rep >= 3:
+                            continue
+                        r[k].append(impls[k]())
+                idx = json.loads((m.mnt / ".status").read_text()).get("index", {})
+                self.stop(m)
+                res[kind][str(n)] = {k: stats(v) for k, v in r.items()}
+                res[kind][str(n)]["index"] = idx
+                log(f"  {kind}, {n:,}: access {res[kind][str(n)]['access']['median']:.2f} ms, "
+                    f"ls {res[kind][str(n)]['ls']['median']:.2f} ms, fresh access "
+                    f"{res[kind][str(n)]['fresh_access']['median']:.0f} ms, stand-in "
+                    f"{res[kind][str(n)]['standin']['median']:.0f} ms")
+        self.results["history"] = {"unit": "ms", "jobs": 50, "stores": res,
+                                   "sizes": [str(n) for n in sizes]}
+
     # -- scale
     def bench_scale(self):
         log("4. scale")
@@ -686,6 +803,14 @@ class Bench:
             add("get_or_create over 10,000 objects / boto3 list+get",
                 top["bookmarkfs"]["median"] / top["boto3_list_get"]["median"] if top else None,
                 1.5, "x", "" if top else "not measured (--quick)")
+        h = r.get("history", {}).get("stores", {})
+        for kind, label in (("dir", "dir store"), ("s3", "S3")):
+            sz = h.get(kind, {})
+            lo, hi = sz.get("1000"), sz.get("50000")
+            for what, name in (("access", "first access"), ("ls", "`ls MNT`")):
+                add(f"{name} after one listing, 50,000 / 1,000 objects ({label})",
+                    hi[what]["median"] / lo[what]["median"] if lo and hi else None, 2.0, "x",
+                    "" if lo and hi else "not measured (--quick)")
         r["goals"] = g
 
     def run(self):
@@ -705,6 +830,8 @@ class Bench:
                 self.bench_scale()
             if "parallel" in only:
                 self.bench_parallel()
+            if "history" in only:
+                self.bench_history()
         finally:
             self.teardown()
         self.results["loadavg_end"] = os.getloadavg()
@@ -717,6 +844,7 @@ class Bench:
         (self.out / "table.md").write_text(table)
         print(table)
         png = plot.plot(self.results, self.out)
+        plot.plot_history(self.results, self.out)
         log(f"wrote {self.out / 'results.json'}, table.md" + (f", {png.name}" if png else ""))
         return 0
 

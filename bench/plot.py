@@ -94,6 +94,28 @@ def table(r):
         for n, s in p["writers"].items():
             out.append(f"| {n} | " + " | ".join(mmm(s[t]) for t in targets) + " |")
         out.append("")
+    h = r.get("history")
+    if h:
+        standin = {"dir": "stand-in on the files (Python walk + read)",
+                   "s3": "stand-in (boto3 list + get)"}
+        for kind, label in (("dir", "directory store"), ("s3", "S3 (s3rver)")):
+            sz = h["stores"].get(kind)
+            if not sz:
+                continue
+            out += [f"**6. History, {label}** (ms; {h['jobs']} jobs, a running and a "
+                    "completed object per run, 2% of them still in the LZ, decoys; "
+                    "fresh: a mount with an empty cache dir; after one listing: a mount "
+                    "that listed the dataset once, first access to a job it has not loaded)",
+                    "",
+                    "| objects | fresh: first access | fresh: `ls MNT` | after one listing: "
+                    f"first access | after one listing: `ls MNT` | {standin[kind]} |",
+                    "|---|---|---|---|---|---|"]
+            for n in h["sizes"]:
+                s = sz.get(n)
+                if s:
+                    out.append(f"| {int(n):,} | {mmm(s['fresh_access'])} | {mmm(s['fresh_ls'])}"
+                               f" | {mmm(s['access'])} | {mmm(s['ls'])} | {mmm(s['standin'])} |")
+            out.append("")
     if r.get("goals"):
         out += ["**Goals** (ratios from this run)", "", "| goal | value | limit | met |",
                 "|---|---|---|---|"]
@@ -108,6 +130,43 @@ def table(r):
 
 def _dat(path, rows):
     path.write_text("".join(" ".join(str(c) for c in row) + "\n" for row in rows))
+
+
+def plot_history(r, out: Path):
+    """history.png: first access and ls MNT against the history's size,
+    log-log, one panel per store; None without gnuplot or the section."""
+    h = r.get("history")
+    if not h or not shutil.which("gnuplot"):
+        return None
+    d = out / "plot-data"
+    d.mkdir(exist_ok=True)
+    names = {"fresh_access": "fresh mount: first access", "fresh_ls": "fresh mount: ls MNT",
+             "access": "after one listing: first access", "ls": "after one listing: ls MNT",
+             "standin": "stand-in get-or-create"}
+    panels = []
+    for kind, label in (("dir", "directory store"), ("s3", "S3 (s3rver)")):
+        sz = h["stores"].get(kind)
+        if not sz:
+            continue
+        series = []
+        for impl, title in names.items():
+            rows = [[n, sz[n][impl]["median"], sz[n][impl]["min"], sz[n][impl]["max"]]
+                    for n in h["sizes"] if n in sz]
+            _dat(d / f"history-{kind}-{impl}.dat", rows)
+            series.append(f'"{d}/history-{kind}-{impl}.dat" using 1:2:3:4 with yerrorlines '
+                          f'lw 2 title "{title}"')
+        panels.append(f'set title "{label}: ms against objects of history (log-log)"\n'
+                      'set logscale xy\nset xlabel "objects"\nset ylabel "ms"\n'
+                      'set key top left\nplot ' + ", ".join(series) + "\n")
+    script = ['set terminal pngcairo size 1400,560 font ",10"',
+              f'set output "{out}/history.png"',
+              'set multiplot layout 1,2 title "bookmarkfs: history at any scale'
+              + (' (--quick)' if r["quick"] else '') + '"', "set grid"] + panels + [
+              "unset multiplot"]
+    gp = out / "history.gp"
+    gp.write_text("\n".join(script) + "\n")
+    subprocess.run(["gnuplot", str(gp)], check=True)
+    return out / "history.png"
 
 
 def plot(r, out: Path):

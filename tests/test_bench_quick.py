@@ -70,11 +70,21 @@ def test_bench_quick(tmp_path):
     assert set(r["parallel"]["writers"]) == {"1", "2", "4"}
     for p, targets in r["parallel"]["writers"].items():
         check_stats(targets["bookmarkfs"], f"parallel {p}")
+    # 6. history: both stores, every size, each way measured.
+    h = r["history"]
+    assert set(h["stores"]) == {"dir", "s3"}
+    for kind, sizes in h["stores"].items():
+        assert list(sizes) == h["sizes"]
+        for n, impls in sizes.items():
+            for name in ("fresh_access", "fresh_ls", "access", "ls", "standin"):
+                check_stats(impls[name], f"history {kind} {n} {name}")
+            assert impls["index"]["full_listings"] == 2, impls["index"]
     # Goals are evaluated (the sizes of --quick leave some unmeasured).
     names = [g["goal"] for g in r["goals"]]
-    assert len(names) == 6, names
+    assert len(names) == 10, names
 
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (out / "table.md").read_text()
     assert "Commit" in table and "get_or_create" in table and "Goals" in table
     # Nothing of the run is left mounted.

@@ -27,15 +27,21 @@ def key_for(job, epoch, kind, mid="", domain=DOMAIN, dataset=DATASET, date=None)
     return f"{domain}/{dataset}/{mid}upload_date={date}/{USER}/others/{job}_{kind}.json"
 
 
+_key_for = key_for
+
+
 def body_for(job, epoch, kind, bucket):
     return json.dumps({"job": job, "epoch": epoch, "kind": kind, "bucket": bucket},
                       separators=(",", ":")).encode()
 
 
 def generate(n_objects, n_jobs=50, start=1_600_000_000, step=60, lz_share=0.02,
-             decoys=True):
-    """About n_objects (bucket, key, body) triples; upload dates from start
-    on, step seconds apart, one run of one job at each."""
+             decoys=True, domain=DOMAIN, dataset=DATASET):
+    """n_objects (bucket, key, body) triples; upload dates from start on,
+    step seconds apart, one run of one job at each."""
+    def key_for(job, epoch, kind, mid="", dataset=dataset, date=None):
+        return _key_for(job, epoch, kind, mid=mid, domain=domain, dataset=dataset, date=date)
+    DOMAIN_, DATASET_ = domain, dataset
     jobs = job_names(n_jobs)
     out = [(DLZ, key_for(FAR_JOB, start - 10_000, "completed"),
             body_for(FAR_JOB, start - 10_000, "completed", DLZ))]
@@ -61,7 +67,7 @@ def generate(n_objects, n_jobs=50, start=1_600_000_000, step=60, lz_share=0.02,
         elif kind == 2:
             out.append((LZ, key_for(job, newer, "completed") + ".bak", b'{"decoy":2}'))
         elif kind == 3:  # another dataset
-            out.append((DLZ, key_for(job, newer, "completed", dataset=DATASET + "2"),
+            out.append((DLZ, key_for(job, newer, "completed", dataset=DATASET_ + "2"),
                         b'{"decoy":3}'))
         elif kind == 4:  # not a date
             out.append((DLZ, key_for(job, newer, "completed", date=f"{newer}x"),
@@ -73,10 +79,10 @@ def generate(n_objects, n_jobs=50, start=1_600_000_000, step=60, lz_share=0.02,
             out.append((DLZ, key_for(job, epoch, "completed", date=f"00{epoch}"),
                         body_for(job, epoch, "completed", "dlz-zeros")))
         elif kind == 7:  # not under the layout's upload_date at all
-            out.append((DLZ, f"{DOMAIN}/{DATASET}/{USER}/others/{job}_completed.json",
+            out.append((DLZ, f"{DOMAIN_}/{DATASET_}/{USER}/others/{job}_completed.json",
                         b'{"decoy":7}'))
         else:            # a file of another kind
-            out.append((DLZ, f"{DOMAIN}/{DATASET}/upload_date={newer}/{USER}/others/"
+            out.append((DLZ, f"{DOMAIN_}/{DATASET_}/upload_date={newer}/{USER}/others/"
                         f"{job}_other.json", b'{"decoy":8}'))
     return out
 
