@@ -293,6 +293,50 @@ static char *path_join(const char *a, const char *b)
     return asprintf(&out, "%s/%s", a, b) < 0 ? NULL : out;
 }
 
+/* As ssh and sudo do with their files: the cache dir, the identity dir and
+ * the files in it must be the mounting user's and writable by no one else
+ * (README, "The local journal"). 0, or -EPERM with one line in err. */
+static int check_owner(int fd, const char *what, const char *path, char *err,
+                       size_t errlen)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot inspect the %s %s: %s", what, path, strerror(e));
+        return -e;
+    }
+    if (st.st_uid != geteuid()) {
+        snprintf(err, errlen, "the %s %s belongs to uid %lu, not to the mounting user "
+                 "(uid %lu); refusing to use it", what, path, (unsigned long)st.st_uid,
+                 (unsigned long)geteuid());
+        return -EPERM;
+    }
+    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+        snprintf(err, errlen, "the %s %s is writable by %s (mode %04o); refusing to use "
+                 "it (chmod go-w)", what, path,
+                 st.st_mode & S_IWOTH ? "other users" : "its group",
+                 (unsigned)(st.st_mode & 07777));
+        return -EPERM;
+    }
+    return 0;
+}
+
+/* Opens name in dirfd without following a symbolic link, creating it (0600,
+ * O_EXCL) when it is missing. */
+static int open_private(int dirfd, const char *name)
+{
+    for (int tries = 0; tries < 2; tries++) {
+        int fd = openat(dirfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (fd >= 0 || errno != ENOENT)
+            return fd;
+        fd = openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd >= 0 || errno != EEXIST)
+            return fd;
+    }
+    errno = EEXIST;
+    return -1;
+}
+
 /* ---- records <-> JSON */
 
 static json_t *encode(const struct journal_record *rec, uint64_t seq)
@@ -534,11 +578,14 @@ static void write_identity(const char *dir, const char *identity)
 }
 
 /* Opens the journal file, setting it aside when it is not one. */
-static int open_file(struct journal *jn, off_t *size)
+static int open_file(struct journal *jn, off_t *size, char *err, size_t errlen)
 {
-    jn->fd = open(jn->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    jn->fd = open_private(jn->dirfd, FILE_NAME);
     if (jn->fd < 0)
         return -errno;
+    int rc = check_owner(jn->fd, "journal", jn->path, err, errlen);
+    if (rc < 0)
+        return rc;
     struct stat st;
     if (fstat(jn->fd, &st) != 0)
         return -errno;
@@ -548,7 +595,7 @@ static int open_file(struct journal *jn, off_t *size)
         return -errno;
     char head[JOURNAL_HEADER_LEN];
     if (st.st_size >= JOURNAL_HEADER_LEN) {
-        int rc = pread_all(jn->fd, head, sizeof head, 0);
+        rc = pread_all(jn->fd, head, sizeof head, 0);
         if (rc < 0)
             return rc;
         if (memcmp(head, JOURNAL_HEADER, JOURNAL_HEADER_LEN) == 0) {
@@ -561,18 +608,19 @@ static int open_file(struct journal *jn, off_t *size)
         char *aside = NULL;
         if (asprintf(&aside, "%s.unreadable-%lld", jn->path, (long long)time(NULL)) < 0)
             return -ENOMEM;
-        int rc = rename(jn->path, aside) == 0 ? 0 : -errno;
+        rc = rename(jn->path, aside) == 0 ? 0 : -errno;
         log_error("journal %s: no journal header (%lld bytes); moved to %s", jn->path,
                   (long long)st.st_size, aside);
         free(aside);
         if (rc < 0)
             return rc;
         close(jn->fd);
-        jn->fd = open(jn->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        jn->fd = openat(jn->dirfd, FILE_NAME,
+                        O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (jn->fd < 0)
             return -errno;
     }
-    int rc = write_header(jn->fd);
+    rc = write_header(jn->fd);
     if (rc == 0 && j_fsync(jn->dirfd) != 0)
         rc = -errno;
     *size = JOURNAL_HEADER_LEN;
@@ -602,12 +650,26 @@ struct journal *journal_open(const char *cache_dir, const char *identity, char *
     char hex[65];
     journal_identity_hash(identity, hex);
     char *lockp = NULL;
+    int cachefd = -1;
     int rc = mkdir_p(cache_dir);
     if (rc < 0) {
         snprintf(err, errlen, "cannot create the cache dir %s: %s", cache_dir,
                  strerror(-rc));
         goto fail;
     }
+    /* Never through a symbolic link, and only a directory of our own. */
+    cachefd = open(cache_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (cachefd < 0) {
+        if (errno == ELOOP || errno == ENOTDIR)
+            snprintf(err, errlen, "the cache dir %s is a symbolic link or not a "
+                     "directory; refusing to follow it", cache_dir);
+        else
+            snprintf(err, errlen, "cannot open the cache dir %s: %s", cache_dir,
+                     strerror(errno));
+        goto fail;
+    }
+    if (check_owner(cachefd, "cache dir", cache_dir, err, errlen) < 0)
+        goto fail;
     /* Absolute: the daemon changes to / when it goes to the background. */
     char *abs = realpath(cache_dir, NULL);
     if (!abs) {
@@ -626,20 +688,26 @@ struct journal *journal_open(const char *cache_dir, const char *identity, char *
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    if (mkdir(jn->dir, 0700) != 0 && errno != EEXIST) {
+    if (mkdirat(cachefd, hex, 0700) != 0 && errno != EEXIST) {
         snprintf(err, errlen, "cannot create %s: %s", jn->dir, strerror(errno));
         goto fail;
     }
-    jn->dirfd = open(jn->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    jn->dirfd = openat(cachefd, hex, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (jn->dirfd < 0) {
-        snprintf(err, errlen, "cannot open %s: %s", jn->dir, strerror(errno));
+        snprintf(err, errlen, "cannot open %s: %s", jn->dir,
+                 errno == ELOOP || errno == ENOTDIR ? "a symbolic link or not a directory"
+                                                    : strerror(errno));
         goto fail;
     }
-    jn->lockfd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (check_owner(jn->dirfd, "journal directory", jn->dir, err, errlen) < 0)
+        goto fail;
+    jn->lockfd = open_private(jn->dirfd, "lock");
     if (jn->lockfd < 0) {
         snprintf(err, errlen, "cannot open %s: %s", lockp, strerror(errno));
         goto fail;
     }
+    if (check_owner(jn->lockfd, "lock file", lockp, err, errlen) < 0)
+        goto fail;
     if (flock(jn->lockfd, LOCK_EX | LOCK_NB) != 0) {
         if (errno == EWOULDBLOCK)
             snprintf(err, errlen,
@@ -653,21 +721,27 @@ struct journal *journal_open(const char *cache_dir, const char *identity, char *
     write_identity(jn->dir, identity);
     unlink(jn->tmp_path); /* a compaction that did not finish */
     off_t size = 0;
-    rc = open_file(jn, &size);
+    err[0] = '\0';
+    rc = open_file(jn, &size, err, errlen);
     if (rc == 0)
         rc = scan(jn, size);
     if (rc < 0) {
-        snprintf(err, errlen, "cannot read the journal %s: %s", jn->path, strerror(-rc));
+        if (!err[0])
+            snprintf(err, errlen, "cannot read the journal %s: %s", jn->path,
+                     strerror(-rc));
         goto fail;
     }
     free(lockp);
     crash_arm();
+    close(cachefd);
     if (jn->n)
         log_info("journal %s: %zu change%s not yet uploaded", jn->path, jn->n,
                  jn->n == 1 ? "" : "s");
     return jn;
 fail:
     free(lockp);
+    if (cachefd >= 0)
+        close(cachefd);
     journal_close(jn);
     return NULL;
 }

@@ -300,3 +300,116 @@ def test_allow_other_does_not_let_others_write(public_dir):
         assert last_upload(m.path / "j") == {}
     finally:
         m.stop()
+
+
+# ---- the cache dir, the journal directory and the journal ------------------
+
+OTHER_UID = 65534  # nobody: stands for another user on the machine
+
+
+def _journal_dir(cache):
+    (d,) = [p for p in cache.iterdir() if len(p.name) == 64]  # SHA-256 of the identity
+    return d
+
+
+def _tamper(cache, how):
+    """Makes the cache dir, the journal directory or the journal look like
+    another user's (or reachable through a link); returns an undo."""
+    if how == "cache-dir-owner":
+        os.chown(cache, OTHER_UID, -1)
+        return lambda: os.chown(cache, os.getuid(), -1)
+    if how == "cache-dir-mode":
+        os.chmod(cache, 0o777)
+        return lambda: os.chmod(cache, 0o700)
+    if how == "cache-dir-group-writable":
+        os.chmod(cache, 0o770)
+        return lambda: os.chmod(cache, 0o700)
+    if how == "cache-dir-symlink":
+        real = cache.with_name(cache.name + "-real")
+        cache.rename(real)
+        cache.symlink_to(real)
+
+        def undo():
+            cache.unlink()
+            real.rename(cache)
+        return undo
+    jdir = _journal_dir(cache)
+    if how == "journal-dir-owner":
+        os.chown(jdir, OTHER_UID, -1)
+        return lambda: os.chown(jdir, os.getuid(), -1)
+    if how == "journal-dir-symlink":
+        real = cache / "elsewhere"
+        jdir.rename(real)
+        jdir.symlink_to(real)
+
+        def undo():
+            jdir.unlink()
+            real.rename(jdir)
+        return undo
+    target = jdir / ("journal" if how.startswith("journal-") else "lock")
+    if how in ("journal-owner", "lock-owner"):
+        os.chown(target, OTHER_UID, -1)
+        return lambda: os.chown(target, os.getuid(), -1)
+    if how == "journal-mode":
+        os.chmod(target, 0o666)
+        return lambda: os.chmod(target, 0o600)
+    if how == "journal-symlink":
+        real = jdir / "journal-real"
+        target.rename(real)
+        target.symlink_to(real)
+
+        def undo():
+            target.unlink()
+            real.rename(target)
+        return undo
+    raise ValueError(how)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+@pytest.mark.parametrize("how, message", [
+    ("cache-dir-owner", "belongs to uid 65534, not to the mounting user"),
+    ("cache-dir-mode", "is writable by other users (mode 0777)"),
+    ("cache-dir-group-writable", "is writable by its group (mode 0770)"),
+    ("cache-dir-symlink", "is a symbolic link or not a directory"),
+    ("journal-dir-owner", "belongs to uid 65534, not to the mounting user"),
+    ("journal-dir-symlink", "a symbolic link or not a directory"),
+    ("journal-owner", "belongs to uid 65534, not to the mounting user"),
+    ("journal-mode", "is writable by other users (mode 0666)"),
+    ("journal-symlink", "cannot read the journal"),
+    ("lock-owner", "belongs to uid 65534, not to the mounting user"),
+])
+def test_a_cache_dir_or_journal_of_another_user_is_refused(tmp_path, how, message):
+    store = DirStore(tmp_path / "store")
+    cache = tmp_path / "cache"
+    extra = [f"--cache-dir={cache}"]
+    with Mount(store, tmp_path / "mnt", extra=extra) as m:
+        (m.path / "j").mkdir()
+        (m.path / "j" / "k").write_text("1")  # closed, not uploaded: journaled
+    undo = _tamper(cache, how)
+    journal_before = (_journal_dir(cache) / "journal").read_bytes() \
+        if not how.startswith("cache-dir") else None
+    r = mount_once(store, tmp_path / "mnt2", extra=extra)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert not os.path.ismount(tmp_path / "mnt2")
+    if journal_before is not None:  # read nothing into it, wrote nothing
+        assert (_journal_dir(cache) / "journal").read_bytes() == journal_before
+    undo()
+    # nothing was lost: with the owner and modes put right, the key is back
+    with Mount(store, tmp_path / "mnt", extra=extra) as m:
+        assert (m.path / "j" / "k").read_text() == "1\n"
+    assert store.objects() == {}
+
+
+def test_a_new_cache_dir_and_journal_are_private(tmp_path):
+    cache = tmp_path / "new" / "cache"
+    with Mount(DirStore(tmp_path / "store"), tmp_path / "mnt",
+               extra=[f"--cache-dir={cache}"]) as m:
+        (m.path / "j").mkdir()
+        (m.path / "j" / "k").write_text("1")
+    jdir = _journal_dir(cache)
+    for p, mode in [(cache.parent, 0o700), (cache, 0o700), (jdir, 0o700),
+                    (jdir / "journal", 0o600), (jdir / "lock", 0o600)]:
+        st = os.lstat(p)
+        assert st.st_uid == os.geteuid() and (st.st_mode & 0o7777) == mode, (p, oct(st.st_mode))
