@@ -1138,6 +1138,11 @@ static int op_mkdir(const char *path, mode_t mode)
         return -EPERM; /* not a job: git init MNT makes no job ".git" */
     if (!valid_utf8(p.job))
         return -EILSEQ;
+    /* Control characters are refused: S3 listings without encoding-type=url
+     * (which some servers ignore) cannot carry them (README, "Errors"). */
+    for (const unsigned char *c = (const unsigned char *)p.job; *c; c++)
+        if (*c < 0x20 || *c == 0x7f)
+            return -EINVAL;
     if ((rc = job_name_fits(p.job)) < 0)
         return rc;
     struct job *job = NULL;

@@ -295,6 +295,9 @@ static int list_request(struct s3_store *s, const char *bucket, const char *pref
 {
     struct sigv4_pair q[5];
     size_t nq = 0;
+    /* Keys come URL-encoded: XML 1.0 cannot carry every byte a key may
+     * hold (control characters; a CR would come back as LF). */
+    q[nq++] = (struct sigv4_pair){"encoding-type", "url"};
     q[nq++] = (struct sigv4_pair){"list-type", "2"};
     q[nq++] = (struct sigv4_pair){"max-keys", max_keys};
     if (prefix && prefix[0])
@@ -326,6 +329,11 @@ static int s3_list_from(struct store *st, const char *bucket, const char *prefix
         rc = answer_error("ListObjectsV2", bucket, prefix, &r, &doc, 0);
     } else {
         rc = s3_xml_parse_list(r.body, r.body_len, out);
+        if (rc == 0 && out->skipped)
+            log_warn("ListObjectsV2 s3://%s/%s: %zu object%s skipped: the listing cannot "
+                     "tell their keys (control characters, and the server ignored "
+                     "encoding-type=url)", bucket, prefix ? prefix : "", out->skipped,
+                     out->skipped == 1 ? "" : "s");
         if (rc == -EINVAL) {
             log_error("ListObjectsV2 s3://%s/%s: the answer is not a valid listing "
                       "(RequestId %s)", bucket, prefix ? prefix : "",
@@ -537,10 +545,11 @@ static int s3_check_bucket(struct store *st, const char *bucket, char *msg,
         return -EINVAL;
     }
     struct s3_http_response r;
-    struct sigv4_pair q[2] = {{"list-type", "2"}, {"max-keys", "1"}};
+    struct sigv4_pair q[3] = {{"encoding-type", "url"}, {"list-type", "2"},
+                              {"max-keys", "1"}};
     /* Quiet: msg is the one line the caller shows. */
     struct req_ctx x = {.s = s, .method = "GET", .bucket = bucket, .query = q,
-                        .nquery = 2, .quiet = 1};
+                        .nquery = 3, .quiet = 1};
     int rc = perform(s, &x, "ListObjectsV2", NULL, 0, &r);
     if (rc < 0) {
         switch (r.fail) {

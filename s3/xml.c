@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <libxml/parser.h>
@@ -182,7 +183,57 @@ static void copy_etag(char *dst, size_t dstlen, const char *src)
     dst[n] = '\0';
 }
 
-static int parse_object(const xmlNode *c, struct store_object *o)
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* A key of a listing with encoding-type=url, decoded in place as S3's SDKs
+ * do (botocore's unquote_plus): "%XX" is the byte XX and "+" a space (S3
+ * writes a '+' of the key as %2B). -EINVAL for a broken escape; 1 for a
+ * key holding a NUL byte, which no name can carry. */
+static int url_decode(char *s)
+{
+    char *out = s;
+    for (const char *p = s; *p; p++) {
+        if (*p == '+') {
+            *out++ = ' ';
+        } else if (*p == '%') {
+            int hi = hex_digit(p[1]), lo = hi < 0 ? -1 : hex_digit(p[2]);
+            if (lo < 0)
+                return -EINVAL;
+            if (hi == 0 && lo == 0)
+                return 1;
+            *out++ = (char)(hi * 16 + lo);
+            p += 2;
+        } else {
+            *out++ = *p;
+        }
+    }
+    *out = '\0';
+    return 0;
+}
+
+#define REPLACEMENT "\xEF\xBF\xBD" /* U+FFFD */
+
+/* Whether a key read from a listing that was not URL-encoded may have lost
+ * what it holds: XML turns a CR (and CR LF) into LF, and bytes XML cannot
+ * carry were replaced with U+FFFD before parsing (see s3_xml_parse_list). */
+static int key_may_be_altered(const char *key, int scrubbed)
+{
+    return strchr(key, '\n') || (scrubbed && strstr(key, REPLACEMENT));
+}
+
+/* 0, 1 when the object is to be skipped (its key cannot be told), or a
+ * negative errno. */
+static int parse_object(const xmlNode *c, int encoded, int scrubbed,
+                        struct store_object *o)
 {
     const xmlNode *k = child(c, "Key");
     const xmlNode *lm = child(c, "LastModified");
@@ -194,8 +245,14 @@ static int parse_object(const xmlNode *c, struct store_object *o)
     o->key = text_of(k);
     if (!lms || !szs || !o->key)
         rc = -ENOMEM;
-    else if (o->key[0] == '\0' || s3_parse_iso8601_ms(lms, &o->last_modified_ms) < 0 ||
-             parse_u64(szs, &o->size) < 0)
+    else if (encoded && scrubbed && strstr(o->key, REPLACEMENT))
+        rc = 1; /* a raw control byte in an encoded key: not S3's encoding */
+    else if (encoded)
+        rc = url_decode(o->key);
+    else if (key_may_be_altered(o->key, scrubbed))
+        rc = 1;
+    if (rc == 0 && (o->key[0] == '\0' || s3_parse_iso8601_ms(lms, &o->last_modified_ms) < 0 ||
+                    parse_u64(szs, &o->size) < 0))
         rc = -EINVAL;
     const xmlNode *et = child(c, "ETag");
     if (rc == 0 && et) {
@@ -208,24 +265,81 @@ static int parse_object(const xmlNode *c, struct store_object *o)
     }
     free(lms);
     free(szs);
-    if (rc < 0) {
+    if (rc != 0) {
         free(o->key);
         o->key = NULL;
     }
     return rc;
 }
 
+/* Bytes that XML 1.0 allows nowhere: C0 controls but tab, LF and CR. */
+static int xml_forbidden(unsigned char c)
+{
+    return c < 0x20 && c != '\t' && c != '\n' && c != '\r';
+}
+
+/* A copy of body with each byte XML cannot carry replaced with U+FFFD, or
+ * NULL (and *copy NULL) when it has none. A server that ignores
+ * encoding-type=url puts a key's control characters into its XML as they
+ * are, and the page would be unreadable for every job: so only that
+ * object's key is lost (and skipped), not the page. */
+static int scrub(const char *body, size_t len, char **copy, size_t *copy_len)
+{
+    *copy = NULL;
+    size_t bad = 0;
+    for (size_t i = 0; i < len; i++)
+        bad += xml_forbidden((unsigned char)body[i]);
+    if (!bad)
+        return 0;
+    if (len > INT_MAX - 2 * bad)
+        return -EINVAL;
+    char *out = malloc(len + 2 * bad);
+    if (!out)
+        return -ENOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (xml_forbidden((unsigned char)body[i])) {
+            memcpy(out + n, REPLACEMENT, 3);
+            n += 3;
+        } else {
+            out[n++] = body[i];
+        }
+    }
+    *copy = out;
+    *copy_len = n;
+    return 0;
+}
+
 int s3_xml_parse_list(const char *body, size_t len, struct store_page *out)
 {
     memset(out, 0, sizeof *out);
-    xmlDocPtr doc = parse_doc(body, len);
+    char *clean = NULL;
+    size_t clean_len = 0;
+    int rc = scrub(body, len, &clean, &clean_len);
+    if (rc < 0)
+        return rc;
+    int scrubbed = clean != NULL;
+    xmlDocPtr doc = scrubbed ? parse_doc(clean, clean_len) : parse_doc(body, len);
+    free(clean);
     if (!doc)
         return -EINVAL;
-    int rc = 0;
     const xmlNode *root = xmlDocGetRootElement(doc);
     if (!root || !name_is(root, "ListBucketResult")) {
         rc = -EINVAL;
         goto done;
+    }
+    /* Keys are URL-encoded when the server says so (S3 encodes Key,
+     * Prefix, Delimiter and StartAfter, never the continuation token). */
+    int encoded = 0;
+    const xmlNode *enc = child(root, "EncodingType");
+    if (enc) {
+        char *t = text_of(enc);
+        if (!t) {
+            rc = -ENOMEM;
+            goto done;
+        }
+        encoded = strcasecmp(t, "url") == 0;
+        free(t);
     }
     size_t n = 0;
     for (const xmlNode *c = root->children; c; c = c->next)
@@ -241,9 +355,13 @@ int s3_xml_parse_list(const char *body, size_t len, struct store_page *out)
     for (const xmlNode *c = root->children; c && rc == 0; c = c->next) {
         if (!name_is(c, "Contents"))
             continue;
-        rc = parse_object(c, &out->objects[out->count]);
+        rc = parse_object(c, encoded, scrubbed, &out->objects[out->count]);
         if (rc == 0)
             out->count++;
+        else if (rc == 1) {
+            out->skipped++;
+            rc = 0;
+        }
     }
     if (rc < 0)
         goto done;

@@ -18,6 +18,7 @@ void store_page_free(struct store_page *page)
     free(page->next_token);
     page->objects = NULL;
     page->count = 0;
+    page->skipped = 0;
     page->next_token = NULL;
 }
 

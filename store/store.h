@@ -31,6 +31,7 @@ struct store_page {
     struct store_object *objects; /* owned array of `count` objects */
     size_t count;
     char *next_token;             /* owned; NULL when this was the last page */
+    size_t skipped;               /* objects left out: their keys could not be told */
 };
 
 struct store_put_result {
