@@ -34,6 +34,9 @@
 #include "util/log.h"
 
 #define BACK_OFF_NS 10000000 /* no spin for 10 ms after one that gave the CPU up */
+/* Threads at most, whatever max_threads says: each request that waits on
+ * the store keeps one (README, "The request loop"). */
+#define LOOP_THREADS_MAX 1024
 
 struct loop;
 
@@ -43,6 +46,7 @@ struct worker {
     struct fuse_buf buf;
     struct loop *l;
     int leader; /* guarded by l->lock */
+    int done;   /* guarded by l->lock: it ended, to be joined */
 };
 
 struct loop {
@@ -53,7 +57,7 @@ struct loop {
     pthread_cond_t wake; /* a waiting thread is to lead, or the end */
     sem_t finish;
     struct worker *workers;
-    unsigned nworkers, nwaiting;
+    unsigned nworkers, nwaiting; /* threads running, and waiting to lead */
     int have_leader;
     int error;
     int64_t calm_until; /* only the leader reads and writes it */
@@ -89,9 +93,25 @@ static void spin(struct loop *l)
 
 static void *work(void *arg);
 
+/* Caller holds l->lock: joins the threads that ended. */
+static void reap(struct loop *l)
+{
+    for (struct worker **p = &l->workers; *p;) {
+        struct worker *w = *p;
+        if (!w->done) {
+            p = &w->next;
+            continue;
+        }
+        *p = w->next;
+        pthread_join(w->thread, NULL); /* it holds nothing: returning */
+        free(w);
+    }
+}
+
 /* Caller holds l->lock. */
 static int start_worker(struct loop *l)
 {
+    reap(l);
     struct worker *w = calloc(1, sizeof *w);
     if (!w)
         return -ENOMEM;
@@ -108,13 +128,16 @@ static int start_worker(struct loop *l)
     return 0;
 }
 
-/* Caller holds l->lock: someone else is to read the device. */
+/* Caller holds l->lock: someone else is to read the device. A thread is
+ * started beyond max_threads when every thread is busy: the others may all
+ * be waiting on the store, and the next request (a key write) must find a
+ * leader. The threads beyond max_threads end when their request is done. */
 static void hand_over(struct loop *l)
 {
     l->have_leader = 0;
     if (l->nwaiting > 0)
         pthread_cond_signal(&l->wake);
-    else if (l->nworkers < l->max_threads)
+    else if (l->nworkers < LOOP_THREADS_MAX)
         start_worker(l); /* on failure, this thread leads again when done */
 }
 
@@ -153,6 +176,17 @@ static void *work(void *arg)
     for (;;) {
         pthread_mutex_lock(&l->lock);
         served = served && w->leader;
+        if (!w->leader && l->have_leader && l->nworkers > l->max_threads &&
+            !fuse_session_exited(l->se)) {
+            /* One too many, now that the request it waited on is done. */
+            free(w->buf.mem);
+            w->buf.mem = NULL;
+            w->buf.size = 0;
+            l->nworkers--;
+            w->done = 1;
+            pthread_mutex_unlock(&l->lock);
+            return NULL;
+        }
         if (!w->leader) {
             while (l->have_leader && !fuse_session_exited(l->se)) {
                 l->nwaiting++;

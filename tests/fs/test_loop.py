@@ -7,6 +7,7 @@ upload is in flight" exact rather than a matter of timing."""
 import json
 import os
 import threading
+import time
 
 import pytest
 
@@ -120,3 +121,52 @@ def test_every_loop_setting_serves_the_same_tree(store, tmp_path, extra):
         assert r.returncode == 0, (r.stderr, m.log())
         assert store.get(LZ, last_upload(job)["key"]) == compact(
             {f"k{i}": {"i": i} for i in range(100)})
+
+
+def test_more_held_uploads_than_threads_hold_up_no_key_write(s3server, tmp_path):
+    """Each upload held in the store keeps its thread; with more of them
+    than -o max_threads, the next key write still finds a thread to serve
+    it (and every held upload goes on once the store answers)."""
+    held_uploads = 5
+    with FaultProxy(s3server.endpoint) as proxy:
+        store = EndpointStore(s3server, proxy.endpoint, retries=1, retry_time=60000,
+                              timeout=60000)
+        with Mount(store, tmp_path / "mnt", extra=["-o", "max_threads=2"]) as m:
+            jobs = [m.path / f"up{i}" for i in range(held_uploads)]
+            for i, j in enumerate(jobs):
+                j.mkdir()
+                (j / "k").write_text(str(i))
+            b = m.path / "b"
+            b.mkdir()
+            before = len(os.listdir(f"/proc/{m.proc.pid}/task"))
+            proxy.script(["hold"] * held_uploads)  # the uploads' PUTs
+            uploads = [in_thread(lambda j=j: sh_write(j / "running")) for j in jobs]
+            try:
+                def holds():
+                    return sum(1 for _, _, a in proxy.log if a == "hold")
+                for _ in range(300):  # every upload reaches the store
+                    if holds() == held_uploads:
+                        break
+                    time.sleep(0.1)
+                assert holds() == held_uploads, (proxy.log, m.log())
+                writes, box = in_thread(hundred_key_writes(b))
+                writes.join(30)
+                assert not writes.is_alive(), "key writes waited for the held uploads"
+                assert all(t.is_alive() for t, _ in uploads), "an upload was not held"
+                check_hundred_keys(result(box))
+            finally:
+                proxy.release()
+                for t, _ in uploads:
+                    t.join(60)
+            for i, (j, (_, ubox)) in enumerate(zip(jobs, uploads)):
+                r = result(ubox)
+                assert r.returncode == 0, (r.stderr, m.log())
+                assert store.get(LZ, last_upload(j)["key"]) == compact({"k": i})
+            # the threads beyond max_threads end with their requests: the
+            # loop keeps max_threads, beside the main thread
+            tasks = f"/proc/{m.proc.pid}/task"
+            for _ in range(100):  # the last may still be on its way out
+                if len(os.listdir(tasks)) <= before + 2:
+                    break
+                time.sleep(0.1)
+            assert len(os.listdir(tasks)) <= before + 2, (before, os.listdir(tasks))
