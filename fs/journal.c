@@ -24,12 +24,14 @@
  * (no cleanup, the page cache keeps what was written), just before its Nth
  * journal write or fsync after the journal was opened: each pwrite, ftruncate,
  * rename, punch, fsync and fdatasync is one point. BOOKMARKFS_CRASH_TEAR=N
- * makes the Nth pwrite (counting pwrites only) write half its bytes and
- * exit. The README's "Tests" says what walks every N. */
+ * makes the Nth pwrite (counting pwrites only) stop at its last 512-byte
+ * sector boundary, as a power loss would tear it (a write inside one sector
+ * is written whole), and exit. The README's "Tests" says what walks every N. */
 #ifdef BOOKMARKFS_TEST_HOOKS
 #include <stdatomic.h>
 
 #define CRASH_EXIT 86
+#define SECTOR 512 /* what a disk writes whole */
 
 static atomic_ulong crash_points, crash_writes; /* counted once armed */
 static unsigned long crash_at, crash_tear;
@@ -57,7 +59,7 @@ static void crash_now(const char *what, unsigned long n)
 /* Before a journal write or fsync: exits at the chosen point. For a pwrite
  * of n bytes, returns how many to write (n, or half when torn: the caller
  * then calls crash_torn). */
-static size_t crash_point(const char *what, size_t n)
+static size_t crash_point(const char *what, size_t n, off_t off)
 {
     if (!atomic_load(&crash_armed))
         return n;
@@ -68,47 +70,54 @@ static size_t crash_point(const char *what, size_t n)
         return n;
     unsigned long w = atomic_fetch_add(&crash_writes, 1) + 1; /* pwrites only */
     if (w == crash_tear) {
-        if (n == 1)
-            crash_now("write of one byte, not torn", at);
-        return n / 2;
+        /* Torn as power loss tears it: the sectors before its last sector
+         * boundary are written, a write inside one sector is whole. */
+        off_t last = (off + (off_t)n - 1) / SECTOR * SECTOR;
+        return last > off ? (size_t)(last - off) : n;
     }
     return n;
+}
+
+static int crash_tearing(void)
+{
+    return crash_tear && atomic_load(&crash_writes) == crash_tear;
 }
 
 static void crash_torn(void) { crash_now("torn write", atomic_load(&crash_writes)); }
 #else
 #define crash_arm() ((void)0)
-#define crash_point(what, n) (n)
+#define crash_point(what, n, off) (n)
 #define crash_torn() ((void)0)
+#define crash_tearing() 0
 #endif
 
 static int j_ftruncate(int fd, off_t len)
 {
-    (void)crash_point("ftruncate", 0);
+    (void)crash_point("ftruncate", 0, 0);
     return ftruncate(fd, len);
 }
 
 static int j_fsync(int fd)
 {
-    (void)crash_point("fsync", 0);
+    (void)crash_point("fsync", 0, 0);
     return fsync(fd);
 }
 
 static int j_fdatasync(int fd)
 {
-    (void)crash_point("fdatasync", 0);
+    (void)crash_point("fdatasync", 0, 0);
     return fdatasync(fd);
 }
 
 static int j_punch(int fd, off_t off, off_t len)
 {
-    (void)crash_point("punch", 0);
+    (void)crash_point("punch", 0, 0);
     return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
 }
 
 static int j_renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath)
 {
-    (void)crash_point("rename", 0);
+    (void)crash_point("rename", 0, 0);
     return renameat(olddirfd, oldpath, newdirfd, newpath);
 }
 
@@ -205,8 +214,8 @@ static uint32_t get_le32(const unsigned char *p)
 static int pwrite_all(int fd, const void *buf, size_t n, off_t off)
 {
     const char *p = buf;
-    size_t torn = crash_point("pwrite", n);
-    if (torn < n) {
+    size_t torn = crash_point("pwrite", n, off);
+    if (torn <= n && crash_tearing()) {
         n = torn;
         while (n > 0) {
             ssize_t w = pwrite(fd, p, n, off);
@@ -1103,9 +1112,10 @@ static int dropped_rec(const struct journal *jn, size_t i, const char *job, uint
 
 /* A compaction with no room for its copy (the disk is full): each run of
  * dropped records becomes one pad in place, its first head rewritten (12
- * bytes over bytes that exist: no room needed), the heads made durable, and
- * then the whole pages inside each pad given back to the file system
- * (FALLOC_FL_PUNCH_HOLE). The records kept stay where they are; the next
+ * bytes over bytes that exist: no room needed; a head that would straddle
+ * a 512-byte sector, which a power loss could tear, leaves its run as it
+ * is), the heads made durable, and then the whole pages inside each pad
+ * given back to the file system (FALLOC_FL_PUNCH_HOLE). The records kept stay where they are; the next
  * compaction that has room copies them and the pads go. A crash leaves each
  * run whole or a pad. Caller holds both locks. */
 static int pad_dropped(struct journal *jn, const char *job, uint64_t upto)
@@ -1126,11 +1136,13 @@ static int pad_dropped(struct journal *jn, const char *job, uint64_t upto)
         unsigned char head[JOURNAL_RECORD_HEAD];
         put_le32(head, (uint32_t)(end - start - JOURNAL_RECORD_HEAD));
         memcpy(head + 4, PAD_MAGIC, 8);
-        if (end - start - JOURNAL_RECORD_HEAD > UINT32_MAX)
-            rc = -EFBIG;
+        int in_one_sector = start / 512 == (start + JOURNAL_RECORD_HEAD - 1) / 512;
+        if (end - start - JOURNAL_RECORD_HEAD > UINT32_MAX || !in_one_sector)
+            rc = 1; /* the head could be torn: this run is left as it is */
         else
             rc = pwrite_all(jn->fd, head, sizeof head, start);
-        if (rc < 0) { /* this run stays as it was */
+        if (rc != 0) { /* this run stays as it was */
+            rc = rc > 0 ? 0 : rc;
             for (; i < j; i++)
                 jn->recs[out++] = jn->recs[i];
             continue;
@@ -1159,7 +1171,7 @@ static int pad_dropped(struct journal *jn, const char *job, uint64_t upto)
     }
     log_info("journal %s: no room to compact it; %zu records of job '%s' dropped in place",
              jn->path, padded, job);
-    return nruns ? 0 : rc;
+    return nruns ? 0 : rc < 0 ? rc : -ENOSPC;
 }
 
 /* Two phases, so appends wait only for the second: the records present at

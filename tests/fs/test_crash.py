@@ -10,6 +10,7 @@ survives whole."""
 import errno
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -48,28 +49,55 @@ def journal_of(cache):
     return path
 
 
+class Filled:
+    """The cache's small tmpfs filled up by a file of ours for the length of
+    a step: the journal has no page to grow into."""
+
+    def __init__(self, run):
+        self.path = run.cache.parent / f"filler-{run.cache.name}"
+
+    def __enter__(self):
+        with open(self.path, "wb", buffering=0) as f:
+            chunk = b"\0" * 4096
+            try:
+                while True:
+                    f.write(chunk)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+        return self
+
+    def __exit__(self, *exc):
+        self.path.unlink()
+
+
 class Full:
-    """A key write while the journal cannot grow (a file-size limit on the
-    daemon): refused."""
+    """A key write on a full disk: refused."""
 
     def __init__(self, key):
         self.key = key
 
     def __call__(self, run):
-        size = journal_of(run.cache).stat().st_size
-        pid = run.mount.proc.pid  # ours
-        subprocess.run(["prlimit", f"--pid={pid}", f"--fsize={size + 20}:"], check=True,
-                       timeout=30)
-        try:
-            write(run.mount.path, "a", self.key, "x" * 300)
-        except OSError as e:
-            if e.errno != errno.EIO:
-                raise
-            run.refused += 1
-        finally:
-            if run.mount.proc.poll() is None:
-                subprocess.run(["prlimit", f"--pid={pid}", "--fsize=unlimited:"],
-                               check=True, timeout=30)
+        with Filled(run):
+            try:  # more than the slack in the journal's last page
+                write(run.mount.path, "a", self.key, "x" * 6000)
+            except OSError as e:
+                if e.errno != errno.EIO:
+                    raise
+                run.refused += 1
+
+
+class Cramped:
+    """An upload on a full disk: the store's object goes elsewhere, the
+    compaction has no room to copy the other job's records, so the uploaded
+    job's records become pads in place."""
+
+    def __init__(self, job, kind):
+        self.job, self.kind = job, kind
+
+    def __call__(self, run):
+        with Filled(run):
+            (run.mount.path / self.job / self.kind).write_text("1")
+            run.padded = b"bfs-pad!" in journal_of(run.cache).read_bytes()
 
 
 def step(fn, *args):
@@ -103,10 +131,12 @@ WORKLOAD = [
     upload("a", "running"),
     ({"a": {"k3": GONE}}, step(lambda mnt: os.unlink(mnt / "a" / "k3"))),
     upload("a", "completed"),
+    ({"a": {"k7": 7}}, step(write, "a", "k7", 7)),
     ({"b": "replace", "b=": {"z": 0}},
      step(lambda mnt: (mnt / "b" / ".state.json").write_text('{"z": 0}'))),
+    (("upload", "a", "completed"), Cramped("a", "completed")),  # b's records after a's
+    ({"a": {"k8": 8}}, step(write, "a", "k8", 8)),
     upload("b", "completed"),
-    ({"a": {"k7": 7}}, step(write, "a", "k7", 7)),
     upload("a", "running"),
 ]
 
@@ -157,13 +187,14 @@ def expected(model, resume, jobs):
 
 
 class Run:
-    def __init__(self, tmp_path, n, env_name, resume):
+    def __init__(self, tmp_path, disk, n, env_name, resume):
         self.base = tmp_path / f"{env_name}{n}"
         self.store = DirStore(self.base / "store")
-        self.cache = self.base / "cache"
+        self.cache = disk / f"{env_name}{n}"
         self.resume = resume
         self.extra = [f"--cache-dir={self.cache}", f"--resume-from={resume}"]
         self.refused = 0
+        self.padded = None
         env = self.store.env()
         env[env_name] = str(n)
         self.mount = Mount(self.store, self.base / "mnt", extra=self.extra, env=env)
@@ -177,12 +208,12 @@ class Run:
             after = apply(model, change)
             try:
                 fn(self)
-            except OSError:
+            except OSError as e:
                 if self.mount.proc.poll() is None:
                     try:
                         self.mount.proc.wait(timeout=10)
                     except subprocess.TimeoutExpired:
-                        raise AssertionError(f"step {i} failed, daemon alive:\n"
+                        raise AssertionError(f"step {i} failed ({e}), daemon alive:\n"
                                              + self.mount.log()) from None
             if self.mount.proc.poll() is not None:
                 # (its last words may not reach a log under the size limit)
@@ -209,28 +240,45 @@ class Run:
             assert isinstance(json.loads(body), dict), key
 
 
-def walk(tmp_path, env_name, limit, resume):
+def walk(tmp_path, disk, env_name, limit, resume):
     for n in range(1, limit):
-        run = Run(tmp_path, n, env_name, resume)
+        run = Run(tmp_path, disk, n, env_name, resume)
         try:
             before, after, at = run.workload()
             run.check(before, after, at)  # also after the whole workload
             if at is None:
                 assert n > 1, "the daemon never crashed: build with -Dtest_hooks=true"
+                assert run.padded  # the workload took every way a compaction has
                 return n - 1
         finally:
             if run.mount.proc is not None:
                 run.mount.kill()
+            shutil.rmtree(run.cache, ignore_errors=True)  # room for the next
     raise AssertionError(f"the workload has more than {limit} journal points")
 
 
-def test_every_crash_point_keeps_what_was_acknowledged(tmp_path):
-    points = walk(tmp_path, "BOOKMARKFS_CRASH_AT", 200, "completed")
+@pytest.fixture
+def disk(tmp_path):
+    """A 1 MiB tmpfs for the journals (ours: unmounted at the end)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path = tmp_path / "disk"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700",
+                    "bookmarkfs-test-crash", str(path)], check=True, timeout=30)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False, timeout=30)
+
+
+def test_every_crash_point_keeps_what_was_acknowledged(tmp_path, disk):
+    points = walk(tmp_path, disk, "BOOKMARKFS_CRASH_AT", 200, "completed")
     print(f"{points} journal points")
     assert points > len(WORKLOAD)
 
 
-def test_every_torn_write_keeps_what_was_acknowledged(tmp_path):
-    writes = walk(tmp_path, "BOOKMARKFS_CRASH_TEAR", 200, "running")
+def test_every_torn_write_keeps_what_was_acknowledged(tmp_path, disk):
+    writes = walk(tmp_path, disk, "BOOKMARKFS_CRASH_TEAR", 200, "running")
     print(f"{writes} journal writes")
     assert writes > len(WORKLOAD) // 2
