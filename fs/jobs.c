@@ -639,12 +639,16 @@ int job_set_text(struct jobs *j, struct job *job, const char *key, char *text, s
     return rc;
 }
 
-int job_create(struct jobs *j, struct job *job, const char *key)
+int job_create(struct jobs *j, struct job *job, const char *key, struct timespec *made)
 {
+    *made = (struct timespec){0};
     if (!j->journal) {
         if (state_has(job->state, key))
             return 0;
-        return state_set(job->state, key, json_null());
+        int rc = state_set(job->state, key, json_null());
+        if (rc == 0)
+            (void)state_mtime(job->state, key, made, 0);
+        return rc;
     }
     lock_journal(j);
     int rc = 0;
@@ -661,6 +665,45 @@ int job_create(struct jobs *j, struct job *job, const char *key)
         } else if ((rc = state_set_text(job->state, key, text, 4)) < 0) {
             journal_undo_locked(j->journal);
         } else {
+            job->journal_seq = rec.seq;
+            (void)state_mtime(job->state, key, made, 0);
+        }
+    }
+    journal_unlock(j->journal);
+    return rc;
+}
+
+/* Does key hold the null job_create gave it at *made? Caller holds the
+ * journal lock, if any. */
+static int still_created(struct job *job, const char *key, const struct timespec *made)
+{
+    struct timespec t;
+    if ((made->tv_sec == 0 && made->tv_nsec == 0) ||
+        state_mtime(job->state, key, &t, 0) < 0 || t.tv_sec != made->tv_sec ||
+        t.tv_nsec != made->tv_nsec)
+        return 0;
+    size_t len = 0;
+    char *text = state_value_text(job->state, key, &len);
+    int same = text && len == 5 && memcmp(text, "null\n", 5) == 0;
+    free(text);
+    return same;
+}
+
+int job_uncreate(struct jobs *j, struct job *job, const char *key,
+                 const struct timespec *made)
+{
+    if (!j->journal)
+        return still_created(job, key, made) ? state_remove(job->state, key) : 0;
+    lock_journal(j);
+    int rc = 0;
+    if (still_created(job, key, made)) { /* checked and removed under the lock */
+        struct journal_record rec = {.op = JOURNAL_REMOVE, .job = job->name, .key = key};
+        if ((rc = journal_base_locked(j, job)) < 0) {
+            /* as journal_error */
+        } else if ((rc = journal_append_locked(j->journal, &rec)) < 0) {
+            rc = journal_error(rc);
+        } else {
+            state_remove(job->state, key);
             job->journal_seq = rec.seq;
         }
     }

@@ -109,8 +109,14 @@ int job_set(struct jobs *j, struct job *job, const char *key, json_t *value);
 int job_set_text(struct jobs *j, struct job *job, const char *key, char *text, size_t len);
 /* job_create: a key created and closed with no content (README, "Key
  * files") holds null: journaled and applied like job_set_text, unless the
- * key exists by then (another writer's value stays). 0 or as job_set. */
-int job_create(struct jobs *j, struct job *job, const char *key);
+ * key exists by then (another writer's value stays). 0 or as job_set;
+ * *made is the new key's mtime, or zero when the key was there. */
+int job_create(struct jobs *j, struct job *job, const char *key, struct timespec *made);
+/* job_uncreate: takes back the null of job_create (a new key whose first
+ * value is refused does not exist) if the key still holds it, unchanged
+ * since *made; else does nothing. 0 or as job_remove. */
+int job_uncreate(struct jobs *j, struct job *job, const char *key,
+                 const struct timespec *made);
 int job_remove(struct jobs *j, struct job *job, const char *key);
 int job_rename(struct jobs *j, struct job *job, const char *from, const char *to);
 int job_replace(struct jobs *j, struct job *job, const char *text, size_t len, char *why,

@@ -265,6 +265,7 @@ struct handle {
     int failed;      /* a commit of this new key failed: it never existed */
     int sequential;  /* written only at its end since it was empty */
     int refused;     /* a write made the bytes impossible as JSON */
+    struct timespec made; /* a close of this open made the new key null then */
     json_t *parsed;  /* the bytes as one complete value, while unchanged */
     struct scratch_ref *scratch;
 };
@@ -441,7 +442,7 @@ static int commit_key(struct job *job, const char *key, const char *buf, size_t 
  * meanwhile. It stops being pending either way. */
 static int commit_created(struct handle *h)
 {
-    int rc = job_create(ctx()->jobs, h->job, h->name);
+    int rc = job_create(ctx()->jobs, h->job, h->name, &h->made);
     if (rc == 0)
         job_written(h->job, h->name); /* and touched */
     else
@@ -449,6 +450,21 @@ static int commit_created(struct handle *h)
                   "created",
                   h->job->name, h->name);
     return rc;
+}
+
+/* The first value of a key that a close of this open created as null (a
+ * shell's redirection closes a duplicate before it writes) is refused: the
+ * key does not exist, as for any new key whose first value is refused
+ * (README, "Key files"), unless another writer changed it meanwhile. */
+static void uncreate(struct handle *h)
+{
+    if (h->made.tv_sec == 0 && h->made.tv_nsec == 0)
+        return;
+    if (job_uncreate(ctx()->jobs, h->job, h->name, &h->made) < 0)
+        log_error("job '%s' key '%s': the journal cannot take back the new key; it "
+                  "stays null",
+                  h->job->name, h->name);
+    h->made = (struct timespec){0};
 }
 
 static int commit_state(struct job *job, const char *buf, size_t len)
@@ -1447,6 +1463,7 @@ static int check_written(struct handle *h, int rc)
         /* A new key whose first value is refused never exists. */
         pending_leave(h);
         h->failed = 1;
+        uncreate(h);
     }
     return -EINVAL;
 }
@@ -1517,6 +1534,9 @@ static int commit_handle(struct handle *h)
             rc = commit_key(h->job, h->name, h->buf ? h->buf : "", h->len, h->parsed);
             h->parsed = NULL; /* taken */
             h->dirty = 0;
+            if (rc == -EINVAL)
+                uncreate(h);
+            h->made = (struct timespec){0}; /* a value of its own now, or none */
             /* In the state now, or refused: a new key whose first value
              * was refused does not exist, from the failed close on (not
              * from the asynchronous release). */

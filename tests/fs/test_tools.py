@@ -76,11 +76,15 @@ def test_a_refused_value_fails_the_writer_and_is_counted(dmount):
                        cwd=job, capture_output=True, text=True)
     assert r.returncode != 0 and "Invalid argument" in r.stderr, r
     assert sorted(os.listdir(job)) == [".state.json", "completed", "k", "running"]
-    # ... but a shell's redirection closes a duplicate before it writes,
-    # which creates the key empty (null).
+    # ... nor by a shell, whose redirection closes a duplicate before it
+    # writes (that close makes the key null, which the refusal takes back);
+    # nor when only the end reveals it.
     r = sh("echo day2.csv > newkey", cwd=job)
     assert r.returncode != 0 and "Invalid argument" in r.stderr, r
-    assert (job / "newkey").read_text() == "null\n"
+    assert sh("printf '{\"a\": ' > newkey2", cwd=job).returncode == 0  # close errors: ignored
+    assert sorted(os.listdir(job)) == [".state.json", "completed", "k", "running"]
+    assert json.loads((job / ".state.json").read_text()) == {"k": 5}
+    assert not (job / "newkey").exists()
     # What only the end reveals fails the close().
     r = subprocess.run([sys.executable, "-c", 'f = open("k", "w"); f.write(\'{"a": \'); f.close()'],
                        cwd=job, capture_output=True, text=True)
@@ -92,7 +96,7 @@ def test_a_refused_value_fails_the_writer_and_is_counted(dmount):
     assert json.loads((job / "k2").read_text()) == "day3.csv"
 
     st = status(mount.path)
-    refusals = len(REFUSING_WRITERS) + 3
+    refusals = len(REFUSING_WRITERS) + 4
     assert st["values_refused"] == refusals, st
     last = st["last_error"]
     assert last["job"] == "j" and last["key"] == "k" and last["reason"], last
@@ -101,6 +105,11 @@ def test_a_refused_value_fails_the_writer_and_is_counted(dmount):
     errors = [l for l in mount.log().splitlines() if "not one JSON value" in l]
     assert len(errors) == refusals, mount.log()
     assert uploads(mount.store) == {}  # nothing was uploaded on the way
+    # The journal has it so too: the refused new keys do not come back.
+    mount.stop()
+    mount.start()
+    assert json.loads((job / ".state.json").read_text()) == {"k": "day2.csv",
+                                                             "k2": "day3.csv"}
 
 
 @pytest.mark.parametrize("how", ["--log-file=", "-o log_file="])
