@@ -410,6 +410,15 @@ def test_restoring_a_copy_of_a_job_uploads_nothing(dmount):
             assert sorted(os.listdir(dmount.path / job))[:3] == [".state.json",
                                                                  "completed", "epoch"]
             assert (dmount.path / job / "running").exists(), tool
+    # The copy's directory copied as a new job: every key, no upload, but
+    # cp creates with O_EXCL in the directory it made, and a new job has
+    # its control files and .state.json already (README, "Copies").
+    for i, cmd in enumerate(("cp -r bk mnt/n0", "cp -a bk mnt/n1")):
+        r = sh(cmd, cwd=top)
+        assert r.returncode == 1, (cmd, r)
+        assert sorted(re.findall(r"'mnt/n\d/(.*)': File exists", r.stderr)) == [
+            ".state.json", "completed", "running"], r.stderr
+        assert json.loads((dmount.path / f"n{i}" / ".state.json").read_text()) == state
     assert list(uploads(dmount.store).values()) == [first]  # nothing more
     assert status(dmount.path)["uploads"]["done"] == 1
 
