@@ -4,17 +4,19 @@ with local changes back exactly as the mount had it, whatever --resume-from
 and whichever upload came last; a journal that filled its disk shrinks again
 at the next upload."""
 import errno
+import hashlib
 import json
 import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import time
 
 import pytest
 
-from tests.support.mount import LZ, Mount
+from tests.support.mount import DATASET, DLZ, DOMAIN, LZ, USER, Mount
 
 
 STARTED = []
@@ -454,3 +456,67 @@ def test_a_newer_object_from_elsewhere_does_not_replace_local_changes(store, tmp
         assert re.search(rf"job 'etl': the store has s3://{LZ}/{re.escape(theirs)}, newer "
                          rf"than s3://{LZ}/{re.escape(done['key'])}", log), log
         assert f"job 'new': the store has s3://{LZ}/" in log, log
+
+
+def delete_object(store, bucket, key):
+    if store.kind == "dir":
+        (store.root / bucket / key).unlink()
+    else:
+        store.server.client.delete_object(Bucket=bucket, Key=key)
+
+
+@pytest.mark.parametrize("where", ["moved-to-dlz", "gone"])
+def test_the_object_local_changes_stand_on_is_read_from_where_it_is(store, tmp_path,
+                                                                    where):
+    """Amorphic moves ingested objects from the landing zone to the DLZ;
+    an object deleted from both is an error in the log, and the changes
+    are replayed on the newest stored object."""
+    cache = tmp_path / "cache"
+    m = jmount(store, tmp_path, "m1", cache).start()
+    (m.path / "etl").mkdir()
+    write(m.path / "etl", "a", 1)
+    done = upload(m.path / "etl", "completed")
+    write(m.path / "etl", "b", 2)
+    m.kill()
+    body = store.get(LZ, done["key"])
+    delete_object(store, LZ, done["key"])
+    if where == "moved-to-dlz":
+        store.put(DLZ, done["key"], body)
+    else:
+        older = done["key"].replace(f"upload_date={done['epoch']}",
+                                    f"upload_date={done['epoch'] - 100}")
+        store.put(LZ, older, b'{"older": true}')
+    with jmount(store, tmp_path, "m2", cache) as m2:
+        if where == "moved-to-dlz":
+            assert state(m2.path) == {"a": 1, "b": 2}
+        else:
+            assert state(m2.path) == {"older": True, "b": 2}
+            assert re.search(rf"s3://{LZ}/{re.escape(done['key'])}, the state the "
+                             r"journal's changes stand on, is gone from the store; they "
+                             rf"are replayed on s3://{LZ}/{re.escape(older)} instead",
+                             m2.log()), m2.log()
+
+
+def record(payload: dict) -> bytes:
+    """One journal record as fs/journal.h lays it out."""
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    head = struct.pack("<I", len(body))
+    return head + hashlib.sha256(head + body).digest()[:8] + body
+
+
+def test_a_journal_from_before_bases_replays_on_the_newest_object(store, tmp_path):
+    cache = tmp_path / "cache"
+    with jmount(store, tmp_path, "m1", cache):
+        pass  # creates the journal of this identity
+    store.put(LZ, f"{DOMAIN}/{DATASET}/upload_date=1700000000/{USER}/others/etl_completed.json",
+              b'{"a": 1}')
+    jfile = the_journal(cache)
+    jfile.write_bytes(b"bookmarkfs-jnl1\n" + record(
+        {"seq": 1, "op": "set", "job": "etl", "key": "k", "value": [1]}) + record(
+        {"seq": 2, "op": "remove", "job": "etl", "key": "a"}))
+    with jmount(store, tmp_path, "m2", cache) as m2:
+        assert state(m2.path) == {"k": [1]}
+        write(m2.path / "etl", "c", 3)
+        m2.kill()
+    with jmount(store, tmp_path, "m3", cache) as m3:
+        assert state(m3.path) == {"k": [1], "c": 3}
