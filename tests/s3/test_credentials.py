@@ -862,3 +862,27 @@ def test_static_keys_of_the_credentials_file_beat_credential_process(cli, env, t
         "[proc]\naws_access_key_id = AKIAFILEFIRST\naws_secret_access_key = s\n"))
     assert run(cli, env, "--profile", "proc").creds["access_key"] == "AKIAFILEFIRST"
     assert not (tmp_path / (script.name + ".count")).exists()
+
+
+def test_role_and_process_secrets_never_logged(cli, env, tmp_path, assume_role):
+    """AssumeRole through a role chain and credential_process, with debug
+    logging and refreshes: neither the source profile's secret nor any
+    secret or token they issued appears in any output."""
+    sts = assume_role(roles={ETL_ROLE: "ext-4711", HOP_ROLE: None}, expires_in=120)
+    role_files(env, tmp_path, ETL_PROFILE.replace("source_profile = base",
+                                                  "source_profile = hop")
+               + "[profile hop]\nrole_arn = %s\nsource_profile = base\n" % HOP_ROLE)
+    runs = [run(cli, env, "--profile", "etl", "--debug", "--refresh-loop", "2")]
+    assert runs[0].rc == 0, runs[0].stderr
+    assert len(sts.issued) == 4  # two hops, twice
+    secret = [BASE_SECRET] + [c[f] for c in sts.issued for f in ("SecretAccessKey", "Token")]
+    penv = dict(env)
+    (tmp_path / "p").mkdir()
+    process_profile(penv, tmp_path / "p", expires=120)
+    runs.append(run(cli, penv, "--profile", "proc", "--debug", "--refresh-loop", "2"))
+    assert runs[1].rc == 0 and len(runs[1].lines) == 2, runs[1].stderr
+    secret += ["proc-secret-1", "proc-token-1", "proc-secret-2", "proc-token-2"]
+    for r in runs:
+        assert "debug:" in r.stderr
+        for s in secret:
+            assert s not in r.stdout and s not in r.stderr, s
