@@ -600,11 +600,16 @@ class Bench:
 
 
     # -- history at any scale
+    def history_server(self, kind):
+        """The S3 server of a history store kind: s3rver, or Ceph RGW."""
+        return self.rgw if kind == "rgw" else self.s3
+
     def history_mount(self, kind, dataset, tag):
         """A fresh mount (its own, empty cache dir) of a history dataset."""
         mnt = self.ws / f"mnt-hist-{kind}-{dataset}-{tag}"
         store = ([f"--store=dir:{self.ws / 'dirstore'}"] if kind == "dir" else
-                 ["--store=s3", f"--endpoint={self.s3.endpoint}", "--path-style"])
+                 ["--store=s3", f"--endpoint={self.history_server(kind).endpoint}",
+                  "--path-style"])
         cmd = [str(self.bin), *store, f"--lz-bucket={LZ}", f"--dlz-bucket={DLZ}",
                f"--domain={DOMAIN}", f"--dataset={dataset}", f"--user={USER}",
                f"--cache-dir={self.ws / f'cache-hist-{kind}-{dataset}-{tag}'}",
@@ -618,10 +623,21 @@ class Bench:
             for bucket, key, body in objects:
                 write_file_p(root / bucket / key, body)
         else:
+            client = self.history_client(kind)
             with ThreadPoolExecutor(32) as ex:
-                list(ex.map(lambda o: self.client.put_object(Bucket=o[0], Key=o[1], Body=o[2]),
+                list(ex.map(lambda o: client.put_object(Bucket=o[0], Key=o[1], Body=o[2]),
                             objects))
         return objects
+
+    def history_client(self, kind):
+        if kind == "s3":
+            return self.client
+        import boto3
+        from botocore.config import Config
+        return boto3.client(
+            "s3", endpoint_url=self.rgw.endpoint, region_name=REGION,
+            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+            config=Config(s3={"addressing_style": "path"}, max_pool_connections=32))
 
     def walk_get_or_create(self, dataset, job):
         """The stand-in's get_or_create on the directory store's files: walk
@@ -643,7 +659,31 @@ class Bench:
         sizes, reps = self.cfg["history_sizes"], self.cfg["history_reps"]
         fresh_reps = self.cfg["history_fresh_reps"]
         res = {}
-        for kind in ("dir", "s3"):
+        kinds = ["dir", "s3"]
+        self.rgw = None
+        if shutil.which("radosgw") and not self.a.no_rgw:
+            from tests.support.rgw import Rgw
+            saved, tempfile.tempdir = tempfile.tempdir, str(self.ws)
+            try:
+                self.rgw = Rgw().start()
+            finally:
+                tempfile.tempdir = saved
+            c = self.history_client("rgw")
+            for b in (LZ, DLZ):
+                c.create_bucket(Bucket=b)
+            kinds.append("rgw")
+        else:
+            log("radosgw missing (or --no-rgw): history on Ceph RGW skipped")
+        try:
+            self.history_kinds(kinds, sizes, reps, fresh_reps, res)
+        finally:
+            if self.rgw:
+                self.rgw.close()
+        self.results["history"] = {"unit": "ms", "jobs": 50, "stores": res,
+                                   "sizes": [str(n) for n in sizes]}
+
+    def history_kinds(self, kinds, sizes, reps, fresh_reps, res):
+        for kind in kinds:
             res[kind] = {}
             for n in sizes:
                 ds = f"hist{n}"
@@ -662,8 +702,9 @@ class Bench:
                     self.stop(m)
                 m = self.history_mount(kind, ds, "warm")
                 os.listdir(m.mnt)  # the one listing
-                if kind == "s3":
-                    standin = StateStore(LZ, DLZ, DOMAIN, ds, USER, client=self.client)
+                if kind != "dir":
+                    standin = StateStore(LZ, DLZ, DOMAIN, ds, USER,
+                                         client=self.history_client(kind))
                     goc = standin.get_or_create
                 else:
                     def goc(job, ds=ds):
@@ -687,8 +728,6 @@ class Bench:
                     f"ls {res[kind][str(n)]['ls']['median']:.2f} ms, fresh access "
                     f"{res[kind][str(n)]['fresh_access']['median']:.0f} ms, stand-in "
                     f"{res[kind][str(n)]['standin']['median']:.0f} ms")
-        self.results["history"] = {"unit": "ms", "jobs": 50, "stores": res,
-                                   "sizes": [str(n) for n in sizes]}
 
     # -- scale
     def bench_scale(self):
@@ -804,7 +843,10 @@ class Bench:
                 top["bookmarkfs"]["median"] / top["boto3_list_get"]["median"] if top else None,
                 1.5, "x", "" if top else "not measured (--quick)")
         h = r.get("history", {}).get("stores", {})
-        for kind, label in (("dir", "dir store"), ("s3", "S3")):
+        for kind, label in (("dir", "dir store"), ("s3", "S3 on s3rver"),
+                            ("rgw", "S3 on Ceph RGW")):
+            if kind == "rgw" and kind not in h:
+                continue
             sz = h.get(kind, {})
             lo, hi = sz.get("1000"), sz.get("50000")
             for what, name in (("access", "first access"), ("ls", "`ls MNT`")):
@@ -859,5 +901,7 @@ def main(argv):
                     help="comma-separated subset of " + ",".join(SECTIONS))
     ap.add_argument("--tmpfs", default=None, help="a tmpfs directory to work in")
     ap.add_argument("--no-s3fs", action="store_true", help="skip s3fs")
+    ap.add_argument("--no-rgw", action="store_true",
+                    help="history: skip Ceph RGW (run only on the dir store and s3rver)")
     args = ap.parse_args(argv)
     return Bench(args).run()

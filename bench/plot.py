@@ -97,8 +97,9 @@ def table(r):
     h = r.get("history")
     if h:
         standin = {"dir": "stand-in on the files (Python walk + read)",
-                   "s3": "stand-in (boto3 list + get)"}
-        for kind, label in (("dir", "directory store"), ("s3", "S3 (s3rver)")):
+                   "s3": "stand-in (boto3 list + get)", "rgw": "stand-in (boto3 list + get)"}
+        for kind, label in (("dir", "directory store"), ("s3", "S3 (s3rver)"),
+                            ("rgw", "S3 (Ceph RGW)")):
             sz = h["stores"].get(kind)
             if not sz:
                 continue
@@ -144,7 +145,8 @@ def plot_history(r, out: Path):
              "access": "after one listing: first access", "ls": "after one listing: ls MNT",
              "standin": "stand-in get-or-create"}
     panels = []
-    for kind, label in (("dir", "directory store"), ("s3", "S3 (s3rver)")):
+    for kind, label in (("dir", "directory store"), ("s3", "S3 (s3rver)"),
+                        ("rgw", "S3 (Ceph RGW)")):
         sz = h["stores"].get(kind)
         if not sz:
             continue
@@ -158,9 +160,9 @@ def plot_history(r, out: Path):
         panels.append(f'set title "{label}: ms against objects of history (log-log)"\n'
                       'set logscale xy\nset xlabel "objects"\nset ylabel "ms"\n'
                       'set key top left\nplot ' + ", ".join(series) + "\n")
-    script = ['set terminal pngcairo size 1400,560 font ",10"',
+    script = [f'set terminal pngcairo size {700 * len(panels)},560 font ",10"',
               f'set output "{out}/history.png"',
-              'set multiplot layout 1,2 title "bookmarkfs: history at any scale'
+              f'set multiplot layout 1,{len(panels)} title "bookmarkfs: history at any scale'
               + (' (--quick)' if r["quick"] else '') + '"', "set grid"] + panels + [
               "unset multiplot"]
     gp = out / "history.gp"

@@ -24,8 +24,12 @@
 
 static struct store *open_store(const struct options *o, char *err, size_t errlen)
 {
-    if (!o->is_s3)
-        return store_dir_new(o->dir_root, err, errlen);
+    if (!o->is_s3) {
+        struct store *st = store_dir_new(o->dir_root, err, errlen);
+        if (st)
+            st->list_no_etags = 1; /* listings serve names and dates only */
+        return st;
+    }
     struct s3_options so = {
         .endpoint = o->endpoint,
         .region = o->region,

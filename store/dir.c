@@ -1028,7 +1028,7 @@ static int dir_list_from(struct store *st, const char *bucket, const char *prefi
             rc = -ENOMEM;
     }
     free_objs(w.objs, n, w.count);
-    for (size_t i = 0; i < n && rc == 0; i++)
+    for (size_t i = 0; i < n && rc == 0 && !st->list_no_etags; i++)
         rc = object_etag(d, bucket, &w.objs[i]);
     pthread_mutex_unlock(&d->list_lock);
     free(bdir);

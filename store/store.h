@@ -97,6 +97,8 @@ struct store {
     const char *kind; /* "s3" or "dir" */
     size_t max_segment; /* longest segment of a key between slashes, 0: none */
     long list_bound_ms; /* bound on a whole listing, all pages; 0: none */
+    int list_no_etags;  /* the caller never reads a listing's ETags: a store
+                         * that must compute them (dir) may leave them empty */
 };
 
 /* Calls cb for every object under prefix, page after page. Stops early and
