@@ -352,6 +352,14 @@ int index_newest(struct index *ix, const char *job, struct candidate *best)
     return rc;
 }
 
+int index_has_job(struct index *ix, const char *job)
+{
+    pthread_mutex_lock(&ix->lock);
+    int has = strmap_get(ix->jobs, job) != NULL;
+    pthread_mutex_unlock(&ix->lock);
+    return has;
+}
+
 int index_rebuild(struct index *ix)
 {
     pthread_mutex_lock(&ix->lock);

@@ -33,6 +33,10 @@ void index_free(struct index *ix);
  * or a negative errno of the listing. */
 int index_newest(struct index *ix, const char *job, struct candidate *best);
 
+/* Whether `job` has objects of either kind in either bucket, as of the
+ * last update (index_newest, index_job_names). */
+int index_has_job(struct index *ix, const char *job);
+
 /* Forgets everything and lists each bucket in full again: for when an
  * object the index holds is gone (moved or deleted). */
 int index_rebuild(struct index *ix);

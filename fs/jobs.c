@@ -236,15 +236,23 @@ static const char *our_bucket(struct jobs *j, const char *bucket)
 }
 
 /* Loads the newest candidate of `name` into a new job. *out NULL and 0 when
- * the store has none. */
+ * the store has no object of the job. */
 static int load_from_store(struct jobs *j, const char *name, struct job **out)
 {
     *out = NULL;
     struct candidate best = {0};
     int found = 0;
     int rc = find_newest(j, name, &best, &found);
-    if (rc < 0 || !found)
+    if (rc < 0)
         return rc;
+    if (!found) {
+        /* Objects of the kind --resume-from leaves out only (a job that
+         * never completed): it is there, as `ls MNT` shows, and starts
+         * empty, as get_or_create does (README, "Jobs"). */
+        if (index_has_job(j->index, name) && !(*out = job_new(name)))
+            return -ENOMEM;
+        return 0;
+    }
     struct job *job = job_new(name);
     if (!job) {
         candidate_clear(&best);

@@ -110,6 +110,26 @@ def test_every_row_from_python(store, mnt):
     assert uploads(store, "pyjob")["completed"][-1][1] == model.data
 
 
+def test_a_job_with_only_running_objects_is_there_and_starts_empty(store, mnt):
+    """--resume-from=completed (the default) leaves its objects out, so
+    get_or_create starts it empty; but ls, stat and mkdir agree that it is
+    there (as .history/ does)."""
+    key = f"{DOMAIN}/{DATASET}/upload_date=1700000000/{USER}/others/runonly_running.json"
+    store.put(LZ, key, b'{"offset": 3}')
+    assert "runonly" in [p.name for p in mnt.iterdir()]
+    job = mnt / "runonly"
+    assert job.is_dir()
+    with pytest.raises(FileExistsError):
+        job.mkdir()
+    assert json.loads((job / ".state.json").read_text()) == {}
+    assert not (job / "offset").exists()
+    assert json.loads((job / ".status").read_text())["loaded"] == {}
+    (job / "offset").write_text("4")
+    assert sh("echo 1 > completed", cwd=job).returncode == 0
+    assert uploads(store, "runonly")["completed"][-1][1] == {"offset": 4}
+    assert store.get(LZ, key) == b'{"offset": 3}'  # the running object stays
+
+
 def test_first_access_loads_a_stored_job(store, mnt):
     key = f"{DOMAIN}/{DATASET}/upload_date=1700000000/{USER}/others/stored_completed.json"
     store.put(LZ, key, b'{"DatasetId": {"epoch_time": 5}}')
