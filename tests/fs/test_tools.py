@@ -236,6 +236,9 @@ def test_scratch_patterns_are_a_mount_option(tmp_path):
             (job / n).write_text("not json at all")  # scratch: plain bytes
         (job / "a.wip").write_text('"day2.csv"')
         (job / "a.wip").rename(job / "a")
+        # A name like a tool's temp file is one, whoever writes it.
+        assert sh("echo 7 > tmp_counter", cwd=job).returncode == 0
+        assert (job / "tmp_counter").read_text() == "7\n"
         with pytest.raises(OSError):
             (job / "draft-1").rename(job / "d")  # not JSON: refused, both kept
         assert (job / "draft-1").read_text() == "not json at all"
@@ -243,7 +246,7 @@ def test_scratch_patterns_are_a_mount_option(tmp_path):
         assert json.loads((job / ".state.json").read_text()) == {"a": "day2.csv"}
         assert sorted(os.listdir(job)) == sorted(
             [".state.json", "completed", "running", "a", "draft-1", "b.bak", "sedAbC123",
-             "tmpab_cd123"])
+             "tmpab_cd123", "tmp_counter"])
     assert [set(b) for b in uploads(store).values()] == [{"a"}]
     with Mount(store, tmp_path / "mnt", extra=["--scratch="]) as m:
         job = m.path / "j"
