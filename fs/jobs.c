@@ -896,7 +896,7 @@ int jobs_get(struct jobs *j, const char *name, int create, struct job **out)
     struct job *job = NULL;
     size_t journaled = j->journal ? journal_count(j->journal, name) : 0;
     struct first_rec base = {0};
-    int rc = journaled ? journal_each(j->journal, name, first_cb, &base) : 0;
+    int rc = journaled ? journal_last_base(j->journal, name, first_cb, &base) : 0;
     int replay = journaled > 0;
     if (rc == 0 && base.is_base && base_only_running(j, name, &base)) {
         /* Kept for --resume-from=running, which this mount does not use:

@@ -943,12 +943,13 @@ int journal_sync(struct journal *jn)
 
 /* ---- reading back */
 
-int journal_each(struct journal *jn, const char *job,
-                 int (*fn)(const struct journal_record *rec, void *arg), void *arg)
+/* journal_each over the records from index `from` on, or only the one at
+ * `from` when `one`. Caller holds the lock. */
+static int each_locked(struct journal *jn, const char *job, size_t from, int one,
+                       int (*fn)(const struct journal_record *rec, void *arg), void *arg)
 {
     int rc = 0;
-    pthread_mutex_lock(&jn->lock);
-    for (size_t i = 0; i < jn->n && rc == 0; i++) {
+    for (size_t i = from; i < jn->n && rc == 0 && (!one || i == from); i++) {
         if (strcmp(jn->recs[i].job, job) != 0)
             continue;
         json_t *o = NULL;
@@ -969,6 +970,26 @@ int journal_each(struct journal *jn, const char *job,
         }
         json_decref(o);
     }
+    return rc;
+}
+
+int journal_each(struct journal *jn, const char *job,
+                 int (*fn)(const struct journal_record *rec, void *arg), void *arg)
+{
+    pthread_mutex_lock(&jn->lock);
+    int rc = each_locked(jn, job, 0, 0, fn, arg);
+    pthread_mutex_unlock(&jn->lock);
+    return rc;
+}
+
+int journal_last_base(struct journal *jn, const char *job,
+                      int (*fn)(const struct journal_record *rec, void *arg), void *arg)
+{
+    pthread_mutex_lock(&jn->lock);
+    size_t i = jn->n;
+    while (i > 0 && !(jn->recs[i - 1].is_base && strcmp(jn->recs[i - 1].job, job) == 0))
+        i--;
+    int rc = i > 0 ? each_locked(jn, job, i - 1, 1, fn, arg) : 0;
     pthread_mutex_unlock(&jn->lock);
     return rc;
 }

@@ -101,6 +101,12 @@ int journal_sync(struct journal *jn);
 int journal_each(struct journal *jn, const char *job,
                  int (*fn)(const struct journal_record *rec, void *arg), void *arg);
 
+/* Calls fn with the last base record of `job` (under the lock, as
+ * journal_each), if it has one; returns 0 when it has none, else fn's
+ * result, or -EIO when the record cannot be read back. */
+int journal_last_base(struct journal *jn, const char *job,
+                      int (*fn)(const struct journal_record *rec, void *arg), void *arg);
+
 /* Drops the records of `job` with seq <= upto: the file is rewritten (temp
  * file, fsync, rename), or cut back in place when they are its tail, or,
  * with no room for the copy, they become pads in place. 0 or -errno (the
