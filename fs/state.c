@@ -626,10 +626,13 @@ int state_from_bytes(struct state *st, const char *buf, size_t len, char *err,
     st->ix = nix;
     body_drop(st);
     unlock(st);
+    size_t old_pieces = old.pieces + old.count * sizeof(struct entry);
     ix_free(&old);
     /* A large document's parse tree is freed by now, in many small blocks
-     * that malloc would otherwise keep: hand them back to the system. */
-    if (len >= LARGE_DOCUMENT)
+     * that malloc would otherwise keep: hand them back to the system. So
+     * are the entries of a large state that this one replaced (`{}` written
+     * over a million keys). */
+    if (len >= LARGE_DOCUMENT || old_pieces >= LARGE_DOCUMENT)
         malloc_trim(0);
     return 0;
 }

@@ -170,3 +170,44 @@ def test_writers_committers_and_readers_together(store, mount):
         body = store.get(LZ, info["key"])
         assert json.loads(body) == want
         assert body + b"\n" == (jd / ".state.json").read_bytes()
+
+
+def _rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _sanitized(binary_path):
+    import subprocess
+    r = subprocess.run(["ldd", str(binary_path)], capture_output=True, text=True)
+    return "libasan" in r.stdout
+
+
+def test_memory_goes_back_after_a_large_state_is_reset(tmp_path):
+    """`{}` written over a large job gives back what its keys held (the
+    allocator would otherwise keep the freed blocks)."""
+    from tests.support.mount import DirStore, Mount, binary
+    import pytest
+    if _sanitized(binary()):
+        pytest.skip("the sanitizer's allocator keeps freed memory in quarantine")
+    keys = 100_000
+    with Mount(DirStore(tmp_path / "store"), tmp_path / "mnt",
+               extra=[f"--cache-dir={tmp_path / 'cache'}"]) as m:
+        job = m.path / "big"
+        job.mkdir()
+        base = _rss_kib(m.proc.pid)
+        doc = {f"key-{i:07d}": {"offset": i, "file": f"part-{i}.csv"} for i in range(keys)}
+        (job / ".state.json").write_text(json.dumps(doc))
+        del doc
+        assert len(os.listdir(job)) == keys + 3
+        loaded = _rss_kib(m.proc.pid)
+        assert loaded - base > 20_000, (base, loaded)  # the keys take room
+        (job / ".state.json").write_text("{}")
+        assert sorted(os.listdir(job)) == [".state.json", "completed", "running"]
+        after = _rss_kib(m.proc.pid)
+        print(f"RSS KiB: mounted {base}, {keys} keys {loaded}, after {{}} {after}")
+        # most of what the keys held is back with the system
+        assert after - base < (loaded - base) / 3, (base, loaded, after)
