@@ -169,16 +169,17 @@ def test_an_empty_create_the_journal_cannot_take_fails_its_close(store, tmp_path
 
 @pytest.mark.parametrize("extra", [[], ["--fuse-loop"]], ids=["loop", "fuse-loop"])
 def test_create_close_unlink_never_is_ebusy(store, tmp_path, extra):
-    """vim's probe: create 4913, close it, remove it; 300 times."""
+    """vim's probe on a key's name (4913 itself is a scratch name): create
+    it, close it, remove it; 300 times."""
     cache = tmp_path / "cache"
     m = jmount(store, tmp_path, "m1", cache, extra=extra).start()
     job = m.path / "etl"
     job.mkdir()
     (job / "keep").write_text("1")
     for _ in range(300):
-        fd = os.open(job / "4913", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(job / "probe", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         os.close(fd)
-        os.unlink(job / "4913")  # EBUSY would raise here
+        os.unlink(job / "probe")  # EBUSY would raise here
     assert state(m.path) == {"keep": 1}
     assert sorted(os.listdir(job)) == [".state.json", "completed", "keep", "running"]
     m.stop()
