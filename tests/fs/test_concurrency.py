@@ -72,3 +72,25 @@ def test_parallel_writers_with_concurrent_uploads(store, mnt):
     (job / "completed").write_text("1")
     info = json.loads((job / ".status").read_text())["last_upload"]["completed"]
     assert json.loads(store.get(LZ, info["key"])) == expected
+
+
+def test_rm_of_a_key_still_being_created_is_ebusy_and_keeps_it(store, mnt):
+    """README, errors: EBUSY for `rm` of a key another process has created
+    and not yet closed; the close commits it, and rm then removes it."""
+    import errno
+    import pytest
+    job = mnt / "j"
+    job.mkdir()
+    fd = os.open(job / "k", os.O_CREAT | os.O_WRONLY)
+    try:
+        os.write(fd, b'{"offset": 5}')
+        with pytest.raises(OSError) as e:
+            os.unlink(job / "k")
+        assert e.value.errno == errno.EBUSY
+    finally:
+        os.close(fd)
+    assert json.loads((job / "k").read_text()) == {"offset": 5}
+    assert json.loads((job / ".state.json").read_text()) == {"k": {"offset": 5}}
+    os.unlink(job / "k")
+    assert not (job / "k").exists()
+    assert json.loads((job / ".state.json").read_text()) == {}
