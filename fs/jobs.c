@@ -1112,8 +1112,10 @@ void jobs_note_refused(struct jobs *j, const char *job, const char *key,
     snprintf(st->refused_key, sizeof st->refused_key, "%s", key);
     snprintf(st->refused_reason, sizeof st->refused_reason, "%s", reason);
     pthread_mutex_unlock(&j->lock);
-    metrics_refused(job, strcmp(key, ".state.json") == 0 ? METRICS_REFUSED_NOT_OBJECT
-                                                      : METRICS_REFUSED_INVALID_JSON);
+    metrics_refused(job, strcmp(key, ".state.json") == 0 &&
+                                 strcmp(reason, STATE_NOT_AN_OBJECT) == 0
+                             ? METRICS_REFUSED_NOT_OBJECT
+                             : METRICS_REFUSED_INVALID_JSON);
 }
 
 /* A read-out file's text: doc (stolen) indented, plus a newline. */

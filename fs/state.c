@@ -589,7 +589,7 @@ int state_from_bytes(struct state *st, const char *buf, size_t len, char *err,
     }
     if (!json_is_object(obj)) {
         json_decref(obj);
-        set_err(err, errlen, "not a JSON object");
+        set_err(err, errlen, STATE_NOT_AN_OBJECT);
         return -EINVAL;
     }
     /* Converted outside the lock; the swap itself is a few stores. The
@@ -764,7 +764,7 @@ int state_check_prefix(const char *buf, size_t len, int object, json_t **value,
     if (i == len)
         return 0;
     if (object && buf[i] != '{') {
-        set_err(err, errlen, "not a JSON object");
+        set_err(err, errlen, STATE_NOT_AN_OBJECT);
         return -EINVAL;
     }
     size_t whole = whole_utf8(buf, len);

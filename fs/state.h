@@ -81,6 +81,10 @@ ssize_t state_value_size(struct state *st, const char *key);
 char **state_keys(struct state *st, size_t *count);
 void state_keys_free(char **keys, size_t count);
 
+/* The reason given for a whole state that is JSON but not an object (the
+ * metrics tell it from invalid JSON). */
+#define STATE_NOT_AN_OBJECT "not a JSON object"
+
 /* Deepest nesting of one value (jansson reads documents up to 2048 levels,
  * and the state object adds one). */
 #define STATE_VALUE_DEPTH_MAX 2047

@@ -307,5 +307,15 @@ def test_metrics_are_off_by_default_and_end_with_the_mount(tmp_path):
         line = 'bookmarkfs_job_last_upload_timestamp_seconds{etl_job="j",kind="completed"} '
         assert f"{line}{int(obj.stat().st_mtime)}\n" in text, text
         assert 'bookmarkfs_uploads_total{etl_job="j",kind="completed"} 0\n' in text
+        # .state.json writes refused: by what they are, not by where.
+        for bad in ("echo 1 > .state.json", "echo '{bad' > .state.json",
+                    "printf '{\"a\": ' > .state.json", "echo nope > k"):
+            subprocess.run(["bash", "-c", bad], cwd=m.path / "j", capture_output=True)
+        assert json.loads((m.path / "j" / ".state.json").read_text()) == {"k": 1}
+        _, _, text = http(f"http://127.0.0.1:{port}/metrics")
+        refused = dict(re.findall(
+            r'bookmarkfs_refused_writes_total\{etl_job="j",reason="(\w+)"\} (\d+)\n', text))
+        assert refused == {"invalid_json": "3", "not_an_object": "1", "too_large": "0",
+                           "journal": "0"}, text
     with pytest.raises(OSError):
         http(f"http://127.0.0.1:{port}/metrics")
