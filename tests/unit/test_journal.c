@@ -10,9 +10,11 @@
 #include <errno.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -583,6 +585,58 @@ static void test_compaction_cuts_a_tail_in_place(void)
     journal_close(jn);
 }
 
+/* No room for a compaction's copy (here a file-size limit below what the
+ * copy of b's records needs): a's records, ahead of b's, become a pad in
+ * place, which reading skips; b's stay whole. */
+static void test_compaction_without_room_pads(void)
+{
+    struct journal *jn = open_id("pads");
+    append_base(jn, "a", NULL, NULL);
+    append_set(jn, "a", "k", "1");
+    append_base(jn, "b", NULL, NULL);
+    char value[600];
+    memset(value, 'v', sizeof value);
+    value[0] = value[sizeof value - 2] = '"';
+    value[sizeof value - 1] = '\0';
+    for (int i = 0; i < 20; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        append_set(jn, "b", key, value);
+    }
+    json_t *b_before = records(jn, "b");
+    off_t size = file_size(journal_path(jn));
+    struct rlimit old;
+    REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    REQUIRE(signal(SIGXFSZ, SIG_IGN) != SIG_ERR);
+    struct rlimit small = {.rlim_cur = 4096, .rlim_max = old.rlim_max};
+    REQUIRE(size > 8192 && setrlimit(RLIMIT_FSIZE, &small) == 0);
+    uint64_t base_seq = 7;
+    CHECK(journal_compact_base(jn, "a", last_seq(jn), NULL, 0, &base_seq) == 0);
+    REQUIRE(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    CHECK(base_seq == 0);
+    CHECK(file_size(journal_path(jn)) == size); /* in place */
+    CHECK(journal_count(jn, "a") == 0);
+    size_t len = 0;
+    char *data = read_all(journal_path(jn), &len);
+    CHECK(memmem(data, len, "bfs-pad!", 8) != NULL);
+    free(data);
+    append_set(jn, "a", "after", "2");
+    journal_close(jn);
+    jn = open_id("pads"); /* reading skips the pad */
+    json_t *b_after = records(jn, "b");
+    CHECK(json_equal(b_before, b_after));
+    CHECK(journal_count(jn, "a") == 1);
+    /* with room, the next compaction that copies goes without the pad */
+    CHECK(journal_compact(jn, "b", last_seq(jn)) == 0);
+    data = read_all(journal_path(jn), &len);
+    CHECK(memmem(data, len, "bfs-pad!", 8) == NULL);
+    free(data);
+    CHECK(journal_count(jn, "a") == 1 && journal_count(jn, "b") == 0);
+    json_decref(b_before);
+    json_decref(b_after);
+    journal_close(jn);
+}
+
 /* Compactions of one job while another thread appends to another: every
  * appended record survives, in order. */
 #define APPENDS 1000
@@ -655,6 +709,7 @@ int main(void)
     test_compaction();
     test_compaction_to_a_base();
     test_compaction_cuts_a_tail_in_place();
+    test_compaction_without_room_pads();
     test_compaction_during_appends();
     test_deepest_value();
     *strrchr(cache, '/') = '\0';
