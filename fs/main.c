@@ -157,6 +157,13 @@ int main(int argc, char *argv[])
         status = EXIT_USAGE;
         goto out;
     }
+    /* libfuse takes any number; out of range it would silently be 10. */
+    if (co.max_threads == 0 || co.max_threads > 100000) {
+        fprintf(stderr, "bookmarkfs: invalid -o max_threads=%u: 1 to 100000\n",
+                co.max_threads);
+        status = EXIT_USAGE;
+        goto out;
+    }
     if (co.debug)
         log_set_level(LOG_LEVEL_DEBUG);
 
@@ -285,7 +292,7 @@ int main(int argc, char *argv[])
         }
         fuse_loop_cfg_set_clone_fd(lc, co.clone_fd);
         unsigned max_threads = 10; /* libfuse's default */
-        if (co.max_threads > 0 && co.max_threads <= 100000) {
+        if (co.max_threads > 0 && co.max_threads <= 100000) { /* checked above */
             fuse_loop_cfg_set_max_threads(lc, co.max_threads);
             max_threads = co.max_threads;
         }

@@ -54,6 +54,8 @@ def run(*args, env=None):
     (["--timeout=9223372036854775807", "MNT"],
      "invalid --timeout '9223372036854775807': at most 86400000"),
     (["--connect-timeout=99999999999999999999", "MNT"], "invalid --connect-timeout"),
+    (["-o", "max_threads=0", "MNT"], "invalid -o max_threads=0: 1 to 100000"),
+    (["-o", "max_threads=200000", "MNT"], "invalid -o max_threads=200000: 1 to 100000"),
 ])
 def test_bad_command_lines_exit_2_with_one_line(tmp_path, args, message):
     mnt = tmp_path / "mnt"
