@@ -301,7 +301,12 @@ def test_metrics_are_off_by_default_and_end_with_the_mount(tmp_path):
             http(f"http://127.0.0.1:{port}/metrics")
     (obj,) = [p for p in (tmp_path / "store" / LZ).rglob("j_completed.json")]
     with Mount(store, tmp_path / "mnt", extra=[f"--metrics=127.0.0.1:{port}"]) as m:
-        assert (m.path / "j" / "k").read_text() == "1\n"  # loads the job
+        # Not loaded yet: no series of the job (README, "Metrics").
+        assert 'etl_job="j"' not in http(f"http://127.0.0.1:{port}/metrics")[2]
+        assert sorted(os.listdir(m.path)) == [".status", "j"]  # listing loads no job
+        assert 'etl_job="j"' not in http(f"http://127.0.0.1:{port}/metrics")[2]
+        os.stat(m.path / "j")  # loads the job
+        assert (m.path / "j" / "k").read_text() == "1\n"
         status, _, text = http(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
         line = 'bookmarkfs_job_last_upload_timestamp_seconds{etl_job="j",kind="completed"} '
