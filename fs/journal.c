@@ -1131,6 +1131,15 @@ static int dropped_rec(const struct journal *jn, size_t i, const char *job, uint
     return jn->recs[i].seq <= upto && strcmp(jn->recs[i].job, job) == 0;
 }
 
+/* Has `job` no records after upto? Caller holds the lock. */
+static int only_dropped(const struct journal *jn, const char *job, uint64_t upto)
+{
+    for (size_t i = 0; i < jn->n; i++)
+        if (jn->recs[i].seq > upto && strcmp(jn->recs[i].job, job) == 0)
+            return 0;
+    return 1;
+}
+
 /* A compaction with no room for its copy (the disk is full): each run of
  * dropped records becomes one pad in place, its first head rewritten (12
  * bytes over bytes that exist: no room needed; a head that would straddle
@@ -1317,10 +1326,22 @@ int journal_compact_base(struct journal *jn, const char *job, uint64_t upto,
         }
         index_free(recs, nr);
         int room = rc == -ENOSPC || rc == -EDQUOT || rc == -EFBIG;
-        if (room && !want_base && pad_dropped(jn, job, upto) == 0) {
-            pthread_mutex_unlock(&jn->lock);
-            pthread_mutex_unlock(&jn->compact_lock);
-            return 0;
+        uint64_t appended = 0;
+        if (room && want_base && only_dropped(jn, job, upto)) {
+            /* The base alone (no change of the job after it): appended, as
+             * the last base it counts, whatever stays before it; it may fit
+             * in the room the file's last block still has. */
+            struct journal_record b = *base;
+            if (journal_append_locked(jn, &b) == 0)
+                appended = b.seq;
+        }
+        if (room && (!want_base || appended)) {
+            if (pad_dropped(jn, job, upto) == 0 || appended) {
+                pthread_mutex_unlock(&jn->lock);
+                pthread_mutex_unlock(&jn->compact_lock);
+                *base_seq = appended;
+                return 0;
+            }
         }
         pthread_mutex_unlock(&jn->lock);
         pthread_mutex_unlock(&jn->compact_lock);

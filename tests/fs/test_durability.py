@@ -317,6 +317,49 @@ def test_a_full_journal_shrinks_with_another_jobs_changes_in_between(store, tmp_
     m2.stop()
 
 
+def fill_disk(path):
+    """Our file takes every free page of the tmpfs."""
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+
+
+def test_an_upload_the_next_mount_would_not_load_back_keeps_its_base_on_a_full_disk(
+        store, tmp_path, small_disk):
+    """The store holds a completed object of a later upload_date: a running
+    upload with --resume-from=running would not be loaded back, so the
+    journal keeps it as the job's base; with no room to copy the other
+    job's records, the base is appended and the job's old records padded."""
+    later = int(time.time()) + 1000
+    theirs = f"{DOMAIN}/{DATASET}/upload_date={later}/{USER}/others/etl_completed.json"
+    store.put(LZ, theirs, b'{"x": 0}')
+    extra = ["--resume-from=running"]
+    m = jmount(store, tmp_path, "m1", small_disk, extra=extra).start()
+    job = m.path / "etl"
+    assert state(m.path) == {"x": 0}
+    write(job, "a", 1)
+    (m.path / "other").mkdir()
+    write(m.path / "other", "o", 1)  # after etl's records in the journal
+    filler = small_disk / "filler"
+    fill_disk(filler)
+    try:
+        (job / "running").write_text("1")
+        running = json.loads((job / ".status").read_text())["last_upload"]["running"]
+        data = the_journal(small_disk).read_bytes()
+        assert b"bfs-pad!" in data  # etl's old records
+        assert running["key"].encode() in data  # its new base
+    finally:
+        filler.unlink()
+    m.kill()
+    with jmount(store, tmp_path, "m2", small_disk, extra=extra) as m2:
+        assert state(m2.path) == {"x": 0, "a": 1}
+        assert state(m2.path, "other") == {"o": 1}
+        assert f"job 'etl': {2} keys from s3://{LZ}/{running['key']}" in m2.log(), m2.log()
+
+
 # ---- a remount brings back exactly what the mount had
 
 
