@@ -81,7 +81,7 @@ def test_bench_quick(tmp_path):
             assert impls["index"]["full_listings"] == 2, impls["index"]
     # Goals are evaluated (the sizes of --quick leave some unmeasured).
     names = [g["goal"] for g in r["goals"]]
-    assert len(names) == 10 + (4 if "rgw" in h["stores"] else 0), names
+    assert len(names) == 10 + (2 if "rgw" in h["stores"] else 0), names
 
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
