@@ -50,6 +50,7 @@ struct index {
     int nb;
     struct strmap *jobs; /* name -> struct ix_job */
     uint64_t full_listings, listings, objects_listed, history_listings;
+    char *gone;         /* "<bucket>/<key>" that made the last rebuild */
     int64_t window_s;
 };
 
@@ -156,6 +157,7 @@ void index_free(struct index *ix)
     }
     strmap_free(ix->jobs, ix_job_free);
     pthread_mutex_destroy(&ix->lock);
+    free(ix->gone);
     free(ix);
 }
 
@@ -365,6 +367,26 @@ int index_rebuild(struct index *ix)
     pthread_mutex_lock(&ix->lock);
     reset_locked(ix);
     int rc = build_locked(ix);
+    pthread_mutex_unlock(&ix->lock);
+    return rc;
+}
+
+int index_rebuild_gone(struct index *ix, const char *bucket, const char *key)
+{
+    char *gone;
+    if (asprintf(&gone, "%s/%s", bucket, key) < 0)
+        return -ENOMEM;
+    pthread_mutex_lock(&ix->lock);
+    int rc = 0;
+    if (ix->built && ix->gone && strcmp(ix->gone, gone) == 0) {
+        free(gone);
+        rc = -EALREADY;
+    } else {
+        free(ix->gone);
+        ix->gone = gone;
+        reset_locked(ix);
+        rc = build_locked(ix);
+    }
     pthread_mutex_unlock(&ix->lock);
     return rc;
 }

@@ -41,6 +41,12 @@ int index_has_job(struct index *ix, const char *job);
  * object the index holds is gone (moved or deleted). */
 int index_rebuild(struct index *ix);
 
+/* index_rebuild because s3://bucket/key, which the index holds, is gone;
+ * -EALREADY (and no listing) when that very object made the last rebuild
+ * (a store whose listing keeps showing what it cannot GET costs one full
+ * listing, not one per access). */
+int index_rebuild_gone(struct index *ix, const char *bucket, const char *key);
+
 /* Brings the index up to date and adds the name of every job with objects
  * in either bucket (either kind) to `set` (a JSON object used as a set).
  * 0 or a negative errno (then nothing is added). */

@@ -262,20 +262,24 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
     rc = fetch_state(j, name, best.bucket, best.key, job->state, &len);
     if (rc == -ENOENT) {
         /* Gone since the index listed it (moved from the LZ to the DLZ
-         * bucket, or deleted): list everything again, once. */
-        log_info("job '%s': s3://%s/%s is gone since it was listed; listing the store "
-                 "again", name, best.bucket, best.key);
-        candidate_clear(&best);
-        rc = index_rebuild(j->index);
-        if (rc == 0)
-            rc = find_newest(j, name, &best, &found);
-        else
-            log_error("job '%s': listing the store failed: %s", name, strerror(-rc));
-        if (rc < 0 || !found) {
+         * bucket, or deleted): list everything again, once per object. */
+        int r = index_rebuild_gone(j->index, best.bucket, best.key);
+        if (r == 0) {
+            log_info("job '%s': s3://%s/%s is gone since it was listed; listed the "
+                     "store again", name, best.bucket, best.key);
+            candidate_clear(&best);
+            r = find_newest(j, name, &best, &found);
+            if (r < 0 || !found) {
+                job_destroy(job);
+                return r;
+            }
+            rc = fetch_state(j, name, best.bucket, best.key, job->state, &len);
+        } else if (r != -EALREADY) {
+            log_error("job '%s': listing the store failed: %s", name, strerror(-r));
+            candidate_clear(&best);
             job_destroy(job);
-            return rc;
-        }
-        rc = fetch_state(j, name, best.bucket, best.key, job->state, &len);
+            return r;
+        } /* else listed again when it went, and the listing still shows it */
     }
     if (rc < 0) {
         if (rc == -ENOENT)

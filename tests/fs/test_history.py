@@ -308,3 +308,29 @@ def test_history_lists_every_stored_state_in_upload_order_and_rewind_is_a_copy(
         after = os.listdir(hist)
         assert after[:len(readdir)] == readdir and len(after) == len(readdir) + 1
         assert (hist / after[-1]).read_bytes() == b'{"run":1}'
+
+
+def test_an_object_listed_but_not_readable_costs_one_full_listing_not_one_per_access(
+        s3rver_server, tmp_path):
+    """The newest object is listed but its GET answers NoSuchKey (the fault
+    proxy): the first access lists everything again once and fails with
+    EIO; the next access fails at once, without another full listing."""
+    import errno
+    server = s3rver_server
+    with FaultProxy(server.endpoint) as proxy:
+        store = EndpointStore(server, proxy.endpoint)
+        store.put(LZ, H.key_for("ghost", 1_700_000_000, "completed"), b'{"v":1}')
+        with Mount(store, tmp_path / "m") as m:
+            assert "ghost" in os.listdir(m.path)
+            # refresh (one listing per bucket), GET; full listing per bucket,
+            # refresh, GET
+            proxy.script(["pass", "pass", "404", "pass", "pass", "pass", "pass", "404"])
+            with pytest.raises(OSError) as e:
+                os.stat(m.path / "ghost")
+            assert e.value.errno == errno.EIO
+            proxy.script(["pass", "pass", "404"])
+            with pytest.raises(OSError) as e:
+                os.stat(m.path / "ghost")
+            assert e.value.errno == errno.EIO
+            assert status(m.path)["index"]["full_listings"] == 4
+            assert proxy.actions().count("404") == 3
