@@ -153,6 +153,7 @@ static struct job *job_new(const char *name)
     job->last_upload[0] = json_object();
     job->last_upload[1] = json_object();
     clock_gettime(CLOCK_REALTIME, &job->mtime);
+    job->lease_date = -1;
     if (!job->name || !job->state || !job->scratch || !job->pending || !job->moved ||
         !job->loaded || !job->last_upload[0] || !job->last_upload[1]) {
         job_destroy(job);
@@ -305,6 +306,7 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
              state_count(job->state), best.bucket, best.key);
     job->base_bucket = our_bucket(j, best.bucket);
     job->base_key = strdup(best.key);
+    job->lease_date = strtoll(best.upload_date, NULL, 10); /* its ETag: not known */
     job->known[0] = best; /* taken */
     if (!job->base_key) {
         job_destroy(job);
@@ -948,9 +950,13 @@ int jobs_forget(struct jobs *j, const char *name)
     struct job *job = jobs_find_loaded(j, name);
     if (!job)
         return -ENOENT;
+    /* A fenced job's local changes are dropped by rmdir (README, "Leases"). */
+    int fenced = j->leases && lease_fenced(j->leases, name);
     pthread_mutex_lock(&job->lock);
     int busy = state_count(job->state) > 0 || strmap_count(job->scratch) > 0 ||
                strmap_count(job->pending) > 0;
+    if (fenced && strmap_count(job->pending) == 0)
+        busy = 0;
     pthread_mutex_unlock(&job->lock);
     int rc = -ENOTEMPTY;
     if (!busy) {
@@ -963,6 +969,12 @@ int jobs_forget(struct jobs *j, const char *name)
         /* Forgotten locally: its journal entries go too, so it does not
          * come back at the next mount other than from the store. */
         journal_drop(j, job, 0);
+        if (fenced) {
+            log_warn("job '%s': its local changes, fenced, are dropped", name);
+            lease_forget(j->leases, name);
+        } else if (j->leases) {
+            lease_release(j->leases, name);
+        }
         rc = 0;
     }
     job_unref(j, job);
@@ -1228,7 +1240,124 @@ char *jobs_status_text(struct jobs *j, size_t *len)
     }
     if (doc)
         json_object_set_new(doc, "index", index_stats(j->index));
+    if (doc) {
+        json_t *leases = j->leases ? leases_status(j->leases) : json_object();
+        if (leases)
+            json_object_set_new(leases, "mode",
+                                json_string(j->lease_mode ? j->lease_mode : "off"));
+        json_object_set_new(doc, "leases", leases ? leases : json_null());
+    }
     return readout_text(doc, len);
+}
+
+/* README, "Leases": a new holder starts from the newest state. Called when
+ * this mount just took the job's lease and has no local changes to it:
+ * the store's newest candidate is read, and unless it is the object this
+ * mount's state came from or went to (by ETag; a listing's whole seconds
+ * cannot tell two writes of one key apart) or older than it, the job is
+ * loaded from it again. */
+static int reload_if_newer(struct jobs *j, struct job *job)
+{
+    struct candidate best = {0};
+    int found = 0;
+    int rc = find_newest(j, job->name, &best, &found);
+    if (rc < 0 || !found)
+        return rc;
+    long long date = strtoll(best.upload_date, NULL, 10);
+    char *body = NULL;
+    size_t len = 0;
+    struct store_get_info info;
+    rc = j->store->ops->get_info(j->store, best.bucket, best.key, &body, &len, &info);
+    if (rc < 0) {
+        log_error("job '%s': reading s3://%s/%s failed: %s", job->name, best.bucket,
+                  best.key, strerror(-rc));
+        candidate_clear(&best);
+        return rc == -ENOMEM ? rc : -EIO;
+    }
+    pthread_mutex_lock(&job->lock);
+    int current = (job->lease_etag[0] && strcmp(info.etag, job->lease_etag) == 0) ||
+                  date < job->lease_date;
+    pthread_mutex_unlock(&job->lock);
+    char *key = current ? NULL : strdup(best.key);
+    if (current || !key) {
+        free(body);
+        candidate_clear(&best);
+        return current ? 0 : -ENOMEM;
+    }
+    if (len > LARGE_TEXT)
+        loop_may_block(); /* a long parse */
+    char why[160] = "";
+    rc = state_from_bytes(job->state, body, len, why, sizeof why);
+    free(body);
+    if (rc < 0) {
+        log_error("job '%s': s3://%s/%s is not a JSON object (%s); the job keeps this "
+                  "mount's state", job->name, best.bucket, best.key, why);
+        free(key);
+        candidate_clear(&best);
+        return rc == -ENOMEM ? rc : -EIO;
+    }
+    char when[64];
+    iso_time(best.last_modified_ms, when);
+    json_t *loaded = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "bucket", best.bucket,
+                               "key", best.key, "kind",
+                               best.kind == UPLOAD_COMPLETED ? "completed" : "running",
+                               "last_modified", when, "bytes", (json_int_t)len, "keys",
+                               (json_int_t)state_count(job->state));
+    pthread_mutex_lock(&job->lock);
+    if (loaded) {
+        json_decref(job->loaded);
+        job->loaded = loaded;
+    }
+    snprintf(job->lease_etag, sizeof job->lease_etag, "%s", info.etag);
+    job->lease_date = date;
+    pthread_mutex_unlock(&job->lock);
+    log_info("job '%s': the store holds a newer state than this mount's: reloaded %zu "
+             "keys from s3://%s/%s", job->name, state_count(job->state), best.bucket,
+             best.key);
+    /* The reloaded object is the job's base now; a base the journal kept
+     * for the job gives way. */
+    journal_drop(j, job, 0);
+    if (j->journal)
+        lock_journal(j);
+    free(job->base_key);
+    job->base_key = key;
+    job->base_bucket = our_bucket(j, best.bucket);
+    if (j->journal)
+        journal_unlock(j->journal);
+    pthread_mutex_lock(&job->upload_lock);
+    candidate_clear(&job->known[0]);
+    job->known[0] = best; /* taken */
+    pthread_mutex_unlock(&job->upload_lock);
+    return 0;
+}
+
+int job_claim(struct jobs *j, struct job *job)
+{
+    if (!j->leases || lease_held(j->leases, job->name))
+        return 0;
+    loop_may_block(); /* the store */
+    int local = j->journal && journal_changes(j->journal, job->name) > 0;
+    int taken = 0;
+    char who[512] = "";
+    int rc = lease_acquire(j->leases, job->name, local, &taken, who, sizeof who);
+    if (rc == 0 && taken && !local)
+        rc = reload_if_newer(j, job);
+    if (rc == -EBUSY) {
+        record_error(j, "job '%s' is held by another mount: %s", job->name, who);
+    } else if (rc == -ESTALE) {
+        log_error("job '%s': this mount's lease was taken over by %s while the job had "
+                  "local changes; they stay in the journal and are not uploaded (rmdir "
+                  "the job to drop them; README, \"Leases\")", job->name, who);
+        record_error(j, "job '%s' was taken over while it had local changes: %s",
+                     job->name, who);
+        rc = -EBUSY;
+    } else if (rc < 0) {
+        log_error("job '%s': the lease could not be taken: %s", job->name, who);
+        record_error(j, "the lease of job '%s' could not be taken: %s", job->name, who);
+        if (rc != -EACCES && rc != -ETIMEDOUT && rc != -ENOMEM)
+            rc = -EIO;
+    }
+    return rc;
 }
 
 int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
@@ -1236,6 +1365,10 @@ int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
     loop_may_block();
     wait_moved(job); /* a tool's backup rename and its new write: one change */
     const char *kname = kind == UPLOAD_COMPLETED ? "completed" : "running";
+    /* Fenced: a mount that lost the job's lease uploads nothing more. */
+    int claimed = job_claim(j, job);
+    if (claimed < 0)
+        return claimed;
     pthread_mutex_lock(&job->upload_lock);
     int64_t started = mono_ms();
     int64_t wall = now_ms();
@@ -1274,6 +1407,8 @@ int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
             json_decref(job->last_upload[kind]);
             job->last_upload[kind] = info;
         }
+        snprintf(job->lease_etag, sizeof job->lease_etag, "%s", res.etag);
+        job->lease_date = wall / 1000;
         pthread_mutex_unlock(&job->lock);
         pthread_mutex_lock(&j->lock);
         j->stats.uploads_ok++;
@@ -1302,6 +1437,8 @@ int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
         }
         if (kind == UPLOAD_COMPLETED && j->success_trigger)
             rc = put_success_trigger(j, job, key);
+        if (kind == UPLOAD_COMPLETED && j->leases)
+            lease_release(j->leases, job->name); /* the run ended */
     } else {
         log_error("job '%s': %s upload to s3://%s/%s failed after %ld ms: %s",
                   job->name, kname, j->lz_bucket, key, ms, strerror(-rc));
@@ -1315,12 +1452,14 @@ int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
     return rc;
 }
 
-char *job_readout_text(struct job *job, size_t *len)
+char *job_readout_text(struct jobs *j, struct job *job, size_t *len)
 {
+    json_t *lease = j->leases ? lease_info(j->leases, job->name) : json_null();
     pthread_mutex_lock(&job->lock);
-    json_t *doc = json_pack("{s:s, s:{s:O, s:O}, s:O}", "job", job->name, "last_upload",
-                            "running", job->last_upload[UPLOAD_RUNNING], "completed",
-                            job->last_upload[UPLOAD_COMPLETED], "loaded", job->loaded);
+    json_t *doc = json_pack("{s:s, s:{s:O, s:O}, s:O, s:o}", "job", job->name,
+                            "last_upload", "running", job->last_upload[UPLOAD_RUNNING],
+                            "completed", job->last_upload[UPLOAD_COMPLETED], "loaded",
+                            job->loaded, "lease", lease);
     pthread_mutex_unlock(&job->lock);
     return readout_text(doc, len);
 }

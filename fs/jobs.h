@@ -11,6 +11,7 @@
 #include "fs/index.h"
 #include "fs/journal.h"
 #include "fs/layout.h"
+#include "fs/lease.h"
 #include "fs/state.h"
 #include "store/store.h"
 #include "util/strmap.h"
@@ -50,6 +51,11 @@ struct job {
      * job was loaded, and this mount's last upload of each kind (index
      * 1 + enum upload_kind). upload_lock. */
     struct candidate known[3];
+    /* The ETag and upload_date of the stored object this mount's state was
+     * loaded from or last uploaded as (lock): whether a new lease holder
+     * must reload the job (README, "Leases"). */
+    char lease_etag[STORE_ETAG_MAX];
+    long long lease_date;      /* -1: none */
 };
 
 struct jobs_stats {
@@ -74,6 +80,8 @@ struct jobs {
     struct journal *journal;   /* NULL: changes live in memory only */
     struct index *index;       /* what the store holds, listed incrementally */
     int success_trigger;       /* --success-trigger: _SUCCESS after completed */
+    struct leases *leases;     /* job leases (README, "Leases"); NULL: off */
+    const char *lease_mode;    /* for .status: "on", "auto", "off", or why off */
     struct timespec mounted;
 };
 
@@ -135,14 +143,25 @@ struct job *jobs_find_loaded(struct jobs *j, const char *name);
 void job_ref(struct jobs *j, struct job *job);
 void job_unref(struct jobs *j, struct job *job);
 
-/* rmdir: -ENOTEMPTY when the job has keys, scratch or pending files. */
+/* rmdir: -ENOTEMPTY when the job has keys, scratch or pending files, unless
+ * the job is fenced (its lease was taken over while it had local changes):
+ * then its local changes are dropped. Releases the job's lease. */
 int jobs_forget(struct jobs *j, const char *name);
 
 /* Names of loaded jobs and of jobs with objects in the store, each once:
  * a jansson array of strings (new reference) or NULL with *err set. */
 json_t *jobs_list_names(struct jobs *j, int *err);
 
-/* update()/complete(): uploads one snapshot synchronously. 0 or -errno. */
+/* README, "Leases": the first change to a job takes this mount's lease on
+ * it (and reloads the job when the store holds a newer state than this
+ * mount's); later changes find it held. 0; -EBUSY when another mount holds
+ * it, or when this mount's lease was taken over while it had local changes
+ * (the log, .status and the read-out name the holder); -EIO etc. when the
+ * store failed. 0 at once when leases are off. */
+int job_claim(struct jobs *j, struct job *job);
+
+/* update()/complete(): uploads one snapshot synchronously, under the lease
+ * (job_claim); complete() then releases it. 0 or -errno. */
 int job_upload(struct jobs *j, struct job *job, enum upload_kind kind);
 
 /* A value written to a key (or .state.json) that was refused: counted, and
@@ -157,9 +176,9 @@ size_t jobs_loaded_count(struct jobs *j);
 char *jobs_status_text(struct jobs *j, size_t *len);
 
 /* The job's read-out, MNT/<job>/.status (README, "Control files"): the
- * last upload of each kind and what get_or_create loaded. malloc'd JSON
- * text plus newline. */
-char *job_readout_text(struct job *job, size_t *len);
+ * last upload of each kind, what get_or_create loaded and the lease.
+ * malloc'd JSON text plus newline. */
+char *job_readout_text(struct jobs *j, struct job *job, size_t *len);
 
 void job_touch(struct job *job);
 

@@ -12,6 +12,7 @@
 #include <fuse_lowlevel.h>
 
 #include "fs/journal.h"
+#include "fs/lease.h"
 #include "fs/loop.h"
 #include "fs/metrics.h"
 #include "fs/metrics_http.h"
@@ -111,6 +112,72 @@ static void read_gauges(struct metrics_gauges *g, void *arg)
                            : -1;
 }
 
+/* --lease (README, "Leases"): probes whether the store honours conditional
+ * writes; on refuses to mount where it does not, auto says so in one line
+ * and mounts without leases. 0 or -1 (the reason printed). */
+static int set_up_leases(const struct options *o, struct store *st, struct journal *jn,
+                         const char *mountpoint, struct jobs *jobs, struct leases **out)
+{
+    *out = NULL;
+    if (o->lease_mode == LEASE_OFF) {
+        jobs->lease_mode = "off";
+        return 0;
+    }
+    char *jdir = strdup(journal_path(jn));
+    char *slash = jdir ? strrchr(jdir, '/') : NULL;
+    if (slash)
+        *slash = '\0';
+    char *where = realpath(mountpoint, NULL);
+    struct lease_config lc = {
+        .store = st,
+        .bucket = o->lz_bucket,
+        .prefix = o->lease_prefix_resolved,
+        .ttl_ms = o->lease_ttl_ms,
+        .idle_ms = o->lease_idle_ms,
+        .mount = where ? where : mountpoint,
+        .state_dir = slash ? jdir : NULL,
+    };
+    struct leases *ls = jdir ? leases_new(&lc) : NULL;
+    free(jdir);
+    free(where);
+    if (!ls) {
+        fprintf(stderr, "bookmarkfs: out of memory\n");
+        return -1;
+    }
+    char msg[512] = "";
+    int rc = leases_probe(ls, msg, sizeof msg);
+    if (rc < 0 && o->lease_mode == LEASE_ON) {
+        fprintf(stderr, "bookmarkfs: --lease=on: %s.\n", msg[0] ? msg : strerror(-rc));
+        leases_free(ls);
+        return -1;
+    }
+    if (rc <= 0) {
+        if (o->lease_mode == LEASE_ON) {
+            fprintf(stderr, "bookmarkfs: --lease=on: %s; this store cannot hold job "
+                    "leases (use --lease=off to mount without them).\n", msg);
+            leases_free(ls);
+            return -1;
+        }
+        fprintf(stderr, "bookmarkfs: no job leases on this store (%s); two mounts "
+                "of one dataset are not kept apart.\n", msg[0] ? msg : strerror(-rc));
+        log_warn("no job leases on this store: %s", msg[0] ? msg : strerror(-rc));
+        leases_free(ls);
+        jobs->lease_mode = "auto: not honoured by the store";
+        return 0;
+    }
+    rc = leases_start(ls);
+    if (rc < 0) {
+        fprintf(stderr, "bookmarkfs: cannot start the lease renewals: %s\n",
+                strerror(-rc));
+        leases_free(ls);
+        return -1;
+    }
+    jobs->leases = ls;
+    jobs->lease_mode = o->lease_mode == LEASE_ON ? "on" : "auto";
+    *out = ls;
+    return 0;
+}
+
 int main(int argc, char *argv[])
 {
     /* One malloc arena for all FUSE threads: with one per thread, memory a
@@ -148,6 +215,7 @@ int main(int argc, char *argv[])
     struct store *st = NULL;
     struct jobs *jobs = NULL;
     struct journal *journal = NULL;
+    struct leases *leases = NULL;
     struct fuse *fuse = NULL;
     struct fsctx fc = {0};
     int metrics_fd = -1;
@@ -241,6 +309,8 @@ int main(int argc, char *argv[])
     int log_to_file = log_path != NULL;
     free(fallback_log);
     jobs_set_journal(jobs, journal);
+    if (set_up_leases(&o, st, journal, co.mountpoint, jobs, &leases) < 0)
+        goto out;
     jobs_replay(jobs); /* closed changes not uploaded before: back on top */
     fc.jobs = jobs;
     fc.uid = getuid();
@@ -325,6 +395,9 @@ out:
     metrics_clear();
     if (metrics_fd >= 0)
         close(metrics_fd);
+    if (jobs)
+        jobs->leases = NULL;
+    leases_free(leases); /* releases the leases still held */
     if (fuse)
         fuse_destroy(fuse);
     ops_scratch_free(&fc);

@@ -211,6 +211,10 @@ static int get_job(const char *name, struct job **job)
 
 static void put_job(struct job *job) { job_unref(ctx()->jobs, job); }
 
+/* The first change to a job takes this mount's lease on it (README,
+ * "Leases"): EBUSY when another mount holds it. */
+static int claim(struct job *job) { return job_claim(ctx()->jobs, job); }
+
 /* ---- scratch files: refcounted so open handles survive unlink/rename. */
 
 struct scratch_ref {
@@ -545,7 +549,7 @@ static off_t entry_size(struct job *job, const char *name, enum etype t)
     case E_STATUS:
         return -ENOENT; /* never inside a job */
     case E_READOUT: {
-        char *text = job_readout_text(job, &len);
+        char *text = job_readout_text(ctx()->jobs, job, &len);
         if (!text)
             return -ENOMEM;
         free(text);
@@ -1163,6 +1167,8 @@ static int op_mkdir(const char *path, mode_t mode)
         return rc;
     struct job *job = NULL;
     rc = jobs_get(ctx()->jobs, p.job, 1, &job);
+    if (rc == 0 && (rc = claim(job)) < 0)
+        jobs_forget(ctx()->jobs, p.job); /* held elsewhere: not created here */
     if (job)
         put_job(job);
     return rc;
@@ -1249,6 +1255,11 @@ static int open_entry(const char *path, struct fuse_file_info *fi, int create)
         handle_free(h);
         return -EACCES;
     }
+    if ((acc != O_RDONLY || create) && type != E_SCRATCH && type != E_READOUT &&
+        type != E_STATUS && (rc = claim(job)) < 0) {
+        handle_free(h);
+        return rc;
+    }
     int trunc = (fi->flags & O_TRUNC) && acc != O_RDONLY;
     h->append = (fi->flags & O_APPEND) != 0;
     /* A removed running, completed or .state.json is back with a create;
@@ -1274,7 +1285,7 @@ static int open_entry(const char *path, struct fuse_file_info *fi, int create)
             break;
         }
         size_t len = 0;
-        h->buf = job_readout_text(job, &len);
+        h->buf = job_readout_text(ctx()->jobs, job, &len);
         if (!h->buf)
             rc = -ENOMEM;
         h->len = h->cap = len;
@@ -1697,7 +1708,11 @@ static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
     struct job *job;
     if ((rc = get_job(p.job, &job)) < 0)
         return rc;
-    rc = truncate_entry(job, p.name, classify(p.name), size);
+    enum etype type = classify(p.name);
+    if (type == E_KEY || type == E_STATE)
+        rc = claim(job);
+    if (rc == 0)
+        rc = truncate_entry(job, p.name, type, size);
     put_job(job);
     return rc;
 }
@@ -1732,6 +1747,8 @@ static int op_unlink(const char *path)
         rc = set_hidden(job, type, 1) ? -ENOENT : 0;
         break;
     case E_KEY:
+        if (state_has(job->state, p.name) && (rc = claim(job)) < 0)
+            break;
         rc = job_remove(ctx()->jobs, job, p.name);
         if (rc == -ENOENT) {
             pthread_mutex_lock(&job->lock);
@@ -1829,6 +1846,8 @@ static int rename_in_job(struct job *job, const char *from, const char *to,
     if (!valid_utf8(to))
         return -EILSEQ;
     int rc = 0;
+    if ((tf == E_KEY || tt == E_KEY) && (rc = claim(job)) < 0)
+        return rc;
     if (tf == E_KEY && tt == E_KEY) {
         rc = job_rename(ctx()->jobs, job, from, to);
         if (rc == 0)

@@ -1,4 +1,5 @@
 #include "fs/options.h"
+#include "fs/lease.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -37,6 +38,10 @@ static const struct fuse_opt opt_spec[] = {
     OPT("--scratch", "scratch", scratch),
     OPT("--metrics", "metrics", metrics),
     OPT("--relist-window", "relist_window", relist_window),
+    OPT("--lease", "lease", lease),
+    OPT("--lease-ttl", "lease_ttl", lease_ttl),
+    OPT("--lease-idle", "lease_idle", lease_idle),
+    OPT("--lease-prefix", "lease_prefix", lease_prefix),
     FUSE_OPT_KEY("--path-style", KEY_PATH_STYLE),
     FUSE_OPT_KEY("path_style", KEY_PATH_STYLE),
     FUSE_OPT_KEY("--success-trigger", KEY_SUCCESS_TRIGGER),
@@ -346,6 +351,49 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
     if (parse_ms("relist-window", o->relist_window, &o->relist_window_s, 0, 30L * 86400,
                  err, errlen))
         return -1;
+    /* Leases (README, "Leases"). */
+    o->lease_mode = LEASE_AUTO;
+    if (o->lease && strcmp(o->lease, "on") == 0)
+        o->lease_mode = LEASE_ON;
+    else if (o->lease && strcmp(o->lease, "off") == 0)
+        o->lease_mode = LEASE_OFF;
+    else if (o->lease && strcmp(o->lease, "auto") != 0) {
+        snprintf(err, errlen, "invalid --lease '%s': expected auto, on or off", o->lease);
+        return -1;
+    }
+    long ttl = 30, idle = 300;
+    if (parse_ms("lease-ttl", o->lease_ttl, &ttl, 1, 86400, err, errlen) ||
+        parse_ms("lease-idle", o->lease_idle, &idle, 1, 7 * 86400, err, errlen))
+        return -1;
+    o->lease_ttl_ms = ttl * 1000;
+    o->lease_idle_ms = idle * 1000;
+    if (o->lease_prefix) {
+        const char *p = o->lease_prefix;
+        int bad = p[0] == '/' || strstr(p, "//") != NULL || strlen(p) > 512;
+        for (const char *seg = p; !bad && *seg;) {
+            const char *end = strchr(seg, '/');
+            size_t n = end ? (size_t)(end - seg) : strlen(seg);
+            bad = strncmp(seg, "upload_date=", 12) == 0 || (n == 1 && seg[0] == '.') ||
+                  (n == 2 && seg[0] == '.' && seg[1] == '.');
+            seg = end ? end + 1 : seg + n;
+        }
+        if (bad) {
+            snprintf(err, errlen, "invalid --lease-prefix '%s': a relative key prefix "
+                     "without an upload_date= segment, '.' or '..'", p);
+            return -1;
+        }
+        size_t n = strlen(p);
+        if (asprintf(&o->lease_prefix_resolved, "%s%s", p,
+                     n == 0 || p[n - 1] == '/' ? "" : "/") < 0)
+            o->lease_prefix_resolved = NULL;
+    } else if (asprintf(&o->lease_prefix_resolved, "%s/%s/_bookmarkfs_leases/", o->domain,
+                        o->dataset) < 0) {
+        o->lease_prefix_resolved = NULL;
+    }
+    if (!o->lease_prefix_resolved) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     if (!o->cache_dir && !(o->cache_dir = xdg_dir("XDG_STATE_HOME", ".local/state"))) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -361,7 +409,9 @@ void options_free(struct options *o)
                        &o->cache_dir, &o->connect_timeout, &o->timeout, &o->retries,
                        &o->retry_time, &o->spin_us, &o->source, &o->dir_root,
                        &o->log_file, &o->scratch, &o->scratch_list,
-                       &o->metrics, &o->relist_window};
+                       &o->metrics, &o->relist_window,
+                       &o->lease, &o->lease_ttl, &o->lease_idle, &o->lease_prefix,
+                       &o->lease_prefix_resolved};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         free(*fields[i]);
         *fields[i] = NULL;
@@ -408,6 +458,12 @@ void options_usage(const char *prog)
            "  --fuse-loop             libfuse's own multi-threaded loop, not bookmarkfs's\n"
            "  --metrics=ADDR:PORT     serve Prometheus metrics at http://ADDR:PORT/metrics\n"
            "                          (default: off)\n"
+           "  --lease=auto|on|off     one run at a time per job, on the store's conditional\n"
+           "                          writes; auto: where the store honours them (default)\n"
+           "  --lease-ttl=SECONDS     a lease not renewed this long may be taken over (default: 30)\n"
+           "  --lease-idle=SECONDS    a held lease with no change this long lapses (default: 300)\n"
+           "  --lease-prefix=PREFIX   where lease objects go in the LZ bucket\n"
+           "                          (default: DOMAIN/DATASET/_bookmarkfs_leases/)\n"
            "  -f                      stay in the foreground\n"
            "  -d                      debug (implies -f)\n"
            "  -o OPT[,OPT...]         mount options (allow_other, ...)\n"

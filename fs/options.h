@@ -18,6 +18,7 @@ struct options {
     char *log_file;
     char *scratch;  /* --scratch as given */
     char *metrics; /* --metrics=ADDR:PORT, or NULL: off */
+    char *lease, *lease_ttl, *lease_idle, *lease_prefix;
     int path_style;
     int success_trigger;
     int fuse_loop; /* libfuse's multi-threaded loop, not fs/loop.c */
@@ -31,6 +32,9 @@ struct options {
     long spin_time_us; /* --spin-us */
     char *scratch_list; /* the scratch patterns in effect, '/'-separated */
     long relist_window_s; /* --relist-window */
+    int lease_mode;    /* enum lease_mode (fs/lease.h) */
+    long lease_ttl_ms, lease_idle_ms;
+    char *lease_prefix_resolved; /* ends in '/' */
 };
 
 /* Parses our options out of args (leaving FUSE's own), applies defaults and

@@ -38,8 +38,10 @@ and injects faults, per request:
 probabilities for ListObjectsV2 requests that carry a prefix (listings of
 a dataset, not the bucket check at mount).
 
-The next actions come from an explicit script (`proxy.script([...])`) and,
-when it is empty, are drawn from `probabilities` (seeded) or are "pass".
+The next actions come from the scripts of matching rules
+(`proxy.match(lambda method, path: ..., [...])`, first), an explicit script
+(`proxy.script([...])`) and, when those are empty, are drawn from
+`probabilities` (seeded) or are "pass".
 Every request is recorded as (method, path, action) in `proxy.log`.
 """
 import calendar
@@ -95,6 +97,7 @@ class FaultProxy:
         self.skew_seconds = 2 * 3600
         self.log = []  # (method, path, action)
         self._script = []
+        self._rules = []  # (predicate, [actions])
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.on_list = None
@@ -114,6 +117,15 @@ class FaultProxy:
         with self._lock:
             self._script = list(actions)
 
+    def match(self, predicate, actions):
+        """The next requests for which predicate(method, path) holds take
+        these actions, one each, before any other script."""
+        for a in actions:
+            if a not in ACTIONS:
+                raise ValueError(f"unknown action {a}")
+        with self._lock:
+            self._rules.append((predicate, list(actions)))
+
     def release(self):
         """Lets every held request (and any later "hold") through."""
         self._released.set()
@@ -129,7 +141,10 @@ class FaultProxy:
     def _next_action(self, method, path):
         with self._lock:
             q = parse_qs(urlsplit(path).query)
-            if self.on_list and method == "GET" and "list-type" in q and "prefix" in q:
+            rule = next((r for r in self._rules if r[1] and r[0](method, path)), None)
+            if rule:
+                action = rule[1].pop(0)
+            elif self.on_list and method == "GET" and "list-type" in q and "prefix" in q:
                 action = self.on_list
             elif self._script:
                 action = self._script.pop(0)
