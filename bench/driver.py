@@ -46,7 +46,7 @@ QUICK = dict(reps=2, key_reps=2, commit_reps=2, commit_reps_large=2, commit_warm
              scale_keys=1000, scale_jobs=20, parallel=[1, 2, 4], par_iters=100,
              history_sizes=[100, 300], history_reps=2, history_fresh_reps=1)
 
-SECTIONS = ("keys", "commit", "goc", "scale", "parallel", "history")
+SECTIONS = ("keys", "commit", "goc", "scale", "parallel", "history", "lease")
 
 
 def log(msg):
@@ -547,6 +547,60 @@ class Bench:
             "bytes": {str(n): bodies[n].stat().st_size for n in sizes},
             "sizes": {str(n): {k: stats(v) for k, v in r.items()} for n, r in res.items()}}
 
+    # -- leases
+    def bench_lease(self):
+        """A commit (write to `running`) with job leases on and off, on the
+        same Ceph RGW (s3rver ignores conditional writes) in one run: two
+        mounts, one each, the same 10-key job, interleaved."""
+        log("6. commit with leases on vs off (Ceph RGW)")
+        from tests.support.rgw import Rgw
+        rgw = Rgw().start()
+        try:
+            c = rgw.client
+            lz, dlz = rgw.unique_bucket("bench-lz"), rgw.unique_bucket("bench-dlz")
+            mounts = {}
+            for mode in ("on", "off"):
+                mnt = self.ws / f"mnt-lease-{mode}"
+                cmd = [str(self.bin), "--store=s3", f"--endpoint={rgw.endpoint}",
+                       "--path-style", f"--lz-bucket={lz}", f"--dlz-bucket={dlz}",
+                       f"--domain={DOMAIN}", f"--dataset=lease_{mode}", f"--user={USER}",
+                       f"--cache-dir={self.ws / ('cache-lease-' + mode)}",
+                       f"--lease={mode}", "-f", str(mnt)]
+                mounts[mode] = self.start(FuseProc("bookmarkfs", cmd, mnt, env=self.env))
+                job = mnt / "job"
+                job.mkdir()
+                write_file(job / ".state.json", json.dumps(state_of(10)).encode())
+
+            def commit(mode):
+                def go():
+                    fd = os.open(mounts[mode].mnt / "job" / "running", os.O_WRONLY)
+                    try:
+                        os.write(fd, b"1\n")
+                    finally:
+                        os.close(fd)
+                return timed(go)
+
+            res = {"on": [], "off": []}
+            for _ in range(self.cfg["commit_warmup"]):
+                for mode in res:
+                    commit(mode)
+            for rep in range(self.cfg["commit_reps"]):
+                for mode in rotate(list(res), rep):
+                    res[mode].append(commit(mode))
+            for mode in list(mounts):
+                self.stop(mounts[mode])
+            for b in (lz, dlz):
+                for page in c.get_paginator("list_objects_v2").paginate(Bucket=b):
+                    for o in page.get("Contents", []):
+                        c.delete_object(Bucket=b, Key=o["Key"])
+                c.delete_bucket(Bucket=b)
+        finally:
+            rgw.close()
+        on, off = stats(res["on"]), stats(res["off"])
+        self.results["lease"] = {"unit": "ms", "server": "Ceph RGW", "keys": 10,
+                                 "on": on, "off": off,
+                                 "ratio": on["median"] / off["median"]}
+
     # -- get_or_create
     def populate_history(self, dataset, count):
         """count objects in the DLZ bucket: jobs g<j>, each with several dates."""
@@ -853,6 +907,9 @@ class Bench:
                 add(f"{name} after one listing, 50,000 / 1,000 objects ({label})",
                     hi[what]["median"] / lo[what]["median"] if lo and hi else None, 2.0, "x",
                     "" if lo and hi else "not measured (--quick)")
+        le = r.get("lease")
+        if le:
+            add("commit with leases on / off (RGW)", le["ratio"], 1.1, "x", "")
         r["goals"] = g
 
     def run(self):
@@ -874,6 +931,8 @@ class Bench:
                 self.bench_parallel()
             if "history" in only:
                 self.bench_history()
+            if "lease" in only:
+                self.bench_lease()
         finally:
             self.teardown()
         self.results["loadavg_end"] = os.getloadavg()

@@ -59,6 +59,12 @@ def table(r):
                        f"{mmm(s['raw_put'])} | {mmm(s['standin_boto3'])} | "
                        f"{fmt(s['bookmarkfs']['median'] / s['raw_put']['median'])}x |")
         out.append("")
+    le = r.get("lease")
+    if le:
+        out += ["**6. Commit with job leases** (ms: write to `running`, 10 keys, on "
+                f"{le['server']}, leases on and off in one run)", "",
+                "| leases on | leases off | on / off |", "|---|---|---|",
+                f"| {mmm(le['on'])} | {mmm(le['off'])} | {fmt(le['ratio'])}x |", ""]
     g = r.get("goc")
     if g:
         out += ["**3. get_or_create** (ms, first access to a job; history objects under "

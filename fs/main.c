@@ -165,14 +165,7 @@ static int set_up_leases(const struct options *o, struct store *st, struct journ
         jobs->lease_mode = "auto: not honoured by the store";
         return 0;
     }
-    rc = leases_start(ls);
-    if (rc < 0) {
-        fprintf(stderr, "bookmarkfs: cannot start the lease renewals: %s\n",
-                strerror(-rc));
-        leases_free(ls);
-        return -1;
-    }
-    jobs->leases = ls;
+    jobs->leases = ls; /* renewals start after fuse_daemonize (threads do not fork) */
     jobs->lease_mode = o->lease_mode == LEASE_ON ? "on" : "auto";
     *out = ls;
     return 0;
@@ -332,6 +325,12 @@ int main(int argc, char *argv[])
         fuse_unmount(fuse);
         goto out;
     }
+    int lrc = leases ? leases_start(leases) : 0;
+    if (lrc < 0) {
+        log_error("cannot start the lease renewals: %s", strerror(-lrc));
+        fuse_unmount(fuse);
+        goto out;
+    }
     if (!co.foreground && !log_to_file)
         log_use_syslog(1);
     struct fuse_session *se = fuse_get_session(fuse);
@@ -389,6 +388,9 @@ int main(int argc, char *argv[])
      * SIGHUP are an orderly unmount. */
     status = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP ? 0 : 1;
     jobs_warn_pending(jobs);
+    jobs->leases = NULL;
+    leases_free(leases); /* releases the leases still held */
+    leases = NULL;
     log_info("unmounted %s", co.mountpoint);
 out:
     metrics_http_stop();

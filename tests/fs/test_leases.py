@@ -111,7 +111,7 @@ def test_second_mount_gets_ebusy_then_takes_over_with_newest_state(lstore, tmp_p
         status = json.loads((b.path / ".status").read_text())
         msg = status["last_error"]["message"]
         assert f"pid {a.proc.pid}" in msg and str(a.path) in msg, msg
-        lease = json.loads((b.path / "job" / "running").read_text())["lease"]
+        lease = json.loads((b.path / "job" / ".status").read_text())["lease"]
         assert lease["state"] == "held by another mount"
         assert f"pid {a.proc.pid}" in lease["holder"] and str(a.path) in lease["holder"]
         assert "since" in lease["holder"] and "expires" in lease["holder"]
@@ -320,7 +320,7 @@ def test_lease_modes_and_options(s3rver_server, rgw_server, tmp_path):
         assert status["leases"]["mode"] == "auto"
         assert status["leases"]["prefix"] == f"{DOMAIN}/{DATASET}/_bookmarkfs_leases/"
         # the probe leaves nothing behind
-        assert not [k for k in S3Store(rgw_server).objects(LZ) if "probe" in k]
+        assert not [k for k in S3Store(rgw_server).objects(LZ, leases=True) if "probe" in k]
     finally:
         m.stop()
     for bad in ("--lease=maybe", "--lease-ttl=0", "--lease-idle=x",
