@@ -552,7 +552,7 @@ class Bench:
         """A commit (write to `running`) with job leases on and off, on the
         same Ceph RGW (s3rver ignores conditional writes) in one run: two
         mounts, one each, the same 10-key job, interleaved."""
-        log("6. commit with leases on vs off (Ceph RGW)")
+        log("7. commit with leases on vs off (Ceph RGW)")
         from tests.support.rgw import Rgw
         rgw = Rgw().start()
         try:

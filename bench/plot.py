@@ -61,7 +61,7 @@ def table(r):
         out.append("")
     le = r.get("lease")
     if le:
-        out += ["**6. Commit with job leases** (ms: write to `running`, 10 keys, on "
+        out += ["**7. Commit with job leases** (ms: write to `running`, 10 keys, on "
                 f"{le['server']}, leases on and off in one run)", "",
                 "| leases on | leases off | on / off |", "|---|---|---|",
                 f"| {mmm(le['on'])} | {mmm(le['off'])} | {fmt(le['ratio'])}x |", ""]

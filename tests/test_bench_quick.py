@@ -79,9 +79,13 @@ def test_bench_quick(tmp_path):
             for name in ("fresh_access", "fresh_ls", "access", "ls", "standin"):
                 check_stats(impls[name], f"history {kind} {n} {name}")
             assert impls["index"]["full_listings"] == 2, impls["index"]
+    # 7. a commit with job leases on and off, on RGW.
+    for mode in ("on", "off"):
+        check_stats(r["lease"][mode], f"lease {mode}")
+    assert r["lease"]["ratio"] > 0
     # Goals are evaluated (the sizes of --quick leave some unmeasured).
     names = [g["goal"] for g in r["goals"]]
-    assert len(names) == 10 + (2 if "rgw" in h["stores"] else 0), names
+    assert len(names) == 11 + (2 if "rgw" in h["stores"] else 0), names  # 1: leases
 
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
