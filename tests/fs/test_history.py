@@ -334,3 +334,42 @@ def test_an_object_listed_but_not_readable_costs_one_full_listing_not_one_per_ac
             assert e.value.errno == errno.EIO
             assert status(m.path)["index"]["full_listings"] == 4
             assert proxy.actions().count("404") == 3
+
+
+def test_a_store_failure_in_an_incremental_listing_is_an_error_never_a_stale_answer(
+        tmp_path):
+    """The listing after the marks fails on its second page (the first one,
+    already taken in, holds nothing of the job): the first access of the job
+    fails with EIO instead of loading the older object the index held, and
+    once the store answers again it loads the newest one."""
+    import errno
+    with S3rver() as server:
+        _incremental_listing_fails(server, tmp_path, errno)
+
+
+def _incremental_listing_fails(server, tmp_path, errno):
+    now = int(time.time())
+    # upload dates within the relist window, so that the listing after the
+    # marks is two pages: the newer object of "late" sorts last
+    filler = [(LZ, H.key_for(f"fill-{i:04d}", now - 600, "running"), b"{}")
+              for i in range(1001)]
+    put_all(S3Store(server), filler)
+    old = H.key_for("late", now - 700, "completed")
+    new = H.key_for("late", now - 5, "completed")
+    with FaultProxy(server.endpoint) as proxy:
+        store = EndpointStore(server, proxy.endpoint, retries=1, clear=False)
+        store.put(LZ, old, b'{"v":"old"}')
+        with Mount(store, tmp_path / "m") as m:
+            assert "late" in os.listdir(m.path)
+            store.put(LZ, new, b'{"v":"new"}')
+            # (the listing after the marks is the only one with a second
+            # page from here on)
+            second_page = lambda meth, p: (meth == "GET" and "list-type=2" in p and  # noqa
+                                           "continuation-token=" in p)
+            proxy.match(second_page, ["500"])  # one attempt: --retries=1
+            with pytest.raises(OSError) as e:
+                os.stat(m.path / "late")
+            assert e.value.errno == errno.EIO
+            assert proxy.actions().count("500") == 1
+            assert json.loads((m.path / "late" / ".state.json").read_text()) == {"v": "new"}
+            assert loaded(m.path / "late") == (LZ, new)
