@@ -410,3 +410,19 @@ def test_four_mounts_one_counter_through_faults_no_lost_update(rgw_server, tmp_p
         finally:
             for m in mounts:
                 m.stop()
+
+
+def test_lease_prefix_moves_the_lease_objects(tmp_path):
+    store = DirStore(tmp_path / "store")
+    m = mount(store, tmp_path, "a", "-o", "lease_prefix=ops/locks")
+    try:
+        (m.path / "job").mkdir()
+        (m.path / "job" / "k").write_text("1")
+        body = json.loads(store.get(LZ, "ops/locks/job.lease"))
+        assert body["pid"] == m.proc.pid and body["released"] is False
+        assert not (store.root / LZ / LEASE_KEY).exists()
+        status = json.loads((m.path / ".status").read_text())
+        assert status["leases"]["prefix"] == "ops/locks/"
+    finally:
+        m.stop()
+    assert json.loads(store.get(LZ, "ops/locks/job.lease"))["released"] is True
