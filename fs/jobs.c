@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fs/loop.h"
 #include "fs/metrics.h"
@@ -1360,6 +1361,32 @@ int job_claim(struct jobs *j, struct job *job)
     return rc;
 }
 
+static int base_key_cb(const struct journal_record *rec, void *arg)
+{
+    const char *const *want = arg; /* bucket, key */
+    return rec->bucket && rec->key && strcmp(rec->bucket, want[0]) == 0 &&
+           strcmp(rec->key, want[1]) == 0;
+}
+
+static int sleep_to_next_second(void)
+{
+    int64_t ms = now_ms();
+    int64_t wait = 1000 - ms % 1000 + 1;
+    struct timespec ts = {.tv_sec = (time_t)(wait / 1000),
+                          .tv_nsec = (long)(wait % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        if (errno != EINTR)
+            return -errno;
+    return 0;
+}
+
+/* Is the last base of the job's records the object s3://<lz>/key? */
+static int base_is(struct jobs *j, struct job *job, const char *key)
+{
+    const char *want[2] = {j->lz_bucket, key};
+    return journal_last_base(j->journal, job->name, base_key_cb, (void *)want) != 0;
+}
+
 int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
 {
     loop_may_block();
@@ -1371,26 +1398,71 @@ int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
         return claimed;
     pthread_mutex_lock(&job->upload_lock);
     int64_t started = mono_ms();
-    int64_t wall = now_ms();
-    char *key = layout_upload_key(&j->layout, job->name, kind, wall / 1000);
+    int64_t wall = 0;
+    char *key = NULL, *body = NULL;
     size_t len = 0;
-    /* The snapshot and the journal position it includes, taken together. */
-    uint64_t upto = 0;
-    if (j->journal)
-        lock_journal(j);
-    char *body = state_to_bytes(job->state, &len);
-    if (j->journal) {
-        upto = journal_last_seq_locked(j->journal);
-        journal_unlock(j->journal);
+    uint64_t upto = 0; /* the journal position the snapshot includes */
+    int rc = 0, appended = 0;
+    for (int tries = 0;; tries++) {
+        wall = now_ms();
+        key = layout_upload_key(&j->layout, job->name, kind, wall / 1000);
+        int over_base = j->journal && key && base_is(j, job, key);
+        /* The snapshot and the journal position it includes, taken together. */
+        if (j->journal)
+            lock_journal(j);
+        body = state_to_bytes(job->state, &len);
+        if (j->journal) {
+            /* The upload goes to the very object the job's records stand on
+             * (a second upload of its kind in one second): once it is
+             * overwritten, replaying the records on it would apply them
+             * twice (a rename is not idempotent). So the snapshot itself
+             * becomes their base first (README, "The local journal"). */
+            if (key && body && job->journal_seq != 0 &&
+                (over_base ||
+                 (job->base_key && strcmp(job->base_bucket, j->lz_bucket) == 0 &&
+                  strcmp(job->base_key, key) == 0))) {
+                struct journal_record rec = {.op = JOURNAL_BASE, .job = job->name,
+                                             .text = body, .text_len = len};
+                if ((rc = journal_append_locked(j->journal, &rec)) < 0) {
+                    rc = journal_error(rc);
+                } else {
+                    job->journal_seq = rec.seq;
+                    appended = 1;
+                }
+            }
+            upto = journal_last_seq_locked(j->journal);
+            journal_unlock(j->journal);
+        }
+        if (rc != -EIO || tries > 0)
+            break;
+        /* No room for it (a full disk): the next second's object is
+         * another one, and the records' base stays as it is. */
+        free(key);
+        free(body);
+        rc = sleep_to_next_second();
+        if (rc < 0) {
+            pthread_mutex_unlock(&job->upload_lock);
+            return rc;
+        }
     }
-    if (!key || !body) {
+    if (!key || !body || rc < 0) {
         free(key);
         free(body);
         pthread_mutex_unlock(&job->upload_lock);
-        return -ENOMEM;
+        if (rc < 0)
+            log_error("job '%s': the journal cannot take the state before an upload over "
+                      "the object its changes stand on; nothing uploaded",
+                      job->name);
+        return rc < 0 ? rc : -ENOMEM;
+    }
+    if (appended && journal_sync(j->journal) < 0) { /* its power-loss promise */
+        free(key);
+        free(body);
+        pthread_mutex_unlock(&job->upload_lock);
+        return -EIO;
     }
     struct store_put_result res = {0};
-    int rc = j->store->ops->put(j->store, j->lz_bucket, key, body, len, &res);
+    rc = j->store->ops->put(j->store, j->lz_bucket, key, body, len, &res);
     long ms = (long)(mono_ms() - started);
     metrics_upload(job->name, kind, rc, (double)(mono_ms() - started) / 1000.0,
                    res.attempts, wall / 1000, len);

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.support.mount import DATASET, DLZ, DOMAIN, LZ, USER, Mount
+from tests.support.mount import DATASET, DLZ, DOMAIN, LZ, USER, DirStore, Mount
 
 
 STARTED = []
@@ -564,3 +564,72 @@ def test_a_journal_from_before_bases_replays_on_the_newest_object(store, tmp_pat
         m2.kill()
     with jmount(store, tmp_path, "m3", cache) as m3:
         assert state(m3.path) == {"k": [1], "c": 3}
+
+
+# ---- an upload that overwrites the object its changes stand on
+
+CRASH_EXIT = 86  # fs/journal.c's crash hook (test builds)
+
+
+def test_an_upload_over_the_object_its_changes_stand_on_survives_a_crash(tmp_path):
+    """Two running uploads in one second go to one object key: the second
+    overwrites the object the changes between them stand on. A crash after
+    that upload and before its compaction must not replay those changes
+    (a rename is not idempotent) on the overwritten object. Walks every
+    journal point with the test build's crash hook (BOOKMARKFS_CRASH_AT)."""
+    steps = [  # (the state after the step, the step)
+        ({}, lambda job: job.mkdir()),
+        ({"x": 1}, lambda job: write(job, "x", 1)),
+        ({"x": 1}, lambda job: (job / "running").write_text("1")),
+        ({"y": 1}, lambda job: os.rename(job / "x", job / "y")),
+        ({"y": 1, "x": 5}, lambda job: write(job, "x", 5)),
+        ({"y": 1, "x": 5}, lambda job: (job / "running").write_text("1")),
+    ]
+    extra = ["--resume-from=running"]  # where a job without local changes starts
+    exercised = 0
+    for n in range(1, 60):
+        for attempt in range(3):  # again when the two uploads fell in two seconds
+            base = tmp_path / f"n{n}-{attempt}"
+            store = DirStore(base / "store")
+            cache = base / "cache"
+            env = store.env()
+            env["BOOKMARKFS_CRASH_AT"] = str(n)
+            m = Mount(store, base / "m1", extra=[f"--cache-dir={cache}", *extra], env=env)
+            STARTED.append(m)
+            m.start()
+            before, at = None, None
+            for i, (after, fn) in enumerate(steps):
+                try:
+                    fn(m.path / "a")
+                except OSError:
+                    try:  # the daemon is exiting
+                        m.proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        raise AssertionError(f"step {i} failed, daemon alive") from None
+                if m.proc.poll() is not None:
+                    at = i
+                    break
+                before = after
+            if at is None:
+                m.stop()
+            else:
+                assert m.proc.returncode == CRASH_EXIT, m.log()
+                m.proc = None
+                m.log_file.close()
+                subprocess.run(["fusermount3", "-u", "-z", str(m.path)], check=False)
+            running = [k for k in store.objects(LZ) if k.endswith("/a_running.json")]
+            if (at is None or at == len(steps) - 1) and len(running) > 1:
+                continue  # not one object key: try this crash point again
+            break
+        with jmount(store, base, "m2", cache, extra=extra) as m2:
+            # (a job with no keys yet is not kept)
+            got = state(m2.path, "a") if (m2.path / "a").exists() else {}
+        if at is None:
+            assert got == steps[-1][0], m2.log()
+            assert exercised, "no crash in the second upload"
+            return
+        if at == len(steps) - 1 and len(running) == 1:
+            exercised += 1
+        assert got in (before, steps[at][0]), (
+            f"crash in step {at}: got {got}, acknowledged {before}\n{m.log()}\n{m2.log()}")
+    raise AssertionError("the workload has more journal points than walked")
