@@ -143,7 +143,8 @@ def test_the_index_picks_what_a_full_listing_picks_after_incremental_updates(
     upload_dates within the relist window, the same run in both buckets,
     decoys); each job's newest candidate is then the one the rules pick over
     a listing of everything by another client, as is a fresh mount's; for
-    --resume-from=running too. On the directory store LastModified follows
+    --resume-from=running too (where runs still running are newer). On the
+    directory store LastModified follows
     the upload date, so the same run in two places ties on it as well."""
     store = hstore
     mtime = dir_mtime if isinstance(store, DirStore) else None
@@ -151,6 +152,12 @@ def test_the_index_picks_what_a_full_listing_picks_after_incremental_updates(
     now = int(time.time())
     batches = [H.generate(120, n_jobs=20, start=now - 600 + b * 200, step=1, lz_share=0.5)[1:]
                for b in range(3)]
+    # runs still running, newer than their job's last completed one: the
+    # newest candidate of --resume-from=running only
+    for b, batch in enumerate(batches):
+        batch += [(LZ if j % 2 else DLZ, H.key_for(f"job-{j:02d}", now - 600 + b * 200 + 150,
+                                                    "running"), b'{"still":"running"}')
+                  for j in range(b, 20, 3)]
 
     def other(name, extra=()):
         return Mount(store, tmp_path / name,
