@@ -903,16 +903,36 @@ int leases_probe(struct leases *ls, char *msg, size_t msglen)
             result = r[i].rc;
         }
     }
-    if (result == 1 && wins != 1) {
-        /* One loser may have answered 500 (RGW) before a retry's 412. */
-        int unknown = (r[0].rc < 0 && r[0].ambiguous) + (r[1].rc < 0 && r[1].ambiguous);
-        if (wins == 2 || unknown == 0) {
-            snprintf(msg, msglen, "the store does not honour If-None-Match: two "
-                     "conditional creates of one object both succeeded");
+    if (result == 1 && wins == 2) {
+        snprintf(msg, msglen, "the store does not honour If-None-Match: two "
+                 "conditional creates of one object both succeeded");
+        result = 0;
+    }
+    if (result == 1) {
+        /* Read back: the stored body must be the one winner's. A racer
+         * whose answer was lost (RGW answers 500 to a create that lost the
+         * race; a retry then answers 412) may be that winner. */
+        char *data = NULL;
+        size_t len = 0;
+        struct store_get_info info;
+        int g = ls->store->ops->get_info(ls->store, ls->bucket, key, &data, &len, &info);
+        int owner = -1;
+        for (int i = 0; g == 0 && i < 2; i++)
+            if (len == strlen(r[i].body) && memcmp(data, r[i].body, len) == 0)
+                owner = i;
+        free(data);
+        int winner = r[0].rc == 0 ? 0 : r[1].rc == 0 ? 1 : -1;
+        if (g < 0) {
+            snprintf(msg, msglen, "reading the probe object s3://%s/%s back failed: %s",
+                     ls->bucket, key, strerror(-g));
+            result = g == -ENOENT ? -EIO : g;
+        } else if (winner >= 0 && owner != winner) {
+            snprintf(msg, msglen, "the store does not honour If-None-Match: a conditional "
+                     "create that failed replaced the one that succeeded");
             result = 0;
-        } else {
-            snprintf(msg, msglen, "probing conditional writes: the outcome of a race "
-                     "is unknown");
+        } else if (owner < 0) {
+            snprintf(msg, msglen, "probing conditional writes: the probe object holds "
+                     "neither racer's body");
             result = -EIO;
         }
     }

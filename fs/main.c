@@ -146,8 +146,9 @@ static int set_up_leases(const struct options *o, struct store *st, struct journ
     }
     char msg[512] = "";
     int rc = leases_probe(ls, msg, sizeof msg);
-    if (rc < 0 && o->lease_mode == LEASE_ON) {
-        fprintf(stderr, "bookmarkfs: --lease=on: %s.\n", msg[0] ? msg : strerror(-rc));
+    if (rc < 0) {
+        /* Not known whether the store honours them: never guessed. */
+        fprintf(stderr, "bookmarkfs: %s.\n", msg[0] ? msg : strerror(-rc));
         leases_free(ls);
         return -1;
     }
@@ -159,8 +160,8 @@ static int set_up_leases(const struct options *o, struct store *st, struct journ
             return -1;
         }
         fprintf(stderr, "bookmarkfs: no job leases on this store (%s); two mounts "
-                "of one dataset are not kept apart.\n", msg[0] ? msg : strerror(-rc));
-        log_warn("no job leases on this store: %s", msg[0] ? msg : strerror(-rc));
+                "of one dataset are not kept apart.\n", msg);
+        log_warn("no job leases on this store: %s", msg);
         leases_free(ls);
         jobs->lease_mode = "auto: not honoured by the store";
         return 0;
