@@ -200,7 +200,9 @@ static int find_newest(struct jobs *j, const char *name, struct candidate *best,
     int rc = index_newest(j->index, name, best);
     if (rc < 0) {
         log_error("job '%s': listing the store failed: %s", name, strerror(-rc));
-        return rc;
+        /* A listing answered "not found" is a failed listing, not a job
+         * without state (README, "Errors a user can see"). */
+        return rc == -ENOENT ? -EIO : rc;
     }
     *found = rc;
     return 0;
@@ -280,7 +282,7 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
             log_error("job '%s': listing the store failed: %s", name, strerror(-r));
             candidate_clear(&best);
             job_destroy(job);
-            return r;
+            return r == -ENOENT ? -EIO : r;
         } /* else listed again when it went, and the listing still shows it */
     }
     if (rc < 0) {

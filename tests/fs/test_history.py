@@ -380,3 +380,27 @@ def _incremental_listing_fails(server, tmp_path, errno):
             assert proxy.actions().count("500") == 1
             assert json.loads((m.path / "late" / ".state.json").read_text()) == {"v": "new"}
             assert loaded(m.path / "late") == (LZ, new)
+
+
+def test_a_listing_answered_not_found_is_an_error_not_a_job_without_state(
+        s3rver_server, tmp_path):
+    """A listing that the store answers with 404 NoSuchKey (a gateway in
+    front of it, say) is a failed listing like any other: EIO, not ENOENT,
+    which would say the job has no stored state; mkdir fails too and
+    uploads nothing. The next access loads the newest object."""
+    import errno
+    server = s3rver_server
+    key = H.key_for("nf", int(time.time()) - 30, "completed")
+    with FaultProxy(server.endpoint) as proxy:
+        store = EndpointStore(server, proxy.endpoint, retries=1)
+        store.put(LZ, key, b'{"v":1}')
+        with Mount(store, tmp_path / "m") as m:
+            assert "nf" in os.listdir(m.path)
+            listing = lambda meth, p: meth == "GET" and "list-type=2" in p  # noqa
+            for op in (os.stat, os.mkdir):
+                proxy.match(listing, ["404"])
+                with pytest.raises(OSError) as e:
+                    op(m.path / "nf")
+                assert e.value.errno == errno.EIO, op
+            assert [k for _, k, _ in listed_s3(server)] == [key]
+            assert json.loads((m.path / "nf" / ".state.json").read_text()) == {"v": 1}
