@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -430,6 +431,24 @@ static void test_start_after(struct store *st)
     CHECK(page.count == 1 && strcmp(page.objects[0].etag,
                                     "9e3669d19b675bd57058fd4664205d2a") == 0); /* md5("v") */
     store_page_free(&page);
+
+    /* A change in the same clock tick as the listing before it leaves the
+     * directory's mtime as it was (set back here to the nanosecond): a
+     * directory read within moments of its last change is read again. */
+    char *dir = pathf("%s/%s/%s", "sa", "d/ds/upload_date=1200/u/o");
+    REQUIRE(dir && utimensat(AT_FDCWD, dir, NULL, 0) == 0);
+    struct stat sb;
+    REQUIRE(stat(dir, &sb) == 0);
+    CHECK(store_list_from(st, "sa", "d/ds/upload_date=1200/", NULL, collect, &got) == 0);
+    size_t had = got.n;
+    keys_free(&got);
+    REQUIRE(put(st, "sa", "d/ds/upload_date=1200/u/o/tick_completed.json", "{}") == 0);
+    struct timespec was[2] = {sb.st_atim, sb.st_mtim};
+    REQUIRE(utimensat(AT_FDCWD, dir, was, 0) == 0);
+    CHECK(store_list_from(st, "sa", "d/ds/upload_date=1200/", NULL, collect, &got) == 0);
+    CHECK(got.n == had + 1);
+    keys_free(&got);
+    free(dir);
 
     for (int i = 0; i < N; i++)
         free(keys[i]);
