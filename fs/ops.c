@@ -2037,26 +2037,28 @@ static int op_statfs(const char *path, struct statvfs *sv)
 
 static int op_not_here(void) { return -EPERM; }
 
+/* Links and device nodes: EPERM, but EROFS in .history, where nothing is
+ * created (README, "Errors a user can see"). */
 static int op_mknod(const char *path, mode_t mode, dev_t dev)
 {
-    (void)path;
     (void)mode;
     (void)dev;
-    return op_not_here();
+    int hr = history_refuses(path, -EROFS);
+    return hr ? hr : op_not_here();
 }
 
 static int op_symlink(const char *target, const char *path)
 {
     (void)target;
-    (void)path;
-    return op_not_here();
+    int hr = history_refuses(path, -EROFS);
+    return hr ? hr : op_not_here();
 }
 
 static int op_link(const char *from, const char *to)
 {
     (void)from;
-    (void)to;
-    return op_not_here();
+    int hr = history_refuses(to, -EROFS);
+    return hr ? hr : op_not_here();
 }
 
 static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)

@@ -298,7 +298,8 @@ def test_history_lists_every_stored_state_in_upload_order_and_rewind_is_a_copy(
         assert 1 <= before <= 3
         # read-only, for the owner too
         for cmd in ['echo 1 > "$1/new.json"', 'echo 1 > "$1/$2"', 'rm "$1/$2"',
-                    'touch "$1/$2"', 'mv "$1/$2" "$1/x.json"', 'rmdir "$1"']:
+                    'touch "$1/$2"', 'mv "$1/$2" "$1/x.json"', 'rmdir "$1"',
+                    'ln -s "$2" "$1/l.json"', 'ln "$1/$2" "$1/h.json"', 'mkfifo "$1/f"']:
             r = sh(cmd, hist, names[0])
             assert r.returncode != 0 and "Read-only file system" in r.stderr, (cmd, r.stderr)
         # rewind: to the first completed state, then commit
