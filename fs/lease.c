@@ -13,6 +13,10 @@
 
 #include <openssl/rand.h>
 
+#ifdef BOOKMARKFS_TEST_HOOKS
+#include <stdatomic.h>
+#endif
+
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/strmap.h"
@@ -205,14 +209,25 @@ static int remember(struct leases *ls)
 static int add_record(const char *job, void *value, void *arg)
 {
     struct lentry *e = value;
-    if (e->state == L_NONE || !e->token[0])
+    int held = e->state != L_NONE && e->token[0];
+    if (!held && !e->try_token[0])
         return 0;
-    json_t *rec = json_pack("{s:s, s:I}", "token", e->token, "epoch", (json_int_t)e->epoch);
+    json_t *rec = held ? json_pack("{s:s, s:I}", "token", e->token, "epoch",
+                                   (json_int_t)e->epoch)
+                       : json_object();
+    /* A write whose outcome is unknown (a take in flight at a crash). */
+    if (rec && e->try_token[0] &&
+        json_object_set_new(rec, "trying", json_string(e->try_token)) < 0) {
+        json_decref(rec);
+        rec = NULL;
+    }
     return rec && json_object_set_new(arg, job, rec) == 0 ? 0 : -ENOMEM;
 }
 
-/* Written whole (temp file, fsync, rename) each time a lease is taken, so
- * a mount that crashed knows at its next start which leases it had. */
+/* Written whole (temp file, fsync, rename) before a lease is taken (with
+ * the token being tried) and each time one is taken, so a mount that
+ * crashed knows at its next start which leases it had, also one whose
+ * write landed just before the crash. */
 static int save_state_locked(struct leases *ls)
 {
     if (!ls->state_path)
@@ -271,14 +286,21 @@ static void load_state(struct leases *ls)
     pthread_mutex_lock(&ls->lock);
     json_object_foreach(doc, job, rec) {
         const char *token = json_string_value(json_object_get(rec, "token"));
-        if (!token || strlen(token) != TOKEN_LEN)
+        const char *trying = json_string_value(json_object_get(rec, "trying"));
+        int have = token && strlen(token) == TOKEN_LEN;
+        int tried = trying && strlen(trying) == TOKEN_LEN;
+        if (!have && !tried)
             continue;
         struct lentry *e = entry_get_locked(ls, job);
         if (!e)
             break;
-        e->state = L_PREV;
-        snprintf(e->token, sizeof e->token, "%s", token);
-        e->epoch = (long long)json_integer_value(json_object_get(rec, "epoch"));
+        if (have) {
+            e->state = L_PREV;
+            snprintf(e->token, sizeof e->token, "%s", token);
+            e->epoch = (long long)json_integer_value(json_object_get(rec, "epoch"));
+        }
+        if (tried) /* found in the store, it is ours (take) */
+            snprintf(e->try_token, sizeof e->try_token, "%s", trying);
     }
     pthread_mutex_unlock(&ls->lock);
     json_decref(doc);
@@ -566,8 +588,26 @@ static int take(struct leases *ls, struct lentry *e, int local_changes, int *tak
         int64_t sent;
         int direct;
         int64_t since = server_now(ls);
+        /* The token is saved before it is written: should the daemon die
+         * once the write landed, its next start knows the lease as its own. */
+        pthread_mutex_lock(&ls->lock);
+        snprintf(e->try_token, sizeof e->try_token, "%s", token);
+        save_state_locked(ls); /* logged when it fails; the take goes on */
+        pthread_mutex_unlock(&ls->lock);
         rc = write_lease(ls, e, if_match, token, epoch, since, 0, etag, &sent, &direct);
         json_decref(b.doc);
+#ifdef BOOKMARKFS_TEST_HOOKS
+        /* BOOKMARKFS_CRASH_LEASE=N: exit, as kill -9 would, right after the
+         * Nth lease this daemon takes is in the store. */
+        static atomic_ulong takes;
+        const char *at = getenv("BOOKMARKFS_CRASH_LEASE");
+        if (rc == 0 && at && atomic_fetch_add(&takes, 1) + 1 == strtoul(at, NULL, 10)) {
+            static const char msg[] = "bookmarkfs: test hook: exit after a lease take\n";
+            if (write(2, msg, sizeof msg - 1) < 0)
+                _exit(86);
+            _exit(86);
+        }
+#endif
         if (rc == 0) {
             set_held(ls, e, token, epoch, etag, sent, since);
             remember(ls);

@@ -426,3 +426,34 @@ def test_lease_prefix_moves_the_lease_objects(tmp_path):
     finally:
         m.stop()
     assert json.loads(store.get(LZ, "ops/locks/job.lease"))["released"] is True
+
+
+def test_a_crash_right_after_taking_the_lease_leaves_it_this_mounts(tmp_path):
+    """The token of a lease being taken is in leases.json before its
+    conditional write: a kill -9 right after the write landed leaves a
+    mount whose next start knows the lease as its own. Without that, the
+    journal's changes (here from before an unmount) would be refused for
+    good, the mount's own dead lease taken for another mount's takeover.
+    The test build's hook (BOOKMARKFS_CRASH_LEASE) exits there."""
+    store = DirStore(tmp_path / "store")
+    m = mount(store, tmp_path, "m")
+    (m.path / "job").mkdir()
+    (m.path / "job" / "k").write_text("1")
+    m.stop()  # releases the lease; k stays in the journal
+    env = store.env()
+    env["BOOKMARKFS_CRASH_LEASE"] = "1"
+    m = mount(store, tmp_path, "m", env=env)
+    with pytest.raises(OSError):
+        (m.path / "job" / "k2").write_text("2")  # takes the lease; the daemon exits
+    assert m.proc.wait(timeout=10) == 86, m.log()
+    m.proc = None
+    m.log_file.close()
+    subprocess.run(["fusermount3", "-u", "-z", str(m.path)], check=False)
+    assert lease_body(store)["pid"] != os.getpid()  # the dead mount's lease, in the store
+    m = mount(store, tmp_path, "m")
+    try:
+        (m.path / "job" / "k3").write_text("3")  # not EBUSY: the lease is this mount's
+        (m.path / "job" / "completed").write_text("1")
+        assert stored_completed(store) in ({"k": 1, "k3": 3}, {"k": 1, "k2": 2, "k3": 3})
+    finally:
+        stop_all(m)
