@@ -98,6 +98,7 @@ static void job_destroy(struct job *job)
     pthread_cond_destroy(&job->moved_cond);
     pthread_mutex_destroy(&job->lock);
     pthread_mutex_destroy(&job->upload_lock);
+    pthread_mutex_destroy(&job->claim_lock);
     free(job->name);
     free(job);
 }
@@ -131,6 +132,12 @@ static struct job *job_new(const char *name)
         free(job);
         return NULL;
     }
+    if (pthread_mutex_init(&job->claim_lock, NULL) != 0) {
+        pthread_mutex_destroy(&job->upload_lock);
+        pthread_mutex_destroy(&job->lock);
+        free(job);
+        return NULL;
+    }
     pthread_condattr_t ca;
     int crc = pthread_condattr_init(&ca);
     if (crc == 0) {
@@ -140,6 +147,7 @@ static struct job *job_new(const char *name)
         pthread_condattr_destroy(&ca);
     }
     if (crc != 0) {
+        pthread_mutex_destroy(&job->claim_lock);
         pthread_mutex_destroy(&job->upload_lock);
         pthread_mutex_destroy(&job->lock);
         free(job);
@@ -1253,6 +1261,18 @@ char *jobs_status_text(struct jobs *j, size_t *len)
     return readout_text(doc, len);
 }
 
+/* Did this mount upload the object with this ETag (its last upload of
+ * either kind)? Job lock held. */
+static int uploaded_here(struct job *job, const char *etag)
+{
+    for (int k = 0; k < 2; k++) {
+        const char *e = json_string_value(json_object_get(job->last_upload[k], "etag"));
+        if (e && etag[0] && strcmp(e, etag) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* README, "Leases": a new holder starts from the newest state. Called when
  * this mount just took the job's lease and has no local changes to it:
  * the store's newest candidate is read, and unless it is the object this
@@ -1279,7 +1299,7 @@ static int reload_if_newer(struct jobs *j, struct job *job)
     }
     pthread_mutex_lock(&job->lock);
     int current = (job->lease_etag[0] && strcmp(info.etag, job->lease_etag) == 0) ||
-                  date < job->lease_date;
+                  date < job->lease_date || uploaded_here(job, info.etag);
     pthread_mutex_unlock(&job->lock);
     char *key = current ? NULL : strdup(best.key);
     if (current || !key) {
@@ -1290,8 +1310,37 @@ static int reload_if_newer(struct jobs *j, struct job *job)
     if (len > LARGE_TEXT)
         loop_may_block(); /* a long parse */
     char why[160] = "";
-    rc = state_from_bytes(job->state, body, len, why, sizeof why);
+    /* The state is replaced, and the job's base moved to the object, in one
+     * hold of the journal lock, which every key change takes: a change this
+     * mount made since the claim began (a writer whose open came before the
+     * last release) is never replaced, and a change after it journals the
+     * new base first. */
+    uint64_t upto = 0;
+    int had_records = 0, changed = 0;
+    if (j->journal) {
+        lock_journal(j);
+        changed = journal_changes_locked(j->journal, job->name) > 0;
+    }
+    rc = changed ? 0 : state_from_bytes(job->state, body, len, why, sizeof why);
+    if (rc == 0 && !changed && j->journal) {
+        upto = journal_last_seq_locked(j->journal);
+        had_records = job->journal_seq != 0;
+        job->journal_seq = 0; /* the next change journals the new base first */
+        free(job->base_key);
+        job->base_key = key;
+        job->base_bucket = our_bucket(j, best.bucket);
+        key = NULL;
+    }
+    if (j->journal)
+        journal_unlock(j->journal);
     free(body);
+    if (changed) {
+        log_warn("job '%s': changed in this mount while its lease was taken; it keeps "
+                 "this mount's state over s3://%s/%s", job->name, best.bucket, best.key);
+        free(key);
+        candidate_clear(&best);
+        return 0;
+    }
     if (rc < 0) {
         log_error("job '%s': s3://%s/%s is not a JSON object (%s); the job keeps this "
                   "mount's state", job->name, best.bucket, best.key, why);
@@ -1318,15 +1367,17 @@ static int reload_if_newer(struct jobs *j, struct job *job)
              "keys from s3://%s/%s", job->name, state_count(job->state), best.bucket,
              best.key);
     /* The reloaded object is the job's base now; a base the journal kept
-     * for the job gives way. */
-    journal_drop(j, job, 0);
-    if (j->journal)
-        lock_journal(j);
-    free(job->base_key);
-    job->base_key = key;
-    job->base_bucket = our_bucket(j, best.bucket);
-    if (j->journal)
-        journal_unlock(j->journal);
+     * for the job gives way (should the compaction fail, the new base a
+     * later change journals comes after it, and the last base counts). */
+    if (had_records) {
+        loop_may_block(); /* the compaction copies the journal and fsyncs it */
+        journal_compact(j->journal, job->name, upto);
+    }
+    if (!j->journal) {
+        free(job->base_key);
+        job->base_key = key;
+        job->base_bucket = our_bucket(j, best.bucket);
+    }
     pthread_mutex_lock(&job->upload_lock);
     candidate_clear(&job->known[0]);
     job->known[0] = best; /* taken */
@@ -1334,9 +1385,26 @@ static int reload_if_newer(struct jobs *j, struct job *job)
     return 0;
 }
 
+static int claim_locked(struct jobs *j, struct job *job);
+
+/* One claim at a time per job: a change that finds the lease held also
+ * finds done the reload that taking it implied. */
 int job_claim(struct jobs *j, struct job *job)
 {
-    if (!j->leases || lease_held(j->leases, job->name))
+    if (!j->leases)
+        return 0;
+    if (pthread_mutex_trylock(&job->claim_lock) != 0) {
+        loop_may_block(); /* another thread is taking the lease */
+        pthread_mutex_lock(&job->claim_lock);
+    }
+    int rc = claim_locked(j, job);
+    pthread_mutex_unlock(&job->claim_lock);
+    return rc;
+}
+
+static int claim_locked(struct jobs *j, struct job *job)
+{
+    if (lease_held(j->leases, job->name))
         return 0;
     loop_may_block(); /* the store */
     int local = j->journal && journal_changes(j->journal, job->name) > 0;

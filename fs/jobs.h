@@ -29,6 +29,7 @@ struct job {
     int refs;                  /* guarded by the table lock */
     pthread_mutex_t lock;      /* scratch, pending, info, mtime */
     pthread_mutex_t upload_lock; /* one upload at a time per job */
+    pthread_mutex_t claim_lock; /* one lease claim (and its reload) at a time */
     struct strmap *scratch;    /* name -> struct scratch */
     struct strmap *pending;    /* created, not yet closed keys -> open count */
     struct strmap *moved;      /* keys renamed to a scratch name (a tool's

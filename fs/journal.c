@@ -1004,12 +1004,18 @@ size_t journal_count(struct journal *jn, const char *job)
     return n;
 }
 
-size_t journal_changes(struct journal *jn, const char *job)
+size_t journal_changes_locked(struct journal *jn, const char *job)
 {
     size_t n = 0;
-    pthread_mutex_lock(&jn->lock);
     for (size_t i = 0; i < jn->n; i++)
         n += !jn->recs[i].is_base && strcmp(jn->recs[i].job, job) == 0;
+    return n;
+}
+
+size_t journal_changes(struct journal *jn, const char *job)
+{
+    pthread_mutex_lock(&jn->lock);
+    size_t n = journal_changes_locked(jn, job);
     pthread_mutex_unlock(&jn->lock);
     return n;
 }

@@ -131,5 +131,7 @@ size_t journal_count(struct journal *jn, const char *job);
 
 /* Number of records of `job` that are changes (not bases). */
 size_t journal_changes(struct journal *jn, const char *job);
+/* The same, with the journal lock held by the caller. */
+size_t journal_changes_locked(struct journal *jn, const char *job);
 
 #endif
