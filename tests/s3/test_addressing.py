@@ -64,7 +64,7 @@ def proxy(tmp_path_factory):
         finally:
             s.close()
         if r.returncode != 0 or [(m, t) for m, t, _ in p.requests] != \
-                [("GET", f"{closed}/canary-bucket?list-type=2&max-keys=1")]:
+                [("GET", f"{closed}/canary-bucket?encoding-type=url&list-type=2&max-keys=1")]:
             pytest.fail("store_cli does not send its requests through http_proxy (does the C "
                         "code set CURLOPT_PROXY or CURLOPT_NOPROXY?); not running the "
                         f"AWS-host tests: {r.returncode} {r.stderr!r} {p.requests!r}")
@@ -109,7 +109,7 @@ def one_get(run, *args):
 def test_dns_safe_bucket_on_aws_is_virtual_hosted(run):
     u, _ = one_get(run, "--endpoint", AWS, "check", "my-bucket")
     assert u.netloc == "my-bucket." + AWS_HOST
-    assert u.path == "/" and u.query == "list-type=2&max-keys=1"
+    assert u.path == "/" and u.query == "encoding-type=url&list-type=2&max-keys=1"
 
     u, _ = one_get(run, "--endpoint", AWS, "list", "my-bucket", "dom/ds/")
     assert u.netloc == "my-bucket." + AWS_HOST and u.path == "/"
@@ -123,7 +123,7 @@ def test_dns_safe_bucket_on_aws_is_virtual_hosted(run):
 def test_path_style_option_keeps_the_endpoint_host(run):
     u, _ = one_get(run, "--endpoint", AWS, "--path-style", "check", "my-bucket")
     assert u.netloc == AWS_HOST
-    assert u.path == "/my-bucket" and u.query == "list-type=2&max-keys=1"
+    assert u.path == "/my-bucket" and u.query == "encoding-type=url&list-type=2&max-keys=1"
 
     u, _ = one_get(run, "--endpoint", AWS, "--path-style", "get", "my-bucket", "dom/k.json")
     assert u.netloc == AWS_HOST and u.path == "/my-bucket/dom/k.json"
@@ -134,7 +134,7 @@ def test_path_style_option_keeps_the_endpoint_host(run):
 def test_bucket_that_is_no_dns_label_is_path_style_without_the_option(run, bucket):
     u, _ = one_get(run, "--endpoint", AWS, "check", bucket)
     assert u.netloc == AWS_HOST, u
-    assert u.path == "/" + bucket and u.query == "list-type=2&max-keys=1"
+    assert u.path == "/" + bucket and u.query == "encoding-type=url&list-type=2&max-keys=1"
 
 
 def test_dotted_bucket_is_virtual_hosted_over_http(run):
@@ -157,7 +157,7 @@ def test_https_tunnel_names_the_chosen_host(run, bucket, host):
 def test_endpoint_that_is_not_aws_is_path_style(run):
     u, _ = one_get(run, "--endpoint", "http://minio.example.test:9000", "check", "my-bucket")
     assert u.netloc == "minio.example.test:9000"
-    assert u.path == "/my-bucket" and u.query == "list-type=2&max-keys=1"
+    assert u.path == "/my-bucket" and u.query == "encoding-type=url&list-type=2&max-keys=1"
 
     u, _ = one_get(run, "--endpoint", "http://minio.example.test:9000", "get", "my-bucket",
                    "dom/k.json")
