@@ -588,12 +588,24 @@ static int take(struct leases *ls, struct lentry *e, int local_changes, int *tak
         int64_t sent;
         int direct;
         int64_t since = server_now(ls);
-        /* The token is saved before it is written: should the daemon die
-         * once the write landed, its next start knows the lease as its own. */
-        pthread_mutex_lock(&ls->lock);
-        snprintf(e->try_token, sizeof e->try_token, "%s", token);
-        save_state_locked(ls); /* logged when it fails; the take goes on */
-        pthread_mutex_unlock(&ls->lock);
+        /* A new token is saved before it is written: should the daemon die
+         * once the write landed, its next start knows the lease as its own.
+         * Without that (a full disk) no lease is taken, as the journal takes
+         * no change then: a lease this mount would not know after a crash
+         * would leave its journaled changes refused for good. */
+        if (strcmp(token, mine) != 0 && strcmp(token, trying) != 0) {
+            pthread_mutex_lock(&ls->lock);
+            snprintf(e->try_token, sizeof e->try_token, "%s", token);
+            rc = save_state_locked(ls);
+            if (rc < 0)
+                e->try_token[0] = '\0';
+            pthread_mutex_unlock(&ls->lock);
+            if (rc < 0) {
+                json_decref(b.doc);
+                snprintf(who, wholen, "cannot save %s: %s", ls->state_path, strerror(-rc));
+                return -EIO;
+            }
+        }
         rc = write_lease(ls, e, if_match, token, epoch, since, 0, etag, &sent, &direct);
         json_decref(b.doc);
 #ifdef BOOKMARKFS_TEST_HOOKS

@@ -457,3 +457,48 @@ def test_a_crash_right_after_taking_the_lease_leaves_it_this_mounts(tmp_path):
         assert stored_completed(store) in ({"k": 1, "k3": 3}, {"k": 1, "k2": 2, "k3": 3})
     finally:
         stop_all(m)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_no_lease_is_taken_that_a_full_cache_disk_would_not_remember(tmp_path):
+    """With no room for leases.json, a change that must take the lease fails
+    with EIO (as the journal refuses a change on a full disk): a lease the
+    next start would not know as its own would leave the journal's changes
+    refused for good after a crash."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700",
+                    "bookmarkfs-test-leases", str(disk)], check=True, timeout=30)
+    m = None
+    try:
+        store = DirStore(tmp_path / "store")
+        extra = [f"--cache-dir={disk / 'cache'}", "--lease=on", f"--lease-ttl={TTL}"]
+        m = Mount(store, tmp_path / "m", extra=extra).start()
+        (m.path / "job").mkdir()
+        (m.path / "job" / "k").write_text("1")
+        m.stop()  # releases the lease; k stays in the journal
+        filler = disk / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+        finally:
+            os.close(fd)
+        m = Mount(store, tmp_path / "m", extra=extra).start()
+        with pytest.raises(OSError) as e:
+            (m.path / "job" / "k2").write_text("2")
+        assert e.value.errno == errno.EIO
+        assert "cannot save" in m.log()
+        m.kill()
+        filler.unlink()
+        m = Mount(store, tmp_path / "m", extra=extra).start()
+        (m.path / "job" / "k3").write_text("3")  # not EBUSY: no lease it does not know
+        (m.path / "job" / "completed").write_text("1")
+        assert stored_completed(store) == {"k": 1, "k3": 3}
+        m.stop()
+    finally:
+        if m is not None and m.proc is not None:
+            m.kill()
+        subprocess.run(["umount", str(disk)], check=False, timeout=30)
