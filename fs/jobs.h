@@ -188,7 +188,7 @@ void job_touch(struct job *job);
  * wait up to MOVED_WAIT_MS for it to be written again, so that no snapshot
  * lacks it (README, "Scratch files"). job_moved: 0 or -ENOMEM.
  * job_written: the key has a value again (and the job is touched). */
-#define MOVED_WAIT_MS 1000
+#define MOVED_WAIT_MS 5000
 int job_moved(struct job *job, const char *key);
 void job_written(struct job *job, const char *key);
 
