@@ -1051,6 +1051,7 @@ int job_moved(struct job *job, const char *key)
     void *old = NULL;
     pthread_mutex_lock(&job->lock);
     int rc = strmap_put(job->moved, key, until, &old);
+    job->moved_gen++;
     pthread_mutex_unlock(&job->lock);
     if (rc < 0)
         free(until);
@@ -1089,8 +1090,8 @@ static int scan_moved(const char *key, void *value, void *arg)
 
 /* Waits until no key of the job is moved away: each is written again, or
  * its time is up (then it stays away: `mv key key.bak`). Caller holds no
- * lock. */
-static void wait_moved(struct job *job)
+ * lock. Returns the count of moves so far, for moved_since. */
+static uint64_t wait_moved(struct job *job)
 {
     pthread_mutex_lock(&job->lock);
     while (strmap_count(job->moved) > 0) {
@@ -1103,7 +1104,20 @@ static void wait_moved(struct job *job)
                               .tv_nsec = (long)(ms.soonest % 1000) * 1000000};
         pthread_cond_timedwait(&job->moved_cond, &job->lock, &ts);
     }
+    uint64_t gen = job->moved_gen;
     pthread_mutex_unlock(&job->lock);
+    return gen;
+}
+
+/* Was a key moved away since wait_moved returned gen? A move is counted
+ * before the key leaves the state, so a snapshot taken after wait_moved
+ * and before this check lacks no moved key unless this says so. */
+static int moved_since(struct job *job, uint64_t gen)
+{
+    pthread_mutex_lock(&job->lock);
+    int moved = job->moved_gen != gen;
+    pthread_mutex_unlock(&job->lock);
+    return moved;
 }
 
 void job_touch(struct job *job)
@@ -1460,7 +1474,9 @@ static int base_is(struct jobs *j, struct job *job, const char *key)
 int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
 {
     loop_may_block();
-    wait_moved(job); /* a tool's backup rename and its new write: one change */
+again:;
+    /* a tool's backup rename and its new write: one change */
+    uint64_t moves = wait_moved(job);
     const char *kname = kind == UPLOAD_COMPLETED ? "completed" : "running";
     /* Fenced: a mount that lost the job's lease uploads nothing more. */
     int claimed = job_claim(j, job);
@@ -1524,6 +1540,14 @@ int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
                       "the object its changes stand on; nothing uploaded",
                       job->name);
         return rc < 0 ? rc : -ENOMEM;
+    }
+    if (moved_since(job, moves)) { /* the snapshot may lack a key a tool moved away */
+        free(key);
+        free(body);
+        key = body = NULL;
+        appended = 0; /* a base that was a state of the job: it may stay */
+        pthread_mutex_unlock(&job->upload_lock);
+        goto again;
     }
     if (appended && journal_sync(j->journal) < 0) { /* its power-loss promise */
         free(key);

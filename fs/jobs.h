@@ -36,6 +36,7 @@ struct job {
                                   backup) -> until when an upload waits for
                                   them to be written again (int64_t ms) */
     pthread_cond_t moved_cond; /* a moved key written again (job lock) */
+    uint64_t moved_gen;        /* keys ever moved away (job lock) */
     json_t *loaded;            /* what get_or_create loaded, {} when none */
     json_t *last_upload[2];    /* per enum upload_kind, {} when none */
     struct timespec mtime;
