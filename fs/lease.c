@@ -815,6 +815,21 @@ struct due {
     int lapse; /* collect idle ones instead */
 };
 
+/* Appends e to d's list, growing it: 0 or -ENOMEM. */
+static int due_push(struct due *d, struct lentry *e)
+{
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 8;
+        struct lentry **v = realloc(d->v, cap * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        d->v = v;
+        d->cap = cap;
+    }
+    d->v[d->n++] = e;
+    return 0;
+}
+
 static int collect(const char *job, void *value, void *arg)
 {
     (void)job;
@@ -826,16 +841,7 @@ static int collect(const char *job, void *value, void *arg)
                         : d->mono - e->renewed_mono >= d->ls->ttl_ms / 3;
     if (!want)
         return 0;
-    if (d->n == d->cap) {
-        size_t cap = d->cap ? d->cap * 2 : 8;
-        struct lentry **v = realloc(d->v, cap * sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        d->v = v;
-        d->cap = cap;
-    }
-    d->v[d->n++] = e;
-    return 0;
+    return due_push(d, e);
 }
 
 static void *renewer(void *arg)
@@ -1060,16 +1066,7 @@ static int collect_held(const char *job, void *value, void *arg)
     struct due *d = arg;
     if (e->state != L_HELD)
         return 0;
-    if (d->n == d->cap) {
-        size_t cap = d->cap ? d->cap * 2 : 8;
-        struct lentry **v = realloc(d->v, cap * sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        d->v = v;
-        d->cap = cap;
-    }
-    d->v[d->n++] = e;
-    return 0;
+    return due_push(d, e);
 }
 
 void leases_free(struct leases *ls)

@@ -453,6 +453,21 @@ static void cond_unlock(int fd)
         close(fd); /* releases the flock */
 }
 
+/* The object's path and the conditional operations' lock: the lock's fd,
+ * or -ENOMEM or -EIO (then *path is not set). */
+static int cond_begin(struct dir_store *d, const char *bucket, const char *key,
+                      char **path)
+{
+    if (asprintf(path, "%s/%s/%s", d->root, bucket, key) < 0)
+        return -ENOMEM;
+    int lfd = cond_lock(d);
+    if (lfd < 0) {
+        free(*path);
+        return -EIO;
+    }
+    return lfd;
+}
+
 static int64_t real_now_ms(void)
 {
     struct timespec ts;
@@ -472,13 +487,9 @@ static int dir_put_if(struct store *st, const char *bucket, const char *key,
     if (!if_match || !if_match[0] || !valid_bucket(bucket) || !valid_key(key))
         return -EINVAL;
     char *path;
-    if (asprintf(&path, "%s/%s/%s", d->root, bucket, key) < 0)
-        return -ENOMEM;
-    int lfd = cond_lock(d);
-    if (lfd < 0) {
-        free(path);
-        return -EIO;
-    }
+    int lfd = cond_begin(d, bucket, key, &path);
+    if (lfd < 0)
+        return lfd;
     int rc = 0;
     char etag[STORE_ETAG_MAX];
     if (md5_file(AT_FDCWD, path, etag) != 0) {
@@ -508,14 +519,10 @@ static int dir_get_info(struct store *st, const char *bucket, const char *key,
     if (!valid_bucket(bucket) || !valid_key(key))
         return -EINVAL;
     char *path;
-    if (asprintf(&path, "%s/%s/%s", d->root, bucket, key) < 0)
-        return -ENOMEM;
     /* Under the lock: the bytes, their ETag and mtime are of one version. */
-    int lfd = cond_lock(d);
-    if (lfd < 0) {
-        free(path);
-        return -EIO;
-    }
+    int lfd = cond_begin(d, bucket, key, &path);
+    if (lfd < 0)
+        return lfd;
     int rc = dir_get(st, bucket, key, data, len);
     struct stat sb;
     if (rc == 0 && stat(path, &sb) == 0) {
@@ -543,13 +550,9 @@ static int dir_del(struct store *st, const char *bucket, const char *key)
     if (!valid_bucket(bucket) || !valid_key(key))
         return -EINVAL;
     char *path;
-    if (asprintf(&path, "%s/%s/%s", d->root, bucket, key) < 0)
-        return -ENOMEM;
-    int lfd = cond_lock(d);
-    if (lfd < 0) {
-        free(path);
-        return -EIO;
-    }
+    int lfd = cond_begin(d, bucket, key, &path);
+    if (lfd < 0)
+        return lfd;
     int rc = 0;
     if (unlink(path) != 0 && errno != ENOENT && errno != ENOTDIR) {
         log_error("dir store: cannot remove %s: %s", path, strerror(errno));
