@@ -360,6 +360,7 @@ def test_four_mounts_one_counter_through_faults_no_lost_update(rgw_server, tmp_p
             assert sh_write(mounts[0].path / "job" / "completed").returncode == 0
             proxy.probabilities = {"500": 0.1, "503": 0.1, "reset": 0.1}
             counted = [0] * 4
+            refused = [0] * 4
             errors = []
             stop_at = time.monotonic() + seconds
 
@@ -369,7 +370,13 @@ def test_four_mounts_one_counter_through_faults_no_lost_update(rgw_server, tmp_p
                     try:
                         f = open(job / "counter", "r+")
                     except OSError as e:
-                        if e.errno != errno.EBUSY:
+                        # EBUSY: another mount holds the lease. EIO: the
+                        # claim's requests failed through every retry (30 %
+                        # of them fail, and RGW answers 500 to a lost race):
+                        # loud, and nothing is counted.
+                        if e.errno == errno.EIO:
+                            refused[i] += 1
+                        elif e.errno != errno.EBUSY:
                             errors.append(("open", i, e))
                         time.sleep(0.05)
                         continue
@@ -399,11 +406,14 @@ def test_four_mounts_one_counter_through_faults_no_lost_update(rgw_server, tmp_p
             for t in threads:
                 t.join(timeout=seconds + 300)
             proxy.probabilities = {}
-            assert not [e for e in errors if e[0] != "completed"], errors
+            assert not [e for e in errors if e[0] != "completed"], \
+                (errors, [m.log()[-6000:] for m in mounts])
+            for m in mounts:  # the lease objects stay the mounts' own
+                assert "not a bookmarkfs lease" not in m.log(), m.log()
             total = sum(counted)
             assert total > 4 and sum(1 for c in counted if c) >= 2, counted
-            print("increments per mount", counted, "failed completed writes",
-                  len(errors))
+            print("increments per mount", counted, "opens refused with EIO", refused,
+                  "failed completed writes", len(errors))
             assert stored_completed(store) == {"counter": total}, (counted, errors)
             injected = [a for a in proxy.actions() if a != "pass"]
             assert len(injected) > 20
