@@ -6,7 +6,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "fs/loop.h"
+#include "fs/blocking.h"
 #include "fs/metrics.h"
 #include "util/log.h"
 
@@ -485,7 +485,7 @@ void jobs_set_journal(struct jobs *j, struct journal *jn) { j->journal = jn; }
 static void lock_journal(struct jobs *j)
 {
     if (journal_trylock(j->journal) != 0) {
-        loop_may_block();
+        blocking_may_block();
         journal_lock(j->journal);
     }
 }
@@ -600,7 +600,7 @@ size_t jobs_warn_pending(struct jobs *j)
 
 int jobs_sync(struct jobs *j)
 {
-    loop_may_block(); /* fsync */
+    blocking_may_block(); /* fsync */
     if (!j->journal)
         return 0;
     return journal_sync(j->journal) < 0 ? -EIO : 0;
@@ -777,7 +777,7 @@ int job_replace(struct jobs *j, struct job *job, const char *text, size_t len, c
                 size_t whylen)
 {
     if (len > LARGE_TEXT)
-        loop_may_block(); /* a long parse */
+        blocking_may_block(); /* a long parse */
     if (!j->journal)
         return state_from_bytes(job->state, text, len, why, whylen);
     /* Journaled first and taken back if the document does not parse: the
@@ -817,7 +817,7 @@ static void journal_drop(struct jobs *j, struct job *job, uint64_t seq)
     journal_unlock(j->journal);
     if (none)
         return;
-    loop_may_block(); /* the compaction copies the journal and fsyncs it */
+    blocking_may_block(); /* the compaction copies the journal and fsyncs it */
     if (journal_compact(j->journal, job->name, seq) < 0)
         return;
     lock_journal(j);
@@ -850,7 +850,7 @@ static void journal_drop_upload(struct jobs *j, struct job *job, uint64_t seq,
     struct journal_record base = {.op = JOURNAL_BASE, .job = job->name,
                                   .bucket = j->lz_bucket, .key = key};
     uint64_t base_seq = 0;
-    loop_may_block(); /* the compaction copies the journal and fsyncs it */
+    blocking_may_block(); /* the compaction copies the journal and fsyncs it */
     if (journal_compact_base(j->journal, job->name, seq, &base, keep, &base_seq) < 0) {
         free(copy);
         return;
@@ -900,7 +900,7 @@ int jobs_get(struct jobs *j, const char *name, int create, struct job **out)
     *out = jobs_find_loaded(j, name);
     if (*out)
         return create ? -EEXIST : 0;
-    loop_may_block(); /* the store, or another thread's load of it */
+    blocking_may_block(); /* the store, or another thread's load of it */
 
     /* One load at a time: a second thread asking for the same job waits
      * and then finds it in the table. */
@@ -1008,7 +1008,7 @@ static int add_journaled(const char *key, size_t n, void *arg)
 
 json_t *jobs_list_names(struct jobs *j, int *err)
 {
-    loop_may_block(); /* lists the store */
+    blocking_may_block(); /* lists the store */
     *err = 0;
     json_t *seen = json_object();
     if (!seen) {
@@ -1322,7 +1322,7 @@ static int reload_if_newer(struct jobs *j, struct job *job)
         return current ? 0 : -ENOMEM;
     }
     if (len > LARGE_TEXT)
-        loop_may_block(); /* a long parse */
+        blocking_may_block(); /* a long parse */
     char why[160] = "";
     /* The state is replaced, and the job's base moved to the object, in one
      * hold of the journal lock, which every key change takes: a change this
@@ -1384,7 +1384,7 @@ static int reload_if_newer(struct jobs *j, struct job *job)
      * for the job gives way (should the compaction fail, the new base a
      * later change journals comes after it, and the last base counts). */
     if (had_records) {
-        loop_may_block(); /* the compaction copies the journal and fsyncs it */
+        blocking_may_block(); /* the compaction copies the journal and fsyncs it */
         journal_compact(j->journal, job->name, upto);
     }
     if (!j->journal) {
@@ -1408,7 +1408,7 @@ int job_claim(struct jobs *j, struct job *job)
     if (!j->leases)
         return 0;
     if (pthread_mutex_trylock(&job->claim_lock) != 0) {
-        loop_may_block(); /* another thread is taking the lease */
+        blocking_may_block(); /* another thread is taking the lease */
         pthread_mutex_lock(&job->claim_lock);
     }
     int rc = claim_locked(j, job);
@@ -1420,7 +1420,7 @@ static int claim_locked(struct jobs *j, struct job *job)
 {
     if (lease_held(j->leases, job->name))
         return 0;
-    loop_may_block(); /* the store */
+    blocking_may_block(); /* the store */
     int local = j->journal && journal_changes(j->journal, job->name) > 0;
     int taken = 0;
     char who[512] = "";
@@ -1473,7 +1473,7 @@ static int base_is(struct jobs *j, struct job *job, const char *key)
 
 int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
 {
-    loop_may_block();
+    blocking_may_block();
 again:;
     /* a tool's backup rename and its new write: one change */
     uint64_t moves = wait_moved(job);

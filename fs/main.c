@@ -11,6 +11,7 @@
 
 #include <fuse_lowlevel.h>
 
+#include "fs/blocking.h"
 #include "fs/journal.h"
 #include "fs/lease.h"
 #include "fs/loop.h"
@@ -303,6 +304,7 @@ int main(int argc, char *argv[])
     int log_to_file = log_path != NULL;
     free(fallback_log);
     jobs_set_journal(jobs, journal);
+    blocking_set_hook(loop_may_block); /* the core hands the device over */
     if (set_up_leases(&o, st, journal, co.mountpoint, jobs, &leases) < 0)
         goto out;
     jobs_replay(jobs); /* closed changes not uploaded before: back on top */
