@@ -19,6 +19,7 @@
 
 #include "util/log.h"
 #include "util/strmap.h"
+#include "util/vec.h"
 
 /* More runs than this in a bucket: it is listed in full at each refresh
  * (each run would cost a listing of its own). */
@@ -82,14 +83,8 @@ static int run_note(struct ix_bucket *b, const char *prefix, size_t plen, const 
            !(strlen(b->runs[i].prefix) == plen && memcmp(b->runs[i].prefix, prefix, plen) == 0))
         i++;
     if (i == b->nruns) {
-        if (b->nruns == b->cap) {
-            size_t cap = b->cap ? b->cap * 2 : 4;
-            struct ix_run *r = realloc(b->runs, cap * sizeof *r);
-            if (!r)
-                return -ENOMEM;
-            b->runs = r;
-            b->cap = cap;
-        }
+        if (vec_reserve(&b->runs, &b->cap, b->nruns + 1, sizeof *b->runs, 4) != 0)
+            return -ENOMEM;
         char *p = strndup(prefix, plen);
         if (!p)
             return -ENOMEM;
@@ -434,14 +429,8 @@ static int history_cb(const struct store_object *obj, void *arg)
     free(job);
     if (!same)
         return 0;
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 16;
-        struct index_object *v = realloc(h->v, cap * sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        h->v = v;
-        h->cap = cap;
-    }
+    if (vec_reserve(&h->v, &h->cap, h->n + 1, sizeof *h->v, 16) != 0)
+        return -ENOMEM;
     struct index_object *o = &h->v[h->n];
     memset(o, 0, sizeof *o);
     o->c.bucket = strdup(h->bucket);

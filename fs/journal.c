@@ -14,9 +14,11 @@
 
 #include <openssl/evp.h>
 
+#include "util/files.h"
 #include "util/log.h"
 #include "util/strmap.h"
 #include "util/textbuf.h"
+#include "util/vec.h"
 
 /* ---- the crash hook (test builds only: meson -Dtest_hooks=true)
  *
@@ -263,39 +265,6 @@ static int pread_all(int fd, void *buf, size_t n, off_t off)
     return 0;
 }
 
-/* mkdir -p; components it creates are 0700. */
-static int mkdir_p(const char *path)
-{
-    if (!path[0])
-        return -ENOENT;
-    char *p = strdup(path);
-    if (!p)
-        return -ENOMEM;
-    int rc = 0;
-    for (char *s = p + 1;; s++) {
-        if (*s == '/' || *s == '\0') {
-            char c = *s;
-            *s = '\0';
-            if (mkdir(p, 0700) != 0 && errno != EEXIST) {
-                rc = -errno;
-                break;
-            }
-            *s = c;
-            if (!c)
-                break;
-        }
-    }
-    free(p);
-    if (rc == 0) {
-        struct stat st;
-        if (stat(path, &st) != 0)
-            rc = -errno;
-        else if (!S_ISDIR(st.st_mode))
-            rc = -ENOTDIR;
-    }
-    return rc;
-}
-
 static char *path_join(const char *a, const char *b)
 {
     char *out = NULL;
@@ -442,15 +411,7 @@ static void index_free(struct jrec *recs, size_t n)
 
 static int index_reserve(struct journal *jn)
 {
-    if (jn->n < jn->cap)
-        return 0;
-    size_t cap = jn->cap ? jn->cap * 2 : 64;
-    struct jrec *r = realloc(jn->recs, cap * sizeof *r);
-    if (!r)
-        return -ENOMEM;
-    jn->recs = r;
-    jn->cap = cap;
-    return 0;
+    return vec_reserve(&jn->recs, &jn->cap, jn->n + 1, sizeof *jn->recs, 64);
 }
 
 /* Reads and checks the record at off (file size `size`). 0 with the parsed
@@ -660,7 +621,7 @@ struct journal *journal_open(const char *cache_dir, const char *identity, char *
     journal_identity_hash(identity, hex);
     char *lockp = NULL;
     int cachefd = -1;
-    int rc = mkdir_p(cache_dir);
+    int rc = files_mkdir_p(cache_dir, 0700, 0);
     if (rc < 0) {
         snprintf(err, errlen, "cannot create the cache dir %s: %s", cache_dir,
                  strerror(-rc));

@@ -1,6 +1,6 @@
-/* The local journal (SPEC §5): every committed change to a job's state is
- * appended here before close() returns, replayed on top of the store at the
- * next mount, and compacted away once the job is uploaded.
+/* The local journal (README, "The local journal"): every committed change to
+ * a job's state is appended here before close() returns, replayed on top of
+ * the store at the next mount, and compacted away once the job is uploaded.
  *
  * One directory per mount identity under the cache dir, named by the hex
  * SHA-256 of the identity string; in it `journal` (append-only records),

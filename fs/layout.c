@@ -1,5 +1,6 @@
-/* Amorphic's object layout (SPEC §2). Keys are handled as raw bytes here;
- * percent-encoding for the wire is the S3 client's business. */
+/* Amorphic's object layout (README, "The tree" and "Semantics"). Keys are
+ * handled as raw bytes here; percent-encoding for the wire is the S3 client's
+ * business. */
 #include "fs/layout.h"
 
 #include <errno.h>

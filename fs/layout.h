@@ -1,5 +1,6 @@
-/* The Amorphic object layout (SPEC §2): upload keys, and which stored
- * objects get_or_create considers and which one wins. Pure functions. */
+/* The Amorphic object layout (README, "The tree" and "Semantics"): upload
+ * keys, and which stored objects get_or_create considers and which one wins.
+ * Pure functions. */
 #ifndef BOOKMARKFS_FS_LAYOUT_H
 #define BOOKMARKFS_FS_LAYOUT_H
 

@@ -20,6 +20,7 @@
 #include "fs/ops.h"
 #include "fs/options.h"
 #include "s3/store_s3.h"
+#include "util/env.h"
 #include "util/log.h"
 
 #define EXIT_USAGE 2
@@ -61,12 +62,6 @@ static int check_store(struct store *st, const struct options *o)
         }
     }
     return 0;
-}
-
-static const char *env_nonempty(const char *name)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : NULL;
 }
 
 /* What a journal belongs to: the store (and where it is), the buckets and

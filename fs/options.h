@@ -1,6 +1,6 @@
-/* The command line (SPEC §4), parsed with libfuse's option parser: every
- * long option --name=value also works as -o name=value (dashes as
- * underscores). */
+/* The command line (README, "Command line"; bookmarkfs(1)), parsed with
+ * libfuse's option parser: every long option --name=value also works as
+ * -o name=value (dashes as underscores). */
 #ifndef BOOKMARKFS_FS_OPTIONS_H
 #define BOOKMARKFS_FS_OPTIONS_H
 

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/hash.h"
 #include "util/textbuf.h"
 
 /* Compact, UTF-8 kept as is (no \u escapes for non-ASCII). */
@@ -97,15 +98,7 @@ static char *dump_text(const json_t *v, size_t extra, size_t *len)
 
 static uint64_t hash_key(const char *key, size_t len)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a, then a final mix */
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)key[i];
-        h *= 1099511628211ULL;
-    }
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    return h;
+    return hash_mix(hash_fnv1a(key, len));
 }
 
 static size_t piece_len(const struct entry *e)

@@ -288,7 +288,7 @@ static int read_profile(const char *path, int config, const char *profile,
 
 static char *file_path(const char *env, const char *dflt)
 {
-    const char *v = cred_getenv(env);
+    const char *v = env_nonempty(env);
     return cred_expand_home(v ? v : dflt);
 }
 
@@ -558,7 +558,7 @@ static int config_value(const char *profile, int k, char **out)
 {
     *out = NULL;
     if (!profile || !*profile)
-        profile = cred_getenv("AWS_PROFILE");
+        profile = env_nonempty("AWS_PROFILE");
     if (!profile)
         profile = "default";
     char *path = file_path("AWS_CONFIG_FILE", "~/.aws/config");
@@ -587,7 +587,7 @@ int aws_ca_bundle(const char *profile, char **out, const char **from)
 {
     *out = NULL;
     *from = NULL;
-    const char *env = cred_getenv("AWS_CA_BUNDLE");
+    const char *env = env_nonempty("AWS_CA_BUNDLE");
     char *v = NULL;
     if (!env) {
         int rc = config_value(profile, K_CA_BUNDLE, &v);

@@ -267,8 +267,7 @@ int cred_parse_json(const char *body, size_t len, const char *source,
     int64_t expiration = 0;
     if (exp && !json_is_null(exp) &&
         (!json_is_string(exp) ||
-         cred_parse_time(json_string_value(exp), &expiration) < 0 ||
-         expiration <= 0)) {
+         cred_parse_expiration(json_string_value(exp), &expiration) < 0)) {
         snprintf(note, notelen, "The answer of %s has an unreadable Expiration.",
                  where);
         rc = -EIO;
@@ -351,8 +350,8 @@ static int check_full_uri(const char *uri, char *note, size_t notelen)
 static int container_auth_header(char **hdr, char *note, size_t notelen)
 {
     *hdr = NULL;
-    const char *file = cred_getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
-    const char *val = cred_getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN");
+    const char *file = env_nonempty("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
+    const char *val = env_nonempty("AWS_CONTAINER_AUTHORIZATION_TOKEN");
     char *data = NULL;
     size_t len = 0;
     if (file) {
@@ -397,8 +396,8 @@ static int container_auth_header(char **hdr, char *note, size_t notelen)
 int cred_container_get(const struct cred_options *o, struct aws_credentials *out,
                        char *note, size_t notelen)
 {
-    const char *rel = cred_getenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
-    const char *full = cred_getenv("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+    const char *rel = env_nonempty("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+    const char *full = env_nonempty("AWS_CONTAINER_CREDENTIALS_FULL_URI");
     if (!rel && !full) {
         snprintf(note, notelen,
                  "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and _FULL_URI are not set");
@@ -407,7 +406,7 @@ int cred_container_get(const struct cred_options *o, struct aws_credentials *out
     char *url = NULL;
     int rc;
     if (rel) {
-        const char *host = cred_getenv("BOOKMARKFS_CONTAINER_HOST");
+        const char *host = env_nonempty("BOOKMARKFS_CONTAINER_HOST");
         if (!host)
             host = CONTAINER_HOST;
         if (asprintf(&url, "http://%s%s%s", host, rel[0] == '/' ? "" : "/", rel) < 0) {
@@ -472,7 +471,7 @@ out:
 
 static int env_true(const char *name)
 {
-    const char *v = cred_getenv(name);
+    const char *v = env_nonempty(name);
     return v && strcasecmp(v, "true") == 0;
 }
 
@@ -483,9 +482,9 @@ int cred_imds_get(const struct cred_options *o, struct aws_credentials *out,
         snprintf(note, notelen, "AWS_EC2_METADATA_DISABLED is true");
         return CRED_ABSENT;
     }
-    const char *ep = cred_getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
+    const char *ep = env_nonempty("AWS_EC2_METADATA_SERVICE_ENDPOINT");
     if (!ep) {
-        const char *mode = cred_getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE");
+        const char *mode = env_nonempty("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE");
         ep = mode && strcasecmp(mode, "IPv6") == 0 ? IMDS_ENDPOINT_V6 : IMDS_ENDPOINT;
     }
     size_t epl = strlen(ep);

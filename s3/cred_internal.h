@@ -10,6 +10,7 @@
 #define BOOKMARKFS_S3_CRED_INTERNAL_H
 
 #include "s3/credentials.h"
+#include "util/env.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -61,8 +62,6 @@ int cred_process_get(const struct cred_options *o, const char *command,
                      char *note, size_t notelen);
 
 /* ---- helpers (credentials.c) ---- */
-/* getenv, but NULL for unset or empty variables. */
-const char *cred_getenv(const char *name);
 /* Fills out (source and copies of the strings; tok may be NULL or "").
  * Returns 0 or -ENOMEM (out left cleared). */
 int cred_fill(struct aws_credentials *out, const char *source, const char *ak,
@@ -71,9 +70,9 @@ int cred_fill(struct aws_credentials *out, const char *source, const char *ak,
 void cred_free_secret(char *s);
 /* Wipes and frees a buffer of known length (NULL is fine). */
 void cred_free_buf(void *p, size_t len);
-/* ISO 8601 / RFC 3339 UTC time ("2024-05-01T12:00:00Z", fractions and
- * +hh:mm offsets allowed) to seconds since 1970. Returns 0 or -EINVAL. */
-int cred_parse_time(const char *s, int64_t *out);
+/* An Expiration (util/iso8601.h says which times are read) to whole
+ * seconds since 1970, which must be after 1970. Returns 0 or -EINVAL. */
+int cred_parse_expiration(const char *s, int64_t *out);
 /* Reads a whole (regular) file of at most max bytes into a NUL-terminated
  * malloc'd buffer; st receives its stat. Returns 0 or a negative errno
  * (-EFBIG when larger than max). Free with cred_free_buf(buf, len + 1). */

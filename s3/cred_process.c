@@ -173,8 +173,7 @@ static int parse_output(const char *body, size_t len, const char *profile,
                  "a SessionToken that is not a string.", profile);
     } else if (exp && !json_is_null(exp) &&
                (!json_is_string(exp) ||
-                cred_parse_time(json_string_value(exp), &expiration) < 0 ||
-                expiration <= 0)) {
+                cred_parse_expiration(json_string_value(exp), &expiration) < 0)) {
         snprintf(note, notelen, "The credential_process of profile '%s' printed "
                  "an unreadable Expiration.", profile);
     } else {

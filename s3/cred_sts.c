@@ -84,15 +84,15 @@ static xmlDocPtr parse_xml(const struct cred_http_resp *rs)
 static int sts_target(const char *profile, char **url, char **region)
 {
     *url = *region = NULL;
-    const char *r = cred_getenv("AWS_REGION");
+    const char *r = env_nonempty("AWS_REGION");
     if (!r)
-        r = cred_getenv("AWS_DEFAULT_REGION");
+        r = env_nonempty("AWS_DEFAULT_REGION");
     char *cfg = r ? NULL : aws_config_region(profile);
     if (cfg)
         r = cfg;
-    const char *ep = cred_getenv("AWS_ENDPOINT_URL_STS");
+    const char *ep = env_nonempty("AWS_ENDPOINT_URL_STS");
     if (!ep)
-        ep = cred_getenv("AWS_ENDPOINT_URL");
+        ep = env_nonempty("AWS_ENDPOINT_URL");
     int rc = 0;
     if (ep) {
         *url = strdup(ep);
@@ -204,8 +204,7 @@ static int sts_answer(const struct cred_http_resp *rs, const char *source,
         snprintf(note, notelen, "The STS answer lacks Credentials (AccessKeyId, "
                  "SecretAccessKey, SessionToken).");
         rc = -EIO;
-    } else if (!exp || cred_parse_time((const char *)exp, &expiration) < 0 ||
-               expiration <= 0) {
+    } else if (!exp || cred_parse_expiration((const char *)exp, &expiration) < 0) {
         snprintf(note, notelen, "The STS answer has an unreadable Expiration.");
         rc = -EIO;
     } else {
@@ -322,8 +321,8 @@ out:
 int cred_web_identity_get(const struct cred_options *o, const char *profile,
                           struct aws_credentials *out, char *note, size_t notelen)
 {
-    const char *file = cred_getenv("AWS_WEB_IDENTITY_TOKEN_FILE");
-    const char *arn = cred_getenv("AWS_ROLE_ARN");
+    const char *file = env_nonempty("AWS_WEB_IDENTITY_TOKEN_FILE");
+    const char *arn = env_nonempty("AWS_ROLE_ARN");
     if (!file && !arn) {
         snprintf(note, notelen, "AWS_WEB_IDENTITY_TOKEN_FILE is not set");
         return CRED_ABSENT;
@@ -334,7 +333,7 @@ int cred_web_identity_get(const struct cred_options *o, const char *profile,
                  file ? "AWS_ROLE_ARN" : "AWS_WEB_IDENTITY_TOKEN_FILE");
         return -EACCES;
     }
-    return cred_sts_web_identity(o, file, arn, cred_getenv("AWS_ROLE_SESSION_NAME"),
+    return cred_sts_web_identity(o, file, arn, env_nonempty("AWS_ROLE_SESSION_NAME"),
                                  profile, out, note, notelen);
 }
 

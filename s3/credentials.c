@@ -8,6 +8,7 @@
  * their expiry; while one thread refreshes, the others keep using the cached
  * credentials as long as they have not expired. */
 #include "s3/cred_internal.h"
+#include "util/iso8601.h"
 #include "util/log.h"
 
 #include <ctype.h>
@@ -49,12 +50,6 @@ static void msgf(char *buf, size_t len, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, len, fmt, ap);
     va_end(ap);
-}
-
-const char *cred_getenv(const char *name)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : NULL;
 }
 
 void cred_free_secret(char *s)
@@ -111,51 +106,12 @@ static int copy_credentials(struct aws_credentials *dst,
     return rc;
 }
 
-int cred_parse_time(const char *s, int64_t *out)
+int cred_parse_expiration(const char *s, int64_t *out)
 {
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    if (!s)
+    int64_t ms;
+    if (iso8601_parse_ms(s, &ms) < 0 || ms < 1000)
         return -EINVAL;
-    while (isspace((unsigned char)*s))
-        s++;
-    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!p)
-        return -EINVAL;
-    if (*p == '.' || *p == ',') { /* fraction of a second: ignored */
-        p++;
-        if (!isdigit((unsigned char)*p))
-            return -EINVAL;
-        while (isdigit((unsigned char)*p))
-            p++;
-    }
-    long offset = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int sign = *p == '-' ? -1 : 1;
-        unsigned hh, mm;
-        int n = 0;
-        p++;
-        if (sscanf(p, "%2u:%2u%n", &hh, &mm, &n) != 2 &&
-            sscanf(p, "%2u%2u%n", &hh, &mm, &n) != 2)
-            return -EINVAL;
-        if (hh > 23 || mm > 59)
-            return -EINVAL;
-        p += n;
-        offset = sign * (long)(hh * 3600 + mm * 60);
-    } else {
-        return -EINVAL; /* a time without a zone is ambiguous */
-    }
-    while (isspace((unsigned char)*p))
-        p++;
-    if (*p)
-        return -EINVAL;
-    errno = 0;
-    time_t t = timegm(&tm);
-    if (t == (time_t)-1 && errno)
-        return -EINVAL;
-    *out = (int64_t)t - offset;
+    *out = ms / 1000;
     return 0;
 }
 
@@ -236,7 +192,7 @@ char *cred_expand_home(const char *path)
 {
     if (path[0] != '~' || (path[1] != '/' && path[1] != '\0'))
         return strdup(path);
-    const char *home = cred_getenv("HOME");
+    const char *home = env_nonempty("HOME");
     char pwbuf[4096];
     struct passwd pw, *res = NULL;
     if (!home) {
@@ -264,8 +220,8 @@ long cred_timeout_ms(const struct cred_options *o)
 
 int cred_env_get(struct aws_credentials *out, char *note, size_t notelen)
 {
-    const char *ak = cred_getenv("AWS_ACCESS_KEY_ID");
-    const char *sk = cred_getenv("AWS_SECRET_ACCESS_KEY");
+    const char *ak = env_nonempty("AWS_ACCESS_KEY_ID");
+    const char *sk = env_nonempty("AWS_SECRET_ACCESS_KEY");
     if (!ak && !sk) {
         snprintf(note, notelen, "AWS_ACCESS_KEY_ID is not set");
         return CRED_ABSENT;
@@ -277,7 +233,7 @@ int cred_env_get(struct aws_credentials *out, char *note, size_t notelen)
         return -EACCES;
     }
     int rc = cred_fill(out, "environment", ak, sk,
-                       cred_getenv("AWS_SESSION_TOKEN"), 0);
+                       env_nonempty("AWS_SESSION_TOKEN"), 0);
     if (rc < 0)
         snprintf(note, notelen, "out of memory");
     return rc;
@@ -293,7 +249,7 @@ static int resolve(struct cred_provider *p, struct aws_credentials *out,
     const char *profile = p->profile;
     int named = profile != NULL;
     if (!profile) {
-        profile = cred_getenv("AWS_PROFILE");
+        profile = env_nonempty("AWS_PROFILE");
         named = profile != NULL;
     }
     if (!profile)

@@ -16,6 +16,8 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
+#include "util/hex.h"
+
 #define SIGV4_ALGORITHM "AWS4-HMAC-SHA256"
 #define SHA256_LEN 32
 
@@ -133,16 +135,6 @@ char *sigv4_uri_encode(const char *s, size_t len, int keep_slash)
     return sb_take(&b);
 }
 
-static void to_hex(const unsigned char *d, size_t n, char *out)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hex[d[i] >> 4];
-        out[2 * i + 1] = hex[d[i] & 0x0f];
-    }
-    out[2 * n] = '\0';
-}
-
 /* ---- hashing ------------------------------------------------------------ */
 
 static int sha256(const void *data, size_t len, unsigned char md[SHA256_LEN])
@@ -161,7 +153,7 @@ void sigv4_sha256_hex(const void *data, size_t len, char out[65])
         memset(out, 0, 65);
         return;
     }
-    to_hex(md, sizeof md, out);
+    hex_encode(md, sizeof md, out);
 }
 
 static int hmac_sha256(EVP_MAC *mac, const void *key, size_t keylen,
@@ -210,7 +202,7 @@ static int compute_signature(const char *secret, const char *date8,
         hmac_sha256(mac, k2, sizeof k2, service, strlen(service), k1) == 0 &&
         hmac_sha256(mac, k1, sizeof k1, "aws4_request", 12, k2) == 0 &&
         hmac_sha256(mac, k2, sizeof k2, sts, strlen(sts), sig) == 0) {
-        to_hex(sig, sizeof sig, out);
+        hex_encode(sig, sizeof sig, out);
         rc = 0;
     }
     EVP_MAC_free(mac);

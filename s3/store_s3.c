@@ -18,6 +18,7 @@
 #include "s3/sigv4.h"
 #include "s3/xml.h"
 #include "util/clock.h"
+#include "util/env.h"
 #include "util/log.h"
 
 #define S3_KEY_MAX 1024
@@ -646,12 +647,6 @@ static const struct store_ops s3_ops = {
 };
 
 /* ---- construction -------------------------------------------------------- */
-
-static const char *env_nonempty(const char *name)
-{
-    const char *v = getenv(name);
-    return v && v[0] ? v : NULL;
-}
 
 /* Splits the endpoint URL with libcurl's URL parser. */
 static int parse_endpoint(struct s3_store *s, const char *endpoint, char *err,

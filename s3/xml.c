@@ -15,6 +15,7 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
+#include "util/iso8601.h"
 #include "util/log.h"
 
 static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
@@ -94,66 +95,6 @@ int s3_xml_parse_error(const char *body, size_t len, struct s3_error_doc *out)
     }
     xmlFreeDoc(doc);
     return rc;
-}
-
-int s3_parse_iso8601_ms(const char *s, int64_t *out)
-{
-    if (!s)
-        return -EINVAL;
-    while (isspace((unsigned char)*s))
-        s++;
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!p)
-        return -EINVAL;
-    int64_t ms = 0;
-    if (*p == '.') {
-        p++;
-        int digits = 0;
-        int64_t scale = 100;
-        while (isdigit((unsigned char)*p)) {
-            if (digits < 3) {
-                ms += (*p - '0') * scale;
-                scale /= 10;
-            }
-            digits++;
-            p++;
-        }
-        if (digits == 0)
-            return -EINVAL;
-    }
-    int64_t offset_s = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int sign = *p == '-' ? -1 : 1;
-        p++;
-        if (!isdigit((unsigned char)p[0]) || !isdigit((unsigned char)p[1]))
-            return -EINVAL;
-        int hh = (p[0] - '0') * 10 + (p[1] - '0');
-        p += 2;
-        if (*p == ':')
-            p++;
-        int mm = 0;
-        if (isdigit((unsigned char)p[0]) && isdigit((unsigned char)p[1])) {
-            mm = (p[0] - '0') * 10 + (p[1] - '0');
-            p += 2;
-        }
-        if (hh > 23 || mm > 59)
-            return -EINVAL;
-        offset_s = sign * (int64_t)(hh * 3600 + mm * 60);
-    }
-    while (isspace((unsigned char)*p))
-        p++;
-    if (*p != '\0')
-        return -EINVAL;
-    time_t t = timegm(&tm);
-    if (t == (time_t)-1 && !(tm.tm_year == 69 && tm.tm_mon == 11 &&
-                              tm.tm_mday == 31 && tm.tm_hour == 23))
-        return -EINVAL;
-    *out = ((int64_t)t - offset_s) * 1000 + ms;
-    return 0;
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -251,7 +192,7 @@ static int parse_object(const xmlNode *c, int encoded, int scrubbed,
         rc = url_decode(o->key);
     else if (key_may_be_altered(o->key, scrubbed))
         rc = 1;
-    if (rc == 0 && (o->key[0] == '\0' || s3_parse_iso8601_ms(lms, &o->last_modified_ms) < 0 ||
+    if (rc == 0 && (o->key[0] == '\0' || iso8601_parse_ms(lms, &o->last_modified_ms) < 0 ||
                     parse_u64(szs, &o->size) < 0))
         rc = -EINVAL;
     const xmlNode *et = child(c, "ETag");

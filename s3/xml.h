@@ -25,8 +25,4 @@ int s3_xml_parse_error(const char *body, size_t len, struct s3_error_doc *out);
  * inconsistent document, -ENOMEM. On error out is left empty. */
 int s3_xml_parse_list(const char *body, size_t len, struct store_page *out);
 
-/* "2024-05-01T12:34:56.789Z" (fraction and zone optional; "+hh:mm" zones
- * accepted) into ms since 1970 UTC. Returns 0 or -EINVAL. */
-int s3_parse_iso8601_ms(const char *s, int64_t *out);
-
 #endif

@@ -8,8 +8,11 @@
  * Gets and puts keep no state; listings keep what they read of the tree
  * under a lock (see "list" below), so the store is safe from any thread. */
 #include "store/store.h"
+#include "util/files.h"
+#include "util/hex.h"
 #include "util/log.h"
 #include "util/strmap.h"
+#include "util/vec.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -113,77 +116,13 @@ static int errno_to_store(int e)
     }
 }
 
-static int fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc;
-}
-
-/* mkdir -p, fsyncing the parent of every directory it creates so a later
- * rename into it survives power loss. 0 or -1 with errno. */
-static int mkdir_p(const char *path)
-{
-    char *p = strdup(path);
-    if (!p)
-        return -1;
-    int rc = 0;
-    size_t n = strlen(p);
-    for (size_t i = 1; i <= n && rc == 0; i++) {
-        if (p[i] != '/' && p[i] != '\0')
-            continue;
-        char c = p[i];
-        p[i] = '\0';
-        if (mkdir(p, DIR_MODE) == 0) {
-            char *slash = strrchr(p, '/');
-            if (slash && slash != p) {
-                *slash = '\0';
-                rc = fsync_dir(p);
-                *slash = '/';
-            } else if (slash) {
-                rc = fsync_dir("/");
-            }
-        } else if (errno != EEXIST) {
-            rc = -1;
-        } else {
-            struct stat sb;
-            if (stat(p, &sb) != 0)
-                rc = -1;
-            else if (!S_ISDIR(sb.st_mode)) {
-                errno = ENOTDIR;
-                rc = -1;
-            }
-        }
-        p[i] = c;
-    }
-    int e = errno;
-    free(p);
-    errno = e;
-    return rc;
-}
-
-static void md5_hex(const unsigned char *md, unsigned n, char *out)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (unsigned i = 0; i < n; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 static int md5_buf(const void *body, size_t len, char out[STORE_ETAG_MAX])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned n = 0;
     if (!EVP_Digest(body, len, md, &n, EVP_md5(), NULL))
         return -1;
-    md5_hex(md, n, out);
+    hex_encode(md, n, out);
     return 0;
 }
 
@@ -215,7 +154,7 @@ static int md5_file(int dirfd, const char *name, char out[STORE_ETAG_MAX])
     close(fd);
     if (!ok)
         return -1;
-    md5_hex(md, n, out);
+    hex_encode(md, n, out);
     return 0;
 }
 
@@ -351,12 +290,14 @@ static int dir_put(struct store *st, const char *bucket, const char *key,
     }
     char *slash = strrchr(path, '/'); /* the key's parent directory */
     *slash = '\0';
-    if (mkdir_p(path) != 0) {
+    if ((e = files_mkdir_p(path, DIR_MODE, 1)) != 0) {
+        errno = -e;
         what = "create directory";
         goto fail;
     }
     *slash = '/';
-    if (mkdir_p(tmpdir) != 0) {
+    if ((e = files_mkdir_p(tmpdir, DIR_MODE, 1)) != 0) {
+        errno = -e;
         what = "create temp directory";
         goto fail;
     }
@@ -381,7 +322,8 @@ static int dir_put(struct store *st, const char *bucket, const char *key,
         goto fail_unlink;
     }
     *slash = '\0';
-    if (fsync_dir(path) != 0) {
+    if ((e = files_fsync_dir(path)) != 0) {
+        errno = -e;
         /* The object is in place; only its durability is in doubt. */
         what = "sync directory";
         goto fail;
@@ -428,8 +370,11 @@ static int cond_lock(struct dir_store *d)
     char *tmpdir = path_join(d->root, TMP_DIR);
     char *lockp = tmpdir ? path_join(tmpdir, "cond.lock") : NULL;
     int fd = -1;
-    if (lockp && mkdir_p(tmpdir) == 0)
+    int mk = lockp ? files_mkdir_p(tmpdir, DIR_MODE, 1) : -ENOMEM;
+    if (mk == 0)
         fd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, FILE_MODE);
+    else
+        errno = -mk;
     if (fd >= 0) {
         while (flock(fd, LOCK_EX) != 0) {
             if (errno != EINTR) {
@@ -804,14 +749,8 @@ static int walk_add(struct walk *w, const char *key, const struct stat *sb)
         return 0;
     if (w->after && strcmp(key, w->after) <= 0)
         return 0;
-    if (w->count == w->cap) {
-        size_t cap = w->cap ? w->cap * 2 : 64;
-        struct store_object *n = realloc(w->objs, cap * sizeof *n);
-        if (!n)
-            return -ENOMEM;
-        w->objs = n;
-        w->cap = cap;
-    }
+    if (vec_reserve(&w->objs, &w->cap, w->count + 1, sizeof *w->objs, 64) != 0)
+        return -ENOMEM;
     struct store_object *o = &w->objs[w->count];
     memset(o, 0, sizeof *o);
     o->key = strdup(key);
@@ -1076,8 +1015,8 @@ static int dir_check_bucket(struct store *st, const char *bucket, char *msg,
         return -ENOMEM;
     }
     int rc = 0;
-    if (mkdir_p(bdir) != 0) {
-        int e = errno;
+    int e = -files_mkdir_p(bdir, DIR_MODE, 1);
+    if (e != 0) {
         put_msg(msg, msglen, "Cannot create the store directory %s: %s.",
                 bdir, strerror(e));
         rc = list_err(e);

@@ -1,4 +1,5 @@
 #include "util/strmap.h"
+#include "util/hash.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -20,12 +21,7 @@ struct strmap {
 
 static uint64_t hash_str(const char *s)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h;
+    return hash_fnv1a(s, strlen(s));
 }
 
 struct strmap *strmap_new(void)

@@ -1,4 +1,4 @@
-"""SPEC §4: the command line. Missing or contradictory options: one line and
+"""The command line (README, "Command line"). Missing or contradictory options: one line and
 exit status 2 before anything is mounted; every long option has its -o form."""
 import json
 import os

@@ -1,6 +1,6 @@
-"""Store faults (SPEC §5: transient faults are retried, bounded; a failed
-control write is an error and changes nothing). bookmarkfs talks to a real
-S3 server (Ceph RGW, which verifies every signature) through the
+"""Store faults (README, "Retries": transient faults are retried, bounded; a
+failed control write is an error and changes nothing). bookmarkfs talks to a
+real S3 server (Ceph RGW, which verifies every signature) through the
 fault-injecting proxy on 127.0.0.1; what is stored is read from the server
 directly."""
 import hashlib

@@ -2,7 +2,7 @@
 for S3, plain files for the local store) — several upload_dates, completed
 and running, in the DLZ and the LZ bucket, near-miss names of other jobs,
 other datasets, more than 1,000 objects so that listings span pages — load
-as SPEC §2 says. The expected winner is computed here from the rules."""
+as the README says ("Semantics"). The expected winner is computed here from the rules."""
 import json
 import random
 import re

@@ -1,4 +1,4 @@
-"""The local journal (SPEC §5): closed changes that were not uploaded survive
+"""The local journal (README, "The local journal"): closed changes that were not uploaded survive
 kill -9 and come back at the next mount on top of what the store holds; an
 upload compacts them away; a torn or corrupt tail loses only itself; a
 journal belongs to one mount identity; shutdown names what is pending."""

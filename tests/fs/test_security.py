@@ -1,6 +1,6 @@
-"""Security (SPEC §4, §5): secrets never in logs, TLS verified by default,
-the mount private to its owner unless -o allow_other, and a warning for a
-credentials file that others can read."""
+"""Security (README, "Bad input, store faults, security"): secrets never in
+logs, TLS verified by default, the mount private to its owner unless -o
+allow_other, and a warning for a credentials file that others can read."""
 import os
 import pwd
 import shutil

@@ -1,4 +1,5 @@
-"""SPEC §1: every row of the seed's API, from the shell and from Python."""
+"""Every row of the amorphicutils API (README, "The tree"), from the shell
+and from Python."""
 import json
 import re
 import subprocess

@@ -1,5 +1,6 @@
-"""SPEC §3: the rules of the tree, one test each, errors included, each with
-proof that the old value and the state are intact afterwards."""
+"""The rules of the tree (README, "The tree" and "Semantics"), one test each,
+errors included, each with proof that the old value and the state are intact
+afterwards."""
 import ctypes
 import errno
 import hashlib

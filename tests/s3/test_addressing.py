@@ -1,5 +1,5 @@
-"""SPEC §4 --path-style: virtual-hosted addressing for AWS endpoints, path-style
-with the option, for bucket names that cannot be a DNS label, and for other
+"""--path-style (README, "MinIO, Ceph RGW, other S3-compatible servers"):
+virtual-hosted addressing for AWS endpoints, path-style with the option, for bucket names that cannot be a DNS label, and for other
 endpoints.
 
 store_cli talks to AWS host names here, but through an HTTP proxy on

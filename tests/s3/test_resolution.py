@@ -1,5 +1,5 @@
-"""SPEC §4: which endpoint and which signing region the S3 store uses, seen
-by a loopback server that records each request's Host, path and
+"""Which endpoint and which signing region the S3 store uses (README,
+"Command line": --endpoint, --region), seen by a loopback server that records each request's Host, path and
 Authorization header (s3rver does not check signatures, so the credential
 scope is read here)."""
 import re

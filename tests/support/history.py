@@ -5,7 +5,8 @@ datasets, dates that are not dates), ties (the same upload_date in both
 buckets, running and completed of one run) and a job whose only object is
 the oldest of all. Used by tests/fs/test_history.py and the bench.
 
-newest(objects, job, kinds) applies SPEC §2 (greatest upload_date as a
+newest(objects, job, kinds) applies the README's rule ("Semantics", and
+"Choices where the contract is silent" for ties: greatest upload_date as a
 number, then LastModified, then completed over running, then the greater
 key and bucket, byte order) to (bucket, key, last_modified_ms) triples that
 a client other than bookmarkfs listed."""

@@ -1,4 +1,4 @@
-/* Unit tests of the Amorphic object layout (fs/layout.c, SPEC §2). */
+/* Unit tests of the Amorphic object layout (fs/layout.c; README, "The tree" and "Semantics"). */
 #include "fs/layout.h"
 
 #include <inttypes.h>

@@ -1,0 +1,113 @@
+/* The small helpers of util/: FNV-1a (its published test vectors), hex,
+ * env_nonempty, mkdir -p and vec_reserve. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tests/unit/check.h"
+#include "util/env.h"
+#include "util/files.h"
+#include "util/hash.h"
+#include "util/hex.h"
+#include "util/vec.h"
+
+static void test_hash(void)
+{
+    /* The 64-bit FNV-1a vectors of the FNV authors' test suite. */
+    CHECK(hash_fnv1a("", 0) == 0xcbf29ce484222325ULL);
+    CHECK(hash_fnv1a("a", 1) == 0xaf63dc4c8601ec8cULL);
+    CHECK(hash_fnv1a("foobar", 6) == 0x85944171f73967e8ULL);
+    CHECK(hash_fnv1a("a\0b", 3) != hash_fnv1a("a", 1)); /* lengths, not strings */
+    CHECK(hash_mix(0) == 0);
+    CHECK(hash_mix(1) != 1 && hash_mix(1) != hash_mix(2));
+}
+
+static void test_hex(void)
+{
+    char out[2 * 4 + 1];
+    memset(out, 'x', sizeof out);
+    hex_encode("\x00\x9f\xff\x10", 4, out);
+    CHECK(strcmp(out, "009fff10") == 0);
+    hex_encode("", 0, out);
+    CHECK(out[0] == '\0');
+}
+
+static void test_env(void)
+{
+    REQUIRE(setenv("BOOKMARKFS_TEST_ENV", "v", 1) == 0);
+    const char *v = env_nonempty("BOOKMARKFS_TEST_ENV");
+    CHECK(v && strcmp(v, "v") == 0);
+    REQUIRE(setenv("BOOKMARKFS_TEST_ENV", "", 1) == 0);
+    CHECK(env_nonempty("BOOKMARKFS_TEST_ENV") == NULL);
+    REQUIRE(unsetenv("BOOKMARKFS_TEST_ENV") == 0);
+    CHECK(env_nonempty("BOOKMARKFS_TEST_ENV") == NULL);
+}
+
+static void test_mkdir_p(void)
+{
+    char root[] = "/tmp/bookmarkfs-helpers-XXXXXX";
+    REQUIRE(mkdtemp(root) != NULL);
+    char path[512], file[256];
+    snprintf(path, sizeof path, "%s/a/b//c", root);
+    for (int durable = 0; durable <= 1; durable++) {
+        CHECK(files_mkdir_p(path, 0700, durable) == 0);
+        CHECK(files_mkdir_p(path, 0700, durable) == 0); /* already there */
+    }
+    struct stat sb;
+    snprintf(file, sizeof file, "%s/a/b/c", root);
+    CHECK(stat(file, &sb) == 0 && S_ISDIR(sb.st_mode) && (sb.st_mode & 0777) == 0700);
+    snprintf(file, sizeof file, "%s/a/f", root);
+    int fd = open(file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    close(fd);
+    CHECK(files_mkdir_p(file, 0700, 1) == -ENOTDIR);          /* the end is a file */
+    snprintf(path, sizeof path, "%s/x", file);
+    CHECK(files_mkdir_p(path, 0700, 0) == -ENOTDIR);          /* a component is */
+    CHECK(files_mkdir_p("", 0700, 0) == -ENOENT);
+    CHECK(files_fsync_dir(root) == 0);
+    CHECK(files_fsync_dir(file) == -ENOTDIR);
+    snprintf(path, sizeof path, "%s/nothing", root);
+    CHECK(files_fsync_dir(path) == -ENOENT);
+    /* Clean up what the test made. */
+    unlink(file);
+    const char *dirs[] = {"a/b/c", "a/b", "a", ""};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, "%s/%s", root, dirs[i]);
+        CHECK(rmdir(path) == 0);
+    }
+}
+
+static void test_vec(void)
+{
+    uint32_t *v = NULL;
+    size_t cap = 0;
+    for (uint32_t i = 0; i < 10000; i++) {
+        REQUIRE(vec_reserve(&v, &cap, i + 1, sizeof *v, 16) == 0);
+        CHECK(cap >= i + 1 && (i > 0 || cap == 16));
+        v[i] = i * 2654435761u;
+    }
+    for (uint32_t i = 0; i < 10000; i++)
+        CHECK(v[i] == i * 2654435761u); /* moves keep the elements */
+    size_t before = cap;
+    uint32_t *p = v;
+    CHECK(vec_reserve(&v, &cap, 5, sizeof *v, 16) == 0 && v == p && cap == before);
+    /* A size nothing can hold: refused, array and capacity unchanged. */
+    CHECK(vec_reserve(&v, &cap, SIZE_MAX / 2, sizeof *v, 16) == -ENOMEM);
+    CHECK(v == p && cap == before && v[9999] == 9999u * 2654435761u);
+    free(v);
+}
+
+int main(void)
+{
+    test_hash();
+    test_hex();
+    test_env();
+    test_mkdir_p();
+    test_vec();
+    return failures != 0;
+}
