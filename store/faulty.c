@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "util/clock.h"
+
 struct fault {
     uint64_t from, to; /* calls numbered from..to fail (to 0: no end); from 0: none */
     int err;
@@ -76,55 +78,46 @@ static int after(struct faulty *f, enum faulty_op op, uint64_t n, int rc)
     return rc;
 }
 
+/* Each call: counted, failed or held before the store underneath, and
+ * held after it. */
+#define PASS(f, op, call)                                                    \
+    do {                                                                     \
+        uint64_t n_;                                                         \
+        int rc_ = before(f, op, &n_);                                        \
+        return rc_ < 0 ? rc_ : after(f, op, n_, (call));                     \
+    } while (0)
+
 static int f_list_page(struct store *st, const char *bucket, const char *prefix,
                        const char *token, struct store_page *out)
 {
-    struct faulty *f = fs_of(st);
-    uint64_t n;
-    int rc = before(f, FAULTY_LIST, &n);
-    if (rc < 0)
-        return rc;
-    rc = f->inner->ops->list_page(f->inner, bucket, prefix, token, out);
-    return after(f, FAULTY_LIST, n, rc);
+    struct store *in = fs_of(st)->inner;
+    PASS(fs_of(st), FAULTY_LIST, in->ops->list_page(in, bucket, prefix, token, out));
 }
 
 static int f_list_from(struct store *st, const char *bucket, const char *prefix,
                        const char *start_after, const char *token,
                        struct store_page *out)
 {
-    struct faulty *f = fs_of(st);
-    uint64_t n;
-    int rc = before(f, FAULTY_LIST, &n);
-    if (rc < 0)
-        return rc;
-    rc = f->inner->ops->list_from(f->inner, bucket, prefix, start_after, token, out);
-    return after(f, FAULTY_LIST, n, rc);
+    struct store *in = fs_of(st)->inner;
+    PASS(fs_of(st), FAULTY_LIST,
+         in->ops->list_from(in, bucket, prefix, start_after, token, out));
 }
 
 static int f_get(struct store *st, const char *bucket, const char *key, char **data,
                  size_t *len)
 {
-    struct faulty *f = fs_of(st);
-    uint64_t n;
-    int rc = before(f, FAULTY_GET, &n);
-    if (rc < 0)
-        return rc;
-    rc = f->inner->ops->get(f->inner, bucket, key, data, len);
-    return after(f, FAULTY_GET, n, rc);
+    struct store *in = fs_of(st)->inner;
+    PASS(fs_of(st), FAULTY_GET, in->ops->get(in, bucket, key, data, len));
 }
 
 static int f_get_info(struct store *st, const char *bucket, const char *key,
                       char **data, size_t *len, struct store_get_info *info)
 {
-    struct faulty *f = fs_of(st);
-    uint64_t n;
-    int rc = before(f, FAULTY_GET, &n);
-    if (rc < 0)
-        return rc;
-    rc = f->inner->ops->get_info(f->inner, bucket, key, data, len, info);
-    return after(f, FAULTY_GET, n, rc);
+    struct store *in = fs_of(st)->inner;
+    PASS(fs_of(st), FAULTY_GET, in->ops->get_info(in, bucket, key, data, len, info));
 }
 
+/* A put that goes on to the store underneath is shown to the watcher. */
 static void watch_put(struct faulty *f, const char *bucket, const char *key,
                       const void *body, size_t len)
 {
@@ -139,43 +132,26 @@ static void watch_put(struct faulty *f, const char *bucket, const char *key,
 static int f_put(struct store *st, const char *bucket, const char *key, const void *body,
                  size_t len, struct store_put_result *res)
 {
-    struct faulty *f = fs_of(st);
-    uint64_t n;
-    int rc = before(f, FAULTY_PUT, &n);
-    if (rc < 0) {
-        res->attempts = 1;
-        return rc;
-    }
-    watch_put(f, bucket, key, body, len);
-    rc = f->inner->ops->put(f->inner, bucket, key, body, len, res);
-    return after(f, FAULTY_PUT, n, rc);
+    struct store *in = fs_of(st)->inner;
+    PASS(fs_of(st), FAULTY_PUT,
+         (watch_put(fs_of(st), bucket, key, body, len),
+          in->ops->put(in, bucket, key, body, len, res)));
 }
 
 static int f_put_if(struct store *st, const char *bucket, const char *key,
                     const void *body, size_t len, const char *if_match,
                     struct store_put_result *res)
 {
-    struct faulty *f = fs_of(st);
-    uint64_t n;
-    int rc = before(f, FAULTY_PUT, &n);
-    if (rc < 0) {
-        res->attempts = 1;
-        return rc;
-    }
-    watch_put(f, bucket, key, body, len);
-    rc = f->inner->ops->put_if(f->inner, bucket, key, body, len, if_match, res);
-    return after(f, FAULTY_PUT, n, rc);
+    struct store *in = fs_of(st)->inner;
+    PASS(fs_of(st), FAULTY_PUT,
+         (watch_put(fs_of(st), bucket, key, body, len),
+          in->ops->put_if(in, bucket, key, body, len, if_match, res)));
 }
 
 static int f_del(struct store *st, const char *bucket, const char *key)
 {
-    struct faulty *f = fs_of(st);
-    uint64_t n;
-    int rc = before(f, FAULTY_DEL, &n);
-    if (rc < 0)
-        return rc;
-    rc = f->inner->ops->del(f->inner, bucket, key);
-    return after(f, FAULTY_DEL, n, rc);
+    struct store *in = fs_of(st)->inner;
+    PASS(fs_of(st), FAULTY_DEL, in->ops->del(in, bucket, key));
 }
 
 static int f_check_bucket(struct store *st, const char *bucket, char *msg, size_t msglen)
@@ -193,16 +169,13 @@ static void f_destroy(struct store *st)
     free(f);
 }
 
+/* By enum faulty_op: lists, gets, puts, the delete; then the rest. */
 static const struct store_ops faulty_ops = {
-    .list_page = f_list_page,
-    .list_from = f_list_from,
-    .get = f_get,
-    .put = f_put,
-    .put_if = f_put_if,
-    .get_info = f_get_info,
+    .list_page = f_list_page, .list_from = f_list_from,
+    .get = f_get, .get_info = f_get_info,
+    .put = f_put, .put_if = f_put_if,
     .del = f_del,
-    .check_bucket = f_check_bucket,
-    .destroy = f_destroy,
+    .check_bucket = f_check_bucket, .destroy = f_destroy,
 };
 
 int faulty_new(struct store *inner, struct store **out)
@@ -218,7 +191,15 @@ int faulty_new(struct store *inner, struct store **out)
         store_destroy(inner);
         return -ENOMEM;
     }
-    if (pthread_cond_init(&f->cond, NULL) != 0) {
+    pthread_condattr_t ca;
+    int crc = pthread_condattr_init(&ca);
+    if (crc == 0) {
+        crc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* faulty_wait_held */
+        if (crc == 0)
+            crc = pthread_cond_init(&f->cond, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    if (crc != 0) {
         pthread_mutex_destroy(&f->lock);
         free(f);
         store_destroy(inner);
@@ -281,14 +262,9 @@ void faulty_hold(struct store *st, enum faulty_op op, unsigned nth, int after_st
 int faulty_wait_held(struct store *st, long timeout_ms)
 {
     struct faulty *f = fs_of(st);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    int64_t end = clock_mono_ms() + timeout_ms;
+    struct timespec until = {.tv_sec = (time_t)(end / 1000),
+                             .tv_nsec = (long)(end % 1000) * 1000000L};
     int rc = 0;
     pthread_mutex_lock(&f->lock);
     while (!f->held && rc == 0)
