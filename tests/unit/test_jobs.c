@@ -283,8 +283,9 @@ static void test_selection(void)
           {DLZ, "u", "200", "completed", "{\"v\":\"c200\"}", T}},
          "{\"v\":\"r300\"}"},
         {"equal upload_date: the greater LastModified", 0,
-         {{LZ, "u", "400", "completed", "{\"v\":\"old\"}", T},
-          {DLZ, "u2", "400", "completed", "{\"v\":\"new\"}", T + 1},
+         /* the older one has the greater key and bucket */
+         {{LZ, "u9", "400", "completed", "{\"v\":\"old\"}", T},
+          {DLZ, "u1", "400", "completed", "{\"v\":\"new\"}", T + 1},
           {LZ, "u3", "399", "completed", "{\"v\":\"older date\"}", T + 9000}},
          "{\"v\":\"new\"}"},
         {"equal upload_date and LastModified: completed before running", 1,
@@ -324,7 +325,13 @@ static void test_selection(void)
         free(got);
         env_close(&e);
     }
+}
 
+/* get_or_create where there is nothing to choose, nothing valid, or the
+ * store fails. */
+static void test_selection_edges(void)
+{
+    const int64_t T = 1700000000000LL;
     /* A job with only running objects under --resume-from=completed is
      * there and starts empty; a job with no objects is not, unless made. */
     struct env e;
@@ -1076,6 +1083,7 @@ int main(void)
         void (*fn)(void);
     } tests[] = {
         {"selection", test_selection},
+        {"selection_edges", test_selection_edges},
         {"upload_compacts", test_upload_compacts},
         {"replay_after_crash", test_replay_after_crash},
         {"upload_failure", test_upload_failure},
