@@ -366,6 +366,29 @@ static void test_selection_edges(void)
     CHECK(jobs_find_loaded(e.j, "j") == NULL);
     env_close(&e);
 
+    /* A listing that fails on a later page: an error, not the newest
+     * candidate of the pages read (page 1 has an older one). */
+    env_open(&e, "pick-page2", 0);
+    put_upload(&e, LZ, "u", "100", "j", "completed", "{\"v\":\"page 1\"}", T);
+    put_upload(&e, DLZ, "u", "100", "j", "completed", "{\"v\":\"page 1\"}", T);
+    /* the dir store's pages hold 1000; the first listing is the DLZ's */
+    for (int i = 0; i < 1100; i++) {
+        char date[16];
+        snprintf(date, sizeof date, "5%04d", i);
+        put_upload(&e, DLZ, "u", date, "other", "completed", "{}", T);
+    }
+    put_upload(&e, DLZ, "u", "999", "j", "completed", "{\"v\":\"page 2\"}", T);
+    faulty_fail(e.st, FAULTY_LIST, 2, 1, -EIO);
+    job = NULL;
+    CHECK(jobs_get(e.j, "j", 0, &job) == -EIO && job == NULL);
+    CHECK(faulty_calls(e.st, FAULTY_LIST) == 2);
+    CHECK(faulty_calls(e.st, FAULTY_GET) == 0);
+    int rc = 0;
+    char *got = load(&e, "j", &rc);
+    CHECK(rc == 0 && text_is(got, "{\"v\":\"page 2\"}"));
+    free(got);
+    env_close(&e);
+
     /* A listing or GET the store fails: the error, and no job cached in
      * its place; the next access loads the job. */
     env_open(&e, "pick-fail", 0);
@@ -379,8 +402,7 @@ static void test_selection_edges(void)
     faulty_fail(e.st, FAULTY_GET, 1, 1, -ETIMEDOUT);
     CHECK(jobs_get(e.j, "j", 1, &job) == -ETIMEDOUT && job == NULL);
     CHECK(jobs_find_loaded(e.j, "j") == NULL);
-    int rc = 0;
-    char *got = load(&e, "j", &rc);
+    got = load(&e, "j", &rc);
     CHECK(rc == 0 && text_is(got, "{\"v\":700}"));
     free(got);
     char *want = upload_key("u", "700", "j", "completed");
@@ -485,11 +507,18 @@ static void test_upload_compacts(void)
     job_unref(e.j, job);
     env_close(&e);
 
-    /* The next mount: the uploaded object, with the change on top. */
+    /* The next mount, whose store cannot be read at first: the job stays
+     * unloaded and its records stay, for the next access... */
     env_open(&e, "commit", 0);
+    json_t *kept = records(&e, "j");
+    faulty_fail(e.st, FAULTY_GET, 1, 1, -EIO);
     jobs_replay(e.j);
-    job = jobs_find_loaded(e.j, "j");
-    REQUIRE(job != NULL);
+    CHECK(faulty_calls(e.st, FAULTY_GET) == 1);
+    CHECK(jobs_find_loaded(e.j, "j") == NULL);
+    CHECK(records_are(&e, kept));
+    /* ...which has the uploaded object, with the change on top. */
+    job = NULL;
+    REQUIRE(jobs_get(e.j, "j", 0, &job) == 0);
     t = state_text(job);
     CHECK(text_is(t, want2));
     free(t);
