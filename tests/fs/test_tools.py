@@ -258,16 +258,22 @@ def test_scratch_patterns_are_a_mount_option(tmp_path):
 # ---- 5. editors save; each key has its own mtime ---------------------------
 
 class Tmux:
-    """A tmux server of our own (its own socket), one window per program."""
+    """A tmux server of our own, one per program: each start has its own
+    socket (the server of a program that quit exits, and a new session on
+    that socket could meet it exiting)."""
 
     def __init__(self, path):
-        self.sock = str(path)
+        self.base = str(path)
+        self.started = 0
+        self.sock = self.base
 
     def cmd(self, *args, check=True):
         return subprocess.run(["tmux", "-S", self.sock, *args], capture_output=True,
                               text=True, check=check, timeout=30)
 
     def start(self, cwd, command):
+        self.started += 1
+        self.sock = f"{self.base}.{self.started}"
         self.cmd("new-session", "-d", "-x", "100", "-y", "30", "-c", str(cwd),
                  "-e", "TERM=xterm", command)
 
