@@ -311,6 +311,10 @@ int main(int argc, char *argv[])
         goto out;
     }
     clock_gettime(CLOCK_REALTIME, &fc.mounted);
+    if (history_new(st, jobs->index, &fc.history) < 0) {
+        fprintf(stderr, "bookmarkfs: out of memory\n");
+        goto out;
+    }
 
     fuse = fuse_new(&args, &bookmarkfs_ops, sizeof bookmarkfs_ops, &fc);
     if (!fuse) {
@@ -381,7 +385,6 @@ int main(int argc, char *argv[])
     fuse_remove_signal_handlers(se);
     fuse_unmount(fuse);
     ops_release_open_files(&fc);
-    ops_history_free();
     /* libfuse reports the signal that ended the loop: SIGTERM, SIGINT and
      * SIGHUP are an orderly unmount. */
     status = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP ? 0 : 1;
@@ -401,6 +404,7 @@ out:
     if (fuse)
         fuse_destroy(fuse);
     ops_scratch_free(&fc);
+    history_free(fc.history);
     jobs_free(jobs);
     journal_close(journal);
     store_destroy(st);

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include "fs/history.h"
 #include "fs/loop.h"
 #include "fs/metrics.h"
 #include "util/log.h"
@@ -582,224 +583,10 @@ static off_t entry_size(struct job *job, const char *name, enum etype t)
 }
 
 /* ---- .history: the job's stored states, read-only (README, "History and
- * rewind"). Not listed in the job (no copy of the job carries it); listed,
- * by a full listing of both buckets, only when it is read, and kept for
- * HISTORY_TTL_MS so that `ls -l` does not list again for every entry. */
+ * rewind"; fs/history.h). Not listed in the job: no copy of the job
+ * carries it. */
 
-static const char HISTORY_DIR[] = ".history";
-#define HISTORY_TTL_MS 2000
-
-struct hist_entry {
-    char name[256];
-    struct index_object o;
-};
-
-struct hist {
-    struct hist_entry *v;
-    size_t n;
-    struct timespec built; /* CLOCK_MONOTONIC */
-};
-
-static pthread_mutex_t hist_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct strmap *hist_cache; /* job name -> struct hist */
-
-static void hist_free(void *p)
-{
-    struct hist *h = p;
-    if (!h)
-        return;
-    for (size_t i = 0; i < h->n; i++)
-        candidate_clear(&h->v[i].o.c);
-    free(h->v);
-    free(h);
-}
-
-/* 1: the path is MNT/<job>/.history, 2: an entry of it (named in entry),
- * 0: neither, -ENOENT: below an entry. */
-static int history_path(const char *path, char job[256], char entry[256])
-{
-    const char *s = path;
-    while (*s == '/')
-        s++;
-    const char *a = strchr(s, '/');
-    if (!a || a == s || (size_t)(a - s) > 255)
-        return 0;
-    const char *h = a + 1;
-    size_t hl = sizeof HISTORY_DIR - 1;
-    if (strncmp(h, HISTORY_DIR, hl) != 0 || (h[hl] != '\0' && h[hl] != '/'))
-        return 0;
-    memcpy(job, s, (size_t)(a - s));
-    job[a - s] = '\0';
-    const char *e = h + hl;
-    if (*e == '\0' || (e[0] == '/' && e[1] == '\0')) {
-        entry[0] = '\0';
-        return 1;
-    }
-    e++;
-    size_t el = strlen(e);
-    if (strchr(e, '/') || el > 255)
-        return -ENOENT;
-    memcpy(entry, e, el + 1);
-    return 2;
-}
-
-/* An upload_date as a name: no leading zeros, at least 10 digits, so that
- * names sort by it. */
-static void epoch_text(const char *digits, char *out, size_t n)
-{
-    while (digits[0] == '0' && digits[1])
-        digits++;
-    size_t len = strlen(digits);
-    snprintf(out, n, "%.*s%s", len < 10 ? (int)(10 - len) : 0, "0000000000", digits);
-}
-
-static int same_date(const struct hist_entry *a, const struct hist_entry *b)
-{
-    char x[256], y[256];
-    epoch_text(a->o.c.upload_date, x, sizeof x);
-    epoch_text(b->o.c.upload_date, y, sizeof y);
-    return strcmp(x, y) == 0;
-}
-
-/* <epoch>-<kind>.json; where several objects would share it, the bucket
- * goes in (<epoch>-<kind>.<bucket>.json), and where one bucket holds
- * several, their rank in upload order too (.<bucket>.<n>.json). Entries
- * whose name would not fit 255 bytes are left out. */
-static void hist_name(struct hist *h)
-{
-    size_t out = 0;
-    for (size_t i = 0, start = 0; i < h->n; i++) {
-        if (i > 0 && !same_date(&h->v[i - 1], &h->v[i]))
-            start = i;
-        struct hist_entry *e = &h->v[i];
-        size_t same = 0, same_bucket = 0, rank = 0;
-        for (size_t j = start; j < h->n && (j == i || same_date(&h->v[j], e)); j++) {
-            if (h->v[j].o.c.kind != e->o.c.kind)
-                continue;
-            same++;
-            if (strcmp(h->v[j].o.c.bucket, e->o.c.bucket) == 0) {
-                same_bucket++;
-                if (j <= i)
-                    rank++;
-            }
-        }
-        char epoch[256];
-        epoch_text(e->o.c.upload_date, epoch, sizeof epoch);
-        const char *kind = e->o.c.kind == UPLOAD_COMPLETED ? "completed" : "running";
-        int n;
-        if (same == 1)
-            n = snprintf(e->name, sizeof e->name, "%s-%s.json", epoch, kind);
-        else if (same_bucket == 1)
-            n = snprintf(e->name, sizeof e->name, "%s-%s.%s.json", epoch, kind,
-                         e->o.c.bucket);
-        else
-            n = snprintf(e->name, sizeof e->name, "%s-%s.%s.%zu.json", epoch, kind,
-                         e->o.c.bucket, rank);
-        e->name[n < 0 || (size_t)n >= sizeof e->name ? 0 : n] = '\0';
-        if (n < 0 || (size_t)n >= sizeof e->name)
-            e->name[0] = '\0';
-    }
-    for (size_t i = 0; i < h->n; i++) {
-        if (!h->v[i].name[0]) {
-            candidate_clear(&h->v[i].o.c);
-            continue;
-        }
-        if (out != i)
-            h->v[out] = h->v[i];
-        out++;
-    }
-    h->n = out;
-}
-
-static int64_t mono_elapsed_ms(const struct timespec *since)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)(now.tv_sec - since->tv_sec) * 1000 +
-           (now.tv_nsec - since->tv_nsec) / 1000000;
-}
-
-/* The job's history, listed afresh when `fresh` or older than the TTL.
- * Caller holds hist_lock; the result lives until the next call. */
-static int hist_get(const char *job, int fresh, struct hist **out)
-{
-    if (!hist_cache && !(hist_cache = strmap_new()))
-        return -ENOMEM;
-    struct hist *h = strmap_get(hist_cache, job);
-    if (h && !fresh && mono_elapsed_ms(&h->built) < HISTORY_TTL_MS) {
-        *out = h;
-        return 0;
-    }
-    loop_may_block(); /* lists the store */
-    struct index_object *v = NULL;
-    size_t n = 0;
-    int rc = index_history(ctx()->jobs->index, job, &v, &n);
-    if (rc < 0) {
-        log_error("job '%s': listing its history failed: %s", job, strerror(-rc));
-        return rc;
-    }
-    struct hist *nh = calloc(1, sizeof *nh);
-    if (nh && n && !(nh->v = calloc(n, sizeof *nh->v))) {
-        free(nh);
-        nh = NULL;
-    }
-    if (!nh) {
-        index_objects_free(v, n);
-        return -ENOMEM;
-    }
-    for (size_t i = 0; i < n; i++)
-        nh->v[i].o = v[i]; /* taken */
-    free(v);
-    nh->n = n;
-    hist_name(nh);
-    clock_gettime(CLOCK_MONOTONIC, &nh->built);
-    void *old = NULL;
-    if ((rc = strmap_put(hist_cache, job, nh, &old)) < 0) {
-        hist_free(nh);
-        return rc;
-    }
-    hist_free(old);
-    *out = nh;
-    return 0;
-}
-
-/* Copies out the entry `name` (listing again once when it is not there). */
-static int hist_find(const char *job, const char *name, struct index_object *o)
-{
-    pthread_mutex_lock(&hist_lock);
-    int rc = -ENOENT;
-    for (int fresh = 0; fresh < 2 && rc == -ENOENT; fresh++) {
-        struct hist *h;
-        struct timespec before = {0};
-        struct hist *cached = hist_cache ? strmap_get(hist_cache, job) : NULL;
-        if (cached)
-            before = cached->built;
-        int r = hist_get(job, fresh, &h);
-        if (r < 0) {
-            rc = r;
-            break;
-        }
-        for (size_t i = 0; i < h->n; i++) {
-            if (strcmp(h->v[i].name, name) != 0)
-                continue;
-            *o = h->v[i].o;
-            o->c.bucket = strdup(h->v[i].o.c.bucket);
-            o->c.key = strdup(h->v[i].o.c.key);
-            o->c.upload_date = strdup(h->v[i].o.c.upload_date);
-            rc = o->c.bucket && o->c.key && o->c.upload_date ? 0 : -ENOMEM;
-            if (rc < 0)
-                candidate_clear(&o->c);
-            break;
-        }
-        /* Just listed: listing again would find no more. */
-        if (!cached || before.tv_sec != h->built.tv_sec || before.tv_nsec != h->built.tv_nsec)
-            break;
-    }
-    pthread_mutex_unlock(&hist_lock);
-    return rc;
-}
-
-static int history_getattr(const char *jobname, const char *entry, int kind, struct stat *st)
+static int histdir_getattr(const char *jobname, const char *entry, int kind, struct stat *st)
 {
     struct job *job;
     int rc = get_job(jobname, &job);
@@ -815,7 +602,7 @@ static int history_getattr(const char *jobname, const char *entry, int kind, str
         return 0;
     }
     struct index_object o;
-    if ((rc = hist_find(jobname, entry, &o)) < 0)
+    if ((rc = history_find(ctx()->history, jobname, entry, &o)) < 0)
         return rc;
     t.tv_sec = (time_t)(o.c.last_modified_ms / 1000);
     t.tv_nsec = (long)(o.c.last_modified_ms % 1000) * 1000000;
@@ -826,7 +613,7 @@ static int history_getattr(const char *jobname, const char *entry, int kind, str
 }
 
 /* Upload order (the order of candidate_cmp), which is also the names'. */
-static int history_list(const char *jobname, struct strlist *names)
+static int histdir_list(const char *jobname, struct strlist *names)
 {
     struct job *job;
     int rc = get_job(jobname, &job);
@@ -835,17 +622,11 @@ static int history_list(const char *jobname, struct strlist *names)
     put_job(job);
     if ((rc = strlist_add(names, ".")) < 0 || (rc = strlist_add(names, "..")) < 0)
         return rc;
-    pthread_mutex_lock(&hist_lock);
-    struct hist *h;
-    rc = hist_get(jobname, 1, &h);
-    for (size_t i = 0; rc == 0 && i < h->n; i++)
-        rc = strlist_add(names, h->v[i].name);
-    pthread_mutex_unlock(&hist_lock);
-    return rc;
+    return history_list(ctx()->history, jobname, names);
 }
 
 /* Read-only: the object's body, fetched at open. */
-static int history_open(const char *jobname, const char *entry, struct fuse_file_info *fi)
+static int histdir_open(const char *jobname, const char *entry, struct fuse_file_info *fi)
 {
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
         return -EROFS;
@@ -854,7 +635,7 @@ static int history_open(const char *jobname, const char *entry, struct fuse_file
     if (rc < 0)
         return rc;
     struct index_object o;
-    if ((rc = hist_find(jobname, entry, &o)) < 0) {
+    if ((rc = history_find(ctx()->history, jobname, entry, &o)) < 0) {
         put_job(job);
         return rc;
     }
@@ -864,16 +645,8 @@ static int history_open(const char *jobname, const char *entry, struct fuse_file
         put_job(job);
         return -ENOMEM;
     }
-    loop_may_block(); /* a GET */
-    struct store *st = ctx()->jobs->store;
     size_t len = 0;
-    rc = st->ops->get(st, o.c.bucket, o.c.key, &h->buf, &len);
-    if (rc < 0) {
-        log_error("job '%s': reading s3://%s/%s of its history failed: %s", jobname,
-                  o.c.bucket, o.c.key, strerror(-rc));
-        h->buf = NULL;
-        rc = rc == -ENOENT ? -ENOENT : rc == -ENOMEM ? rc : -EIO;
-    }
+    rc = history_fetch(ctx()->history, jobname, &o, &h->buf, &len);
     candidate_clear(&o.c);
     if (rc < 0) {
         handle_free(h);
@@ -896,14 +669,6 @@ static int history_refuses(const char *path, int dir_errno)
     return k == 1 ? dir_errno : k == 2 ? -EROFS : 0;
 }
 
-void ops_history_free(void)
-{
-    pthread_mutex_lock(&hist_lock);
-    strmap_free(hist_cache, hist_free);
-    hist_cache = NULL;
-    pthread_mutex_unlock(&hist_lock);
-}
-
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
     char hjob[256], hentry[256];
@@ -912,7 +677,7 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
         return hk;
     if (hk > 0) {
         memset(st, 0, sizeof *st);
-        return history_getattr(hjob, hentry, hk, st);
+        return histdir_getattr(hjob, hentry, hk, st);
     }
 
     struct fspath p;
@@ -1098,7 +863,7 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
         strlist_clear(names);
         char hjob[256], hentry[256];
         if (history_path(path, hjob, hentry) == 1)
-            rc = history_list(hjob, names);
+            rc = histdir_list(hjob, names);
         else
             rc = list_dir(&p, names);
         if (rc < 0) {
@@ -1386,7 +1151,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
     if (hk == 1)
         return -EISDIR;
     if (hk == 2)
-        return history_open(hjob, hentry, fi);
+        return histdir_open(hjob, hentry, fi);
     /* The kernel opens only names it holds, possibly from its cache: a name
      * gone since (a .state.json replace removed it) is ESTALE, on which the
      * kernel looks the name up afresh and retries the open once, as a

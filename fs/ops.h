@@ -6,6 +6,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "fs/history.h"
 #include "fs/jobs.h"
 
 struct fsctx {
@@ -14,6 +15,7 @@ struct fsctx {
     gid_t gid;
     struct timespec mounted;
     char **scratch; /* --scratch: NULL-terminated fnmatch(3) patterns */
+    struct history *history; /* MNT/<job>/.history/ */
 };
 
 /* Splits a '/'-separated pattern list (--scratch) into fc->scratch. 0 or
@@ -26,9 +28,6 @@ extern const struct fuse_operations bookmarkfs_ops;
 /* After the FUSE loop: releases the files whose RELEASE never came (a new
  * key closed empty still becomes null). */
 void ops_release_open_files(struct fsctx *fc);
-
-/* Frees what MNT/<job>/.history/ kept of the jobs' histories. */
-void ops_history_free(void);
 
 /* Largest value a key file may hold, and largest .state.json write. */
 #define KEY_VALUE_MAX (16u << 20)
