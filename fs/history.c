@@ -8,7 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "fs/loop.h"
+#include "fs/blocking.h"
 #include "util/log.h"
 #include "util/strmap.h"
 
@@ -183,7 +183,7 @@ static int hist_get(struct history *hs, const char *job, int fresh, struct hist 
         *out = h;
         return 0;
     }
-    loop_may_block(); /* lists the store */
+    blocking_may_block(); /* lists the store */
     struct index_object *v = NULL;
     size_t n = 0;
     int rc = index_history(hs->index, job, &v, &n);
@@ -266,7 +266,7 @@ int history_list(struct history *hs, const char *job, struct strlist *names)
 int history_fetch(struct history *hs, const char *job, const struct index_object *o,
                   char **buf, size_t *len)
 {
-    loop_may_block(); /* a GET */
+    blocking_may_block(); /* a GET */
     struct store *st = hs->store;
     *buf = NULL;
     *len = 0;

@@ -72,21 +72,12 @@ struct jobs *jobs_new(struct store *store, const struct layout *layout,
     return j;
 }
 
-static void scratch_free(void *p)
-{
-    struct scratch *s = p;
-    if (s) {
-        free(s->data);
-        free(s);
-    }
-}
-
 static void job_destroy(struct job *job)
 {
     if (!job)
         return;
     state_free(job->state);
-    strmap_free(job->scratch, scratch_free);
+    strmap_free(job->scratch, scratch_unref_cb);
     strmap_free(job->pending, NULL);
     strmap_free(job->moved, free);
     json_decref(job->loaded);

@@ -12,16 +12,10 @@
 #include "fs/journal.h"
 #include "fs/layout.h"
 #include "fs/lease.h"
+#include "fs/scratch.h"
 #include "fs/state.h"
 #include "store/store.h"
 #include "util/strmap.h"
-
-/* A local scratch file (dot-named, never uploaded): plain bytes. */
-struct scratch {
-    char *data;
-    size_t len;
-    struct timespec mtime;
-};
 
 struct job {
     char *name;
@@ -30,7 +24,7 @@ struct job {
     pthread_mutex_t lock;      /* scratch, pending, info, mtime */
     pthread_mutex_t upload_lock; /* one upload at a time per job */
     pthread_mutex_t claim_lock; /* one lease claim (and its reload) at a time */
-    struct strmap *scratch;    /* name -> struct scratch */
+    struct strmap *scratch;    /* name -> struct scratch (fs/scratch.h) */
     struct strmap *pending;    /* created, not yet closed keys -> open count */
     struct strmap *moved;      /* keys renamed to a scratch name (a tool's
                                   backup) -> until when an upload waits for

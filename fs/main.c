@@ -303,15 +303,7 @@ int main(int argc, char *argv[])
     if (set_up_leases(&o, st, journal, co.mountpoint, jobs, &leases) < 0)
         goto out;
     jobs_replay(jobs); /* closed changes not uploaded before: back on top */
-    fc.jobs = jobs;
-    fc.uid = getuid();
-    fc.gid = getgid();
-    if (ops_scratch_init(&fc, o.scratch_list) < 0) {
-        fprintf(stderr, "bookmarkfs: out of memory\n");
-        goto out;
-    }
-    clock_gettime(CLOCK_REALTIME, &fc.mounted);
-    if (history_new(st, jobs->index, &fc.history) < 0) {
+    if (entries_new(jobs, getuid(), getgid(), o.scratch_list, &fc.entries) < 0) {
         fprintf(stderr, "bookmarkfs: out of memory\n");
         goto out;
     }
@@ -384,7 +376,7 @@ int main(int argc, char *argv[])
     }
     fuse_remove_signal_handlers(se);
     fuse_unmount(fuse);
-    ops_release_open_files(&fc);
+    entries_close_all(fc.entries); /* the files whose release never came */
     /* libfuse reports the signal that ended the loop: SIGTERM, SIGINT and
      * SIGHUP are an orderly unmount. */
     status = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP ? 0 : 1;
@@ -403,8 +395,7 @@ out:
     leases_free(leases); /* releases the leases still held */
     if (fuse)
         fuse_destroy(fuse);
-    ops_scratch_free(&fc);
-    history_free(fc.history);
+    entries_free(fc.entries);
     jobs_free(jobs);
     journal_close(journal);
     store_destroy(st);
