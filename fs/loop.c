@@ -10,7 +10,8 @@
  * the next key) finds it awake.
  *
  * Work that may wait (on the store, the disk, a large parse, or another
- * thread's load) first calls loop_may_block(): the leader then hands the
+ * thread's load) first says so (blocking_may_block() of fs/blocking.h, which
+ * the daemon hooks to loop_may_block()): the leader then hands the
  * device to a waiting thread (started if none waits, up to max_threads)
  * and becomes an ordinary thread for the rest of that request. So a slow
  * upload never holds up key writes, and only slow requests cost a hand-off.

@@ -168,6 +168,76 @@ static int set_up_leases(const struct options *o, struct store *st, struct journ
     return 0;
 }
 
+/* Logs always go somewhere: the file asked for; in the background syslog,
+ * or, without a syslog socket (containers), a file in the cache dir, said
+ * here while stderr still reaches someone. *to_file: logs go to a file.
+ * 0 or a negative errno (said on stderr). */
+static int set_up_log(const struct options *o, const struct fuse_cmdline_opts *co,
+                      int *to_file)
+{
+    char *fallback_log = NULL;
+    const char *log_path = o->log_file;
+    if (!log_path && !co->foreground && !log_syslog_available()) {
+        if (asprintf(&fallback_log, "%s/bookmarkfs.log", o->cache_dir) < 0) {
+            fprintf(stderr, "bookmarkfs: out of memory\n");
+            return -ENOMEM;
+        }
+        log_path = fallback_log;
+        fprintf(stderr, "bookmarkfs: no syslog socket (/dev/log): logging to %s\n",
+                log_path);
+    }
+    if (log_path) {
+        int lrc = log_use_file(log_path);
+        if (lrc < 0) {
+            fprintf(stderr, "bookmarkfs: cannot open the log file %s: %s\n", log_path,
+                    strerror(-lrc));
+            free(fallback_log);
+            return lrc;
+        }
+        if (fallback_log)
+            log_warn("no syslog socket (/dev/log): logging to %s", fallback_log);
+    }
+    *to_file = log_path != NULL;
+    free(fallback_log);
+    return 0;
+}
+
+/* Serves the mount until it ends: libfuse's single-threaded loop, its
+ * multi-threaded one, or ours (fs/loop.c). *rc: what the loop returned (a
+ * signal's number, or a negative errno). 0, or -ENOMEM when no loop could
+ * be set up. */
+static int serve(struct fuse *fuse, const struct fuse_cmdline_opts *co,
+                 const struct options *o, int *rc)
+{
+    if (co->singlethread) {
+        *rc = fuse_loop(fuse);
+        return 0;
+    }
+    struct fuse_loop_config *lc = fuse_loop_cfg_create();
+    if (!lc)
+        return -ENOMEM;
+    fuse_loop_cfg_set_clone_fd(lc, co->clone_fd);
+    unsigned max_threads = 10; /* libfuse's default */
+    if (co->max_threads > 0 && co->max_threads <= 100000) { /* checked in main */
+        fuse_loop_cfg_set_max_threads(lc, co->max_threads);
+        max_threads = co->max_threads;
+    }
+    if (co->max_idle_threads != UINT_MAX)
+        fuse_loop_cfg_set_idle_threads(lc, co->max_idle_threads);
+    /* libfuse's loop when asked for, or for clone_fd (a device per thread,
+     * which only libfuse's loop can open). */
+    if (o->fuse_loop || co->clone_fd) {
+        *rc = fuse_loop_mt(fuse, lc);
+    } else {
+        struct loop_config cfg = {.max_threads = max_threads, .spin_us = o->spin_time_us};
+        *rc = loop_run(fuse_get_session(fuse), &cfg);
+        if (*rc < 0)
+            log_error("reading requests failed: %s", strerror(-*rc));
+    }
+    fuse_loop_cfg_destroy(lc);
+    return 0;
+}
+
 int main(int argc, char *argv[])
 {
     /* One malloc arena for all FUSE threads: with one per thread, memory a
@@ -271,33 +341,9 @@ int main(int argc, char *argv[])
         fprintf(stderr, "bookmarkfs: %s\n", err);
         goto out;
     }
-    /* Logs always go somewhere: the file asked for; in the background
-     * syslog, or, without a syslog socket (containers), a file in the
-     * cache dir, said here while stderr still reaches someone. */
-    char *fallback_log = NULL;
-    const char *log_path = o.log_file;
-    if (!log_path && !co.foreground && !log_syslog_available()) {
-        if (asprintf(&fallback_log, "%s/bookmarkfs.log", o.cache_dir) < 0) {
-            fprintf(stderr, "bookmarkfs: out of memory\n");
-            goto out;
-        }
-        log_path = fallback_log;
-        fprintf(stderr, "bookmarkfs: no syslog socket (/dev/log): logging to %s\n",
-                log_path);
-    }
-    if (log_path) {
-        int lrc = log_use_file(log_path);
-        if (lrc < 0) {
-            fprintf(stderr, "bookmarkfs: cannot open the log file %s: %s\n", log_path,
-                    strerror(-lrc));
-            free(fallback_log);
-            goto out;
-        }
-        if (fallback_log)
-            log_warn("no syslog socket (/dev/log): logging to %s", fallback_log);
-    }
-    int log_to_file = log_path != NULL;
-    free(fallback_log);
+    int log_to_file = 0;
+    if (set_up_log(&o, &co, &log_to_file) < 0)
+        goto out;
     jobs_set_journal(jobs, journal);
     blocking_set_hook(loop_may_block); /* the core hands the device over */
     if (set_up_leases(&o, st, journal, co.mountpoint, jobs, &leases) < 0)
@@ -344,35 +390,10 @@ int main(int argc, char *argv[])
             log_info("metrics at http://%s/metrics", o.metrics);
     }
     int rc;
-    if (co.singlethread) {
-        rc = fuse_loop(fuse);
-    } else {
-        struct fuse_loop_config *lc = fuse_loop_cfg_create();
-        if (!lc) {
-            fuse_remove_signal_handlers(se);
-            fuse_unmount(fuse);
-            goto out;
-        }
-        fuse_loop_cfg_set_clone_fd(lc, co.clone_fd);
-        unsigned max_threads = 10; /* libfuse's default */
-        if (co.max_threads > 0 && co.max_threads <= 100000) { /* checked above */
-            fuse_loop_cfg_set_max_threads(lc, co.max_threads);
-            max_threads = co.max_threads;
-        }
-        if (co.max_idle_threads != UINT_MAX)
-            fuse_loop_cfg_set_idle_threads(lc, co.max_idle_threads);
-        /* libfuse's loop when asked for, or for clone_fd (a device per
-         * thread, which only libfuse's loop can open). */
-        if (o.fuse_loop || co.clone_fd) {
-            rc = fuse_loop_mt(fuse, lc);
-        } else {
-            struct loop_config cfg = {.max_threads = max_threads,
-                                      .spin_us = o.spin_time_us};
-            rc = loop_run(se, &cfg);
-            if (rc < 0)
-                log_error("reading requests failed: %s", strerror(-rc));
-        }
-        fuse_loop_cfg_destroy(lc);
+    if (serve(fuse, &co, &o, &rc) < 0) {
+        fuse_remove_signal_handlers(se);
+        fuse_unmount(fuse);
+        goto out;
     }
     fuse_remove_signal_handlers(se);
     fuse_unmount(fuse);
