@@ -4,9 +4,12 @@
  * decoys and ties (README, "Jobs" and "History at any scale"), an upload
  * and the journal's compaction after it, replay after a crash at every
  * journal write, an upload the store refuses, and writers racing uploads
- * (README, "The local journal"). Works in a fresh directory under the
+ * (README, "The local journal"); and through the filesystem core
+ * (fs/entries.c), a control file's upload the store refuses and keys closed
+ * during an upload. Works in a fresh directory under the
  * current one (meson runs tests in the build directory) and removes it
  * afterwards. */
+#include "fs/entries.h"
 #include "fs/jobs.h"
 #include "fs/metrics.h"
 #include "store/faulty.h"
@@ -1092,6 +1095,148 @@ static void test_concurrent_writers(void)
     free(want);
 }
 
+/* ---- the filesystem core (fs/entries.c) over the faulty store */
+
+/* Opens path (creating it with create), writes text, closes it: the
+ * write's error, else the close's result. */
+static int fs_put(struct entries *fs, const char *path, int create, const char *text)
+{
+    struct entries_handle *h = NULL;
+    int noflush = 0;
+    int flags = O_WRONLY | O_TRUNC;
+    int rc = create ? entries_create(fs, getuid(), path, flags | O_CREAT, &h, &noflush)
+                    : entries_open(fs, getuid(), path, flags, &h, &noflush);
+    if (rc < 0)
+        return rc;
+    int w = entries_write(h, text, strlen(text), 0);
+    rc = entries_commit(h);
+    entries_close(h);
+    return w < 0 ? w : rc;
+}
+
+/* What a read of path gives (malloc'd, NUL-terminated), "" on an error. */
+static char *fs_get(struct entries *fs, const char *path)
+{
+    struct entries_handle *h = NULL;
+    int noflush = 0;
+    char buf[4096];
+    int n = entries_open(fs, getuid(), path, O_RDONLY, &h, &noflush);
+    if (n == 0) {
+        n = entries_read(h, buf, sizeof buf - 1, 0);
+        entries_close(h);
+    }
+    buf[n < 0 ? 0 : n] = '\0';
+    char *t = strdup(buf);
+    REQUIRE(t != NULL);
+    return t;
+}
+
+/* `echo 1 > MNT/job/running` while the store refuses every put: the
+ * write fails (EIO), the keys and the journal stay, .status tells the
+ * failure; once the store takes puts again, the same write uploads. */
+static void test_entries_upload_failure(void)
+{
+    struct env e;
+    env_open(&e, "fs-fail", 0);
+    struct entries *fs = NULL;
+    REQUIRE(entries_new(e.j, getuid(), getgid(), NULL, &fs) == 0);
+    CHECK(entries_mkdir(fs, getuid(), "/job") == 0);
+    CHECK(fs_put(fs, "/job/a", 1, "{\"x\": 1}\n") == 0);
+    CHECK(fs_put(fs, "/job/b", 1, "[2]") == 0);
+    faulty_fail(e.st, FAULTY_PUT, 1, 0, -EIO);
+    CHECK(fs_put(fs, "/job/running", 0, "1\n") == -EIO);
+    CHECK(fs_put(fs, "/job/completed", 0, "1\n") == -EIO);
+    CHECK(faulty_calls(e.st, FAULTY_PUT) == 2);
+    char *t = fs_get(fs, "/job/a");
+    CHECK(text_is(t, "{\"x\":1}\n"));
+    free(t);
+    t = fs_get(fs, "/job/.state.json");
+    CHECK(text_is(t, "{\"a\":{\"x\":1},\"b\":[2]}\n"));
+    free(t);
+    t = fs_get(fs, "/.status");
+    CHECK(strstr(t, "upload of job 'job' failed") != NULL);
+    free(t);
+    json_t *objs = objects(&e, LZ);
+    CHECK(json_object_size(objs) == 0);
+    json_decref(objs);
+    CHECK(journal_changes(e.jn, "job") == 2);
+
+    faulty_fail(e.st, FAULTY_PUT, 0, 0, 0);
+    CHECK(fs_put(fs, "/job/completed", 0, "1\n") == 0);
+    objs = objects(&e, LZ);
+    CHECK(json_object_size(objs) == 1);
+    const char *k;
+    json_t *v;
+    json_object_foreach(objs, k, v) CHECK(text_is(json_string_value(v),
+                                                  "{\"a\":{\"x\":1},\"b\":[2]}"));
+    json_decref(objs);
+    CHECK(journal_count(e.jn, "job") == 0);
+    entries_free(fs);
+    env_close(&e);
+}
+
+struct fs_upload_arg {
+    struct entries *fs;
+    int rc;
+};
+
+static void *fs_upload_thread(void *p)
+{
+    struct fs_upload_arg *a = p;
+    a->rc = fs_put(a->fs, "/job/running", 0, "1");
+    return NULL;
+}
+
+/* A key closed while an upload is on its way to the store is not in it,
+ * and a key open (written, not closed) is in neither: the journal holds
+ * the closed one on top of the uploaded object, and the next mount has it. */
+static void test_entries_close_during_upload(void)
+{
+    struct env e;
+    env_open(&e, "fs-race", 1);
+    struct entries *fs = NULL;
+    REQUIRE(entries_new(e.j, getuid(), getgid(), NULL, &fs) == 0);
+    CHECK(entries_mkdir(fs, getuid(), "/job") == 0);
+    CHECK(fs_put(fs, "/job/a", 1, "1") == 0);
+    struct entries_handle *open_h = NULL;
+    int noflush = 0;
+    REQUIRE(entries_create(fs, getuid(), "/job/open", O_WRONLY | O_CREAT, &open_h,
+                           &noflush) == 0);
+    CHECK(entries_write(open_h, "\"unclosed\"", 10, 0) == 10);
+
+    faulty_hold(e.st, FAULTY_PUT, 1, 0);
+    struct fs_upload_arg ua = {.fs = fs};
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, fs_upload_thread, &ua) == 0);
+    REQUIRE(faulty_wait_held(e.st, 30000) == 0);
+    CHECK(fs_put(fs, "/job/b", 1, "2") == 0);
+    CHECK(fs_put(fs, "/job/a", 0, "3") == 0);
+    faulty_release(e.st);
+    REQUIRE(pthread_join(th, NULL) == 0);
+    CHECK(ua.rc == 0);
+    json_t *objs = objects(&e, LZ);
+    CHECK(json_object_size(objs) == 1);
+    const char *k;
+    json_t *v;
+    json_object_foreach(objs, k, v) CHECK(text_is(json_string_value(v), "{\"a\":1}"));
+    json_decref(objs);
+    CHECK(journal_changes(e.jn, "job") == 2);
+    CHECK(entries_commit(open_h) == 0);
+    entries_close(open_h);
+    entries_free(fs);
+    env_close(&e);
+
+    env_open(&e, "fs-race", 1);
+    jobs_replay(e.j);
+    REQUIRE(entries_new(e.j, getuid(), getgid(), NULL, &fs) == 0);
+    char *t = fs_get(fs, "/job/.state.json");
+    /* a new key takes its place at its close */
+    CHECK(text_is(t, "{\"a\":3,\"b\":2,\"open\":\"unclosed\"}\n"));
+    free(t);
+    entries_free(fs);
+    env_close(&e);
+}
+
 static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;
@@ -1117,6 +1262,8 @@ int main(void)
         {"replay_after_crash", test_replay_after_crash},
         {"upload_failure", test_upload_failure},
         {"concurrent_writers", test_concurrent_writers},
+        {"entries_upload_failure", test_entries_upload_failure},
+        {"entries_close_during_upload", test_entries_close_during_upload},
     };
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
         struct timespec t0, t1;
