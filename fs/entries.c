@@ -979,7 +979,7 @@ static int job_name_fits(struct entries *e, const char *job)
     if (!key)
         return -ENOMEM;
     size_t seg_max = e->jobs->store->max_segment;
-    int fits = strlen(key) <= OBJECT_KEY_MAX &&
+    int fits = strlen(key) <= STORE_KEY_MAX &&
                (!seg_max || strlen(strrchr(key, '/') + 1) <= seg_max);
     free(key);
     return fits ? 0 : -ENAMETOOLONG;

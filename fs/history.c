@@ -186,9 +186,12 @@ static int hist_get(struct history *hs, const char *job, int fresh, struct hist 
     blocking_may_block(); /* lists the store */
     struct index_object *v = NULL;
     size_t n = 0;
-    int rc = index_history(hs->index, job, &v, &n);
+    struct store_error e;
+    int rc = index_history(hs->index, job, &v, &n, &e);
     if (rc < 0) {
-        log_error("job '%s': listing its history failed: %s", job, strerror(-rc));
+        char why[1024];
+        store_error_text(&e, why, sizeof why);
+        log_error("job '%s': listing its history failed: %s", job, why);
         return rc;
     }
     struct hist *nh = calloc(1, sizeof *nh);
@@ -270,10 +273,13 @@ int history_fetch(struct history *hs, const char *job, const struct index_object
     struct store *st = hs->store;
     *buf = NULL;
     *len = 0;
-    int rc = st->ops->get(st, o->c.bucket, o->c.key, buf, len);
+    struct store_error e;
+    int rc = store_get(st, o->c.bucket, o->c.key, buf, len, &e);
     if (rc < 0) {
-        log_error("job '%s': reading s3://%s/%s of its history failed: %s", job,
-                  o->c.bucket, o->c.key, strerror(-rc));
+        char w[STORE_LOCATION_MAX], why[1024];
+        store_locate(st, o->c.bucket, o->c.key, w, sizeof w);
+        store_error_text(&e, why, sizeof why);
+        log_error("job '%s': reading %s of its history failed: %s", job, w, why);
         *buf = NULL;
         *len = 0;
         return rc == -ENOENT ? -ENOENT : rc == -ENOMEM ? rc : -EIO;

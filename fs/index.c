@@ -230,7 +230,7 @@ static int64_t wall_s(void)
     return (int64_t)ts.tv_sec;
 }
 
-static int list_full(struct index *ix, struct ix_bucket *b)
+static int list_full(struct index *ix, struct ix_bucket *b, struct store_error *err)
 {
     char *prefix = layout_dataset_prefix(ix->layout);
     if (!prefix)
@@ -239,7 +239,7 @@ static int list_full(struct index *ix, struct ix_bucket *b)
     struct ingest g = {.ix = ix, .b = b, .run = -1};
     ix->full_listings++;
     ix->listings++;
-    int rc = store_list_all(ix->store, b->name, prefix, ingest_cb, &g);
+    int rc = store_list_all(ix->store, b->name, prefix, ingest_cb, &g, err);
     free(prefix);
     if (rc == 0)
         b->listed_at = started;
@@ -248,10 +248,10 @@ static int list_full(struct index *ix, struct ix_bucket *b)
 
 /* Lists what may be new in bucket b: after each run's mark, or from the
  * window before the previous listing when that is earlier. */
-static int refresh_bucket(struct index *ix, struct ix_bucket *b)
+static int refresh_bucket(struct index *ix, struct ix_bucket *b, struct store_error *err)
 {
     if (b->nruns > RUNS_MAX)
-        return list_full(ix, b);
+        return list_full(ix, b, err);
     int64_t started = wall_s();
     size_t n = b->nruns; /* runs a listing adds are listed next time */
     int rc = 0;
@@ -276,7 +276,7 @@ static int refresh_bucket(struct index *ix, struct ix_bucket *b)
         }
         struct ingest g = {.ix = ix, .b = b, .run = (int)i};
         ix->listings++;
-        rc = store_list_from(ix->store, b->name, prefix, after, ingest_cb, &g);
+        rc = store_list_from(ix->store, b->name, prefix, after, ingest_cb, &g, err);
         free(prefix);
         free(after);
     }
@@ -297,12 +297,12 @@ static void reset_locked(struct index *ix)
     ix->built = 0;
 }
 
-static int build_locked(struct index *ix)
+static int build_locked(struct index *ix, struct store_error *err)
 {
     int rc = 0;
     for (int i = 0; i < ix->nb && rc == 0; i++)
         if ((rc = add_upload_run(ix, &ix->b[i])) == 0)
-            rc = list_full(ix, &ix->b[i]);
+            rc = list_full(ix, &ix->b[i], err);
     if (rc < 0) {
         reset_locked(ix);
         return rc;
@@ -311,13 +311,13 @@ static int build_locked(struct index *ix)
     return 0;
 }
 
-static int update_locked(struct index *ix)
+static int update_locked(struct index *ix, struct store_error *err)
 {
     if (!ix->built)
-        return build_locked(ix);
+        return build_locked(ix, err);
     int rc = 0;
     for (int i = 0; i < ix->nb && rc == 0; i++)
-        rc = refresh_bucket(ix, &ix->b[i]);
+        rc = refresh_bucket(ix, &ix->b[i], err);
     return rc;
 }
 
@@ -336,11 +336,12 @@ static int copy_best(const struct ix_job *e, struct candidate *out)
     return 1;
 }
 
-int index_newest(struct index *ix, const char *job, struct candidate *best)
+int index_newest(struct index *ix, const char *job, struct candidate *best,
+                 struct store_error *err)
 {
     memset(best, 0, sizeof *best);
     pthread_mutex_lock(&ix->lock);
-    int rc = update_locked(ix);
+    int rc = update_locked(ix, err);
     if (rc == 0) {
         struct ix_job *e = strmap_get(ix->jobs, job);
         rc = e && e->has_best ? copy_best(e, best) : 0;
@@ -357,16 +358,17 @@ int index_has_job(struct index *ix, const char *job)
     return has;
 }
 
-int index_rebuild(struct index *ix)
+int index_rebuild(struct index *ix, struct store_error *err)
 {
     pthread_mutex_lock(&ix->lock);
     reset_locked(ix);
-    int rc = build_locked(ix);
+    int rc = build_locked(ix, err);
     pthread_mutex_unlock(&ix->lock);
     return rc;
 }
 
-int index_rebuild_gone(struct index *ix, const char *bucket, const char *key)
+int index_rebuild_gone(struct index *ix, const char *bucket, const char *key,
+                       struct store_error *err)
 {
     char *gone;
     if (asprintf(&gone, "%s/%s", bucket, key) < 0)
@@ -380,7 +382,7 @@ int index_rebuild_gone(struct index *ix, const char *bucket, const char *key)
         free(ix->gone);
         ix->gone = gone;
         reset_locked(ix);
-        rc = build_locked(ix);
+        rc = build_locked(ix, err);
     }
     pthread_mutex_unlock(&ix->lock);
     return rc;
@@ -397,10 +399,10 @@ static int add_job_name(const char *name, void *value, void *arg)
     return 0;
 }
 
-int index_job_names(struct index *ix, json_t *set)
+int index_job_names(struct index *ix, json_t *set, struct store_error *err)
 {
     pthread_mutex_lock(&ix->lock);
-    int rc = update_locked(ix);
+    int rc = update_locked(ix, err);
     if (rc == 0)
         strmap_each(ix->jobs, add_job_name, set);
     pthread_mutex_unlock(&ix->lock);
@@ -449,7 +451,8 @@ static int object_cmp(const void *a, const void *b)
     return candidate_cmp(&x->c, &y->c);
 }
 
-int index_history(struct index *ix, const char *job, struct index_object **out, size_t *n)
+int index_history(struct index *ix, const char *job, struct index_object **out, size_t *n,
+                  struct store_error *err)
 {
     *out = NULL;
     *n = 0;
@@ -463,7 +466,7 @@ int index_history(struct index *ix, const char *job, struct index_object **out, 
     pthread_mutex_unlock(&ix->lock);
     for (int i = 0; i < ix->nb && rc == 0; i++) {
         h.bucket = ix->b[i].name;
-        rc = store_list_all(ix->store, h.bucket, prefix, history_cb, &h);
+        rc = store_list_all(ix->store, h.bucket, prefix, history_cb, &h, err);
     }
     free(prefix);
     if (rc < 0) {

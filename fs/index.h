@@ -30,8 +30,10 @@ void index_free(struct index *ix);
 /* Brings the index up to date (the first call lists each bucket in full,
  * later ones list only what is new) and copies the newest candidate of
  * `job` into *best (candidate_clear it). 1: found, 0: the store has none,
- * or a negative errno of the listing. */
-int index_newest(struct index *ix, const char *job, struct candidate *best);
+ * or a negative errno of the listing, told in err (may be NULL) for the
+ * caller to log. The other calls that list tell err alike. */
+int index_newest(struct index *ix, const char *job, struct candidate *best,
+                 struct store_error *err);
 
 /* Whether `job` has objects of either kind in either bucket, as of the
  * last update (index_newest, index_job_names). */
@@ -39,18 +41,19 @@ int index_has_job(struct index *ix, const char *job);
 
 /* Forgets everything and lists each bucket in full again: for when an
  * object the index holds is gone (moved or deleted). */
-int index_rebuild(struct index *ix);
+int index_rebuild(struct index *ix, struct store_error *err);
 
 /* index_rebuild because s3://bucket/key, which the index holds, is gone;
  * -EALREADY (and no listing) when that very object made the last rebuild
  * (a store whose listing keeps showing what it cannot GET costs one full
  * listing, not one per access). */
-int index_rebuild_gone(struct index *ix, const char *bucket, const char *key);
+int index_rebuild_gone(struct index *ix, const char *bucket, const char *key,
+                       struct store_error *err);
 
 /* Brings the index up to date and adds the name of every job with objects
  * in either bucket (either kind) to `set` (a JSON object used as a set).
  * 0 or a negative errno (then nothing is added). */
-int index_job_names(struct index *ix, json_t *set);
+int index_job_names(struct index *ix, json_t *set, struct store_error *err);
 
 /* One stored object of a job (either kind, either bucket). */
 struct index_object {
@@ -61,7 +64,8 @@ struct index_object {
 /* Every object of `job` in both buckets, oldest first (the order of
  * candidate_cmp), by a full listing of each bucket: for MNT/<job>/.history/.
  * *out is malloc'd (index_objects_free). 0 or a negative errno. */
-int index_history(struct index *ix, const char *job, struct index_object **out, size_t *n);
+int index_history(struct index *ix, const char *job, struct index_object **out, size_t *n,
+                  struct store_error *err);
 void index_objects_free(struct index_object *v, size_t n);
 
 /* For .status: {"full_listings": n, "listings": n, "objects_listed": n,

@@ -1,6 +1,7 @@
 #include "fs/jobs.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,23 @@ static int64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Where bucket/key is, in the store's own words: s3://B/K, or the dir
+ * store's file (README, "Observability"). buf: STORE_LOCATION_MAX bytes. */
+static const char *where(const struct jobs *j, const char *bucket, const char *key,
+                         char *buf)
+{
+    store_locate(j->store, bucket, key, buf, STORE_LOCATION_MAX);
+    return buf;
+}
+
+/* A failed store call's text for the one line that logs it. buf: WHY_MAX. */
+#define WHY_MAX 1024
+static const char *why_text(const struct store_error *e, char *buf)
+{
+    store_error_text(e, buf, WHY_MAX);
+    return buf;
 }
 
 static int64_t mono_ms(void)
@@ -196,9 +214,11 @@ struct job *jobs_find_loaded(struct jobs *j, const char *name)
 static int find_newest(struct jobs *j, const char *name, struct candidate *best, int *found)
 {
     *found = 0;
-    int rc = index_newest(j->index, name, best);
+    struct store_error e;
+    int rc = index_newest(j->index, name, best, &e);
     if (rc < 0) {
-        log_error("job '%s': listing the store failed: %s", name, strerror(-rc));
+        char why[WHY_MAX];
+        log_error("job '%s': listing the store failed: %s", name, why_text(&e, why));
         /* A listing answered "not found" is a failed listing, not a job
          * without state (README, "Errors a user can see"). */
         return rc == -ENOENT ? -EIO : rc;
@@ -213,20 +233,23 @@ static int fetch_state(struct jobs *j, const char *name, const char *bucket,
                        const char *key, struct state *st, size_t *len)
 {
     char *body = NULL;
-    int rc = j->store->ops->get(j->store, bucket, key, &body, len);
+    struct store_error e;
+    char w[STORE_LOCATION_MAX];
+    int rc = store_get(j->store, bucket, key, &body, len, &e);
     if (rc < 0) {
+        char why[WHY_MAX];
         if (rc != -ENOENT)
-            log_error("job '%s': reading s3://%s/%s failed: %s", name, bucket, key,
-                      strerror(-rc));
+            log_error("job '%s': reading %s failed: %s", name, where(j, bucket, key, w),
+                      why_text(&e, why));
         return rc;
     }
     char why[160] = "";
     rc = state_from_bytes(st, body, *len, why, sizeof why);
     free(body);
     if (rc < 0) {
-        log_error("job '%s': s3://%s/%s is not a JSON object (%s); refusing to "
+        log_error("job '%s': %s is not a JSON object (%s); refusing to "
                   "start the job from an empty state",
-                  name, bucket, key, why);
+                  name, where(j, bucket, key, w), why);
         return rc == -ENOMEM ? rc : -EIO;
     }
     return 0;
@@ -262,14 +285,16 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
         return -ENOMEM;
     }
     size_t len = 0;
+    char w[STORE_LOCATION_MAX];
     rc = fetch_state(j, name, best.bucket, best.key, job->state, &len);
     if (rc == -ENOENT) {
         /* Gone since the index listed it (moved from the LZ to the DLZ
          * bucket, or deleted): list everything again, once per object. */
-        int r = index_rebuild_gone(j->index, best.bucket, best.key);
+        struct store_error e;
+        int r = index_rebuild_gone(j->index, best.bucket, best.key, &e);
         if (r == 0) {
-            log_info("job '%s': s3://%s/%s is gone since it was listed; listed the "
-                     "store again", name, best.bucket, best.key);
+            log_info("job '%s': %s is gone since it was listed; listed the "
+                     "store again", name, where(j, best.bucket, best.key, w));
             candidate_clear(&best);
             r = find_newest(j, name, &best, &found);
             if (r < 0 || !found) {
@@ -278,7 +303,8 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
             }
             rc = fetch_state(j, name, best.bucket, best.key, job->state, &len);
         } else if (r != -EALREADY) {
-            log_error("job '%s': listing the store failed: %s", name, strerror(-r));
+            char why[WHY_MAX];
+            log_error("job '%s': listing the store failed: %s", name, why_text(&e, why));
             candidate_clear(&best);
             job_destroy(job);
             return r == -ENOENT ? -EIO : r;
@@ -286,8 +312,8 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
     }
     if (rc < 0) {
         if (rc == -ENOENT)
-            log_error("job '%s': reading s3://%s/%s failed: %s", name, best.bucket,
-                      best.key, strerror(ENOENT));
+            log_error("job '%s': reading %s failed: %s", name,
+                      where(j, best.bucket, best.key, w), strerror(ENOENT));
         candidate_clear(&best);
         job_destroy(job);
         return rc == -ENOENT ? -EIO : rc;
@@ -304,8 +330,8 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
         job->loaded = info;
     }
     metrics_loaded(name, best.kind, best.last_modified_ms / 1000);
-    log_info("job '%s': loaded %zu keys from s3://%s/%s", name,
-             state_count(job->state), best.bucket, best.key);
+    log_info("job '%s': loaded %zu keys from %s", name, state_count(job->state),
+             where(j, best.bucket, best.key, w));
     job->base_bucket = our_bucket(j, best.bucket);
     job->base_key = strdup(best.key);
     job->lease_date = strtoll(best.upload_date, NULL, 10); /* its ETag: not known */
@@ -396,6 +422,7 @@ static int load_from_base(struct jobs *j, const char *name, const struct first_r
         return -ENOMEM;
     }
     size_t len = 0;
+    char w[STORE_LOCATION_MAX];
     const char *bucket = base->bucket;
     if (bucket) {
         rc = fetch_state(j, name, bucket, base->key, job->state, &len);
@@ -405,10 +432,11 @@ static int load_from_base(struct jobs *j, const char *name, const struct first_r
             rc = fetch_state(j, name, bucket, base->key, job->state, &len);
         }
         if (rc == -ENOENT) {
-            log_error("job '%s': s3://%s/%s, the state the journal's changes stand on, "
-                      "is gone from the store; they are replayed on %s%s%s%s instead",
-                      name, base->bucket, base->key, found ? "s3://" : "the empty state",
-                      found ? best.bucket : "", found ? "/" : "", found ? best.key : "");
+            char w2[STORE_LOCATION_MAX];
+            log_error("job '%s': %s, the state the journal's changes stand on, "
+                      "is gone from the store; they are replayed on %s instead",
+                      name, where(j, base->bucket, base->key, w),
+                      found ? where(j, best.bucket, best.key, w2) : "the empty state");
             rc = found ? fetch_state(j, name, best.bucket, best.key, job->state, &len) : 0;
             if (rc == -ENOENT)
                 rc = -EIO;
@@ -442,10 +470,13 @@ static int load_from_base(struct jobs *j, const char *name, const struct first_r
                strcmp(best.bucket, bucket) == 0;
     if (found && !same && (!bucket || (bdate_s && layout_date_cmp(best.upload_date,
                                                                    bdate_s) > 0)))
-        log_warn("job '%s': the store has s3://%s/%s, newer than %s%s%s%s, which this "
+    {
+        char w2[STORE_LOCATION_MAX];
+        log_warn("job '%s': the store has %s, newer than %s, which this "
                  "mount's changes stand on; the mount keeps its own state",
-                 name, best.bucket, best.key, bucket ? "s3://" : "the empty state",
-                 bucket ? bucket : "", bucket ? "/" : "", bucket ? base->key : "");
+                 name, where(j, best.bucket, best.key, w),
+                 bucket ? where(j, bucket, base->key, w2) : "the empty state");
+    }
     free(bdate_s);
     if (bucket) {
         json_t *info = json_pack("{s:s, s:s, s:s, s:I, s:I, s:b}", "bucket", bucket, "key",
@@ -458,9 +489,9 @@ static int load_from_base(struct jobs *j, const char *name, const struct first_r
             job->loaded = info;
         }
     }
-    log_info("job '%s': %zu keys from %s%s%s%s, the base in the journal", name,
-             state_count(job->state), bucket ? "s3://" : "the empty state",
-             bucket ? bucket : "", bucket ? "/" : "", bucket ? base->key : "");
+    log_info("job '%s': %zu keys from %s, the base in the journal", name,
+             state_count(job->state),
+             bucket ? where(j, bucket, base->key, w) : "the empty state");
     if (found)
         job->known[0] = best; /* taken */
     *out = job;
@@ -1014,10 +1045,12 @@ json_t *jobs_list_names(struct jobs *j, int *err)
 
     /* The store's names count only when its listings end well. */
     json_t *stored = json_object();
-    int rc = stored ? index_job_names(j->index, stored) : -ENOMEM;
+    struct store_error e = {0};
+    int rc = stored ? index_job_names(j->index, stored, &e) : -ENOMEM;
+    char why[WHY_MAX];
     if (rc < 0)
         log_warn("listing jobs in the store failed (%s); showing loaded jobs only",
-                 strerror(-rc));
+                 rc == -ENOMEM ? strerror(ENOMEM) : why_text(&e, why));
     else if (json_object_update(seen, stored) != 0)
         log_warn("listing jobs: out of memory; showing loaded jobs only");
     json_decref(stored);
@@ -1118,14 +1151,25 @@ void job_touch(struct job *job)
     pthread_mutex_unlock(&job->lock);
 }
 
-static void record_error(struct jobs *j, const char *fmt, const char *job,
-                         const char *what)
+/* A failed upload, for .status: its message and the store's error whole
+ * when there is one (README, "Observability"). */
+static void record_error(struct jobs *j, const struct store_error *e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void record_error(struct jobs *j, const struct store_error *e, const char *fmt, ...)
 {
     pthread_mutex_lock(&j->lock);
     j->stats.uploads_failed++;
-    snprintf(j->stats.last_error, sizeof j->stats.last_error, fmt, job, what);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(j->stats.last_error, sizeof j->stats.last_error, fmt, ap);
+    va_end(ap);
     j->stats.last_error_time = time(NULL);
     j->stats.last_refused = 0;
+    if (e)
+        j->stats.last_store_error = *e;
+    else
+        memset(&j->stats.last_store_error, 0, sizeof j->stats.last_store_error);
     pthread_mutex_unlock(&j->lock);
 }
 
@@ -1183,18 +1227,20 @@ static int put_success_trigger(struct jobs *j, struct job *job, const char *stat
     memcpy(key, state_key, dir);
     memcpy(key + dir, "_SUCCESS", sizeof "_SUCCESS");
     struct store_put_result res = {0};
-    int rc = j->store->ops->put(j->store, j->lz_bucket, key, "", 0, &res);
+    struct store_error e;
+    char w[STORE_LOCATION_MAX];
+    int rc = store_put(j->store, j->lz_bucket, key, "", 0, &res, &e);
     if (rc == 0) {
         pthread_mutex_lock(&j->lock);
         j->stats.retries += res.attempts > 1 ? (uint64_t)res.attempts - 1 : 0;
         pthread_mutex_unlock(&j->lock);
-        log_info("job '%s': success trigger uploaded s3://%s/%s (%d attempts)",
-                 job->name, j->lz_bucket, key, res.attempts);
+        log_info("job '%s': success trigger uploaded %s (%d attempts)", job->name,
+                 where(j, j->lz_bucket, key, w), res.attempts);
     } else {
-        log_error("job '%s': success trigger s3://%s/%s failed: %s", job->name,
-                  j->lz_bucket, key, strerror(-rc));
-        record_error(j, "success trigger of job '%s' failed: %s", job->name,
-                     strerror(-rc));
+        char why[WHY_MAX];
+        log_error("job '%s': success trigger %s failed: %s", job->name,
+                  where(j, j->lz_bucket, key, w), why_text(&e, why));
+        record_error(j, &e, "success trigger of job '%s' failed: %s", job->name, why);
         if (rc != -EACCES && rc != -ETIMEDOUT && rc != -ENOMEM)
             rc = -EIO;
     }
@@ -1230,11 +1276,15 @@ char *jobs_status_text(struct jobs *j, size_t *len)
     json_t *last_error = json_null();
     if (st.last_error_time) {
         iso_time((int64_t)st.last_error_time * 1000, when);
+        const struct store_error *se = &st.last_store_error;
         last_error = st.last_refused
                          ? json_pack("{s:s, s:s, s:s, s:s, s:s}", "message", st.last_error,
                                      "time", when, "job", st.refused_job, "key",
                                      st.refused_key, "reason", st.refused_reason)
-                         : json_pack("{s:s, s:s}", "message", st.last_error, "time", when);
+                         : json_pack("{s:s, s:s, s:s, s:s, s:s}", "message",
+                                     st.last_error, "time", when, "code", se->code,
+                                     "request_id", se->request_id, "store_message",
+                                     se->message);
     }
     json_t *doc = json_pack(
         "{s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}, s:I, s:o,"
@@ -1295,10 +1345,13 @@ static int reload_if_newer(struct jobs *j, struct job *job)
     char *body = NULL;
     size_t len = 0;
     struct store_get_info info;
-    rc = j->store->ops->get_info(j->store, best.bucket, best.key, &body, &len, &info);
+    struct store_error e;
+    char w[STORE_LOCATION_MAX];
+    rc = store_get_info(j->store, best.bucket, best.key, &body, &len, &info, &e);
     if (rc < 0) {
-        log_error("job '%s': reading s3://%s/%s failed: %s", job->name, best.bucket,
-                  best.key, strerror(-rc));
+        char why[WHY_MAX];
+        log_error("job '%s': reading %s failed: %s", job->name,
+                  where(j, best.bucket, best.key, w), why_text(&e, why));
         candidate_clear(&best);
         return rc == -ENOMEM ? rc : -EIO;
     }
@@ -1341,14 +1394,14 @@ static int reload_if_newer(struct jobs *j, struct job *job)
     free(body);
     if (changed) {
         log_warn("job '%s': changed in this mount while its lease was taken; it keeps "
-                 "this mount's state over s3://%s/%s", job->name, best.bucket, best.key);
+                 "this mount's state over %s", job->name, where(j, best.bucket, best.key, w));
         free(key);
         candidate_clear(&best);
         return 0;
     }
     if (rc < 0) {
-        log_error("job '%s': s3://%s/%s is not a JSON object (%s); the job keeps this "
-                  "mount's state", job->name, best.bucket, best.key, why);
+        log_error("job '%s': %s is not a JSON object (%s); the job keeps this "
+                  "mount's state", job->name, where(j, best.bucket, best.key, w), why);
         free(key);
         candidate_clear(&best);
         return rc == -ENOMEM ? rc : -EIO;
@@ -1369,8 +1422,8 @@ static int reload_if_newer(struct jobs *j, struct job *job)
     job->lease_date = date;
     pthread_mutex_unlock(&job->lock);
     log_info("job '%s': the store holds a newer state than this mount's: reloaded %zu "
-             "keys from s3://%s/%s", job->name, state_count(job->state), best.bucket,
-             best.key);
+             "keys from %s", job->name, state_count(job->state),
+             where(j, best.bucket, best.key, w));
     /* The reloaded object is the job's base now; a base the journal kept
      * for the job gives way (should the compaction fail, the new base a
      * later change journals comes after it, and the last base counts). */
@@ -1414,22 +1467,23 @@ static int claim_locked(struct jobs *j, struct job *job)
     blocking_may_block(); /* the store */
     int local = j->journal && journal_changes(j->journal, job->name) > 0;
     int taken = 0;
-    char who[512] = "";
+    char who[1400] = "";
     int rc = lease_acquire(j->leases, job->name, local, &taken, who, sizeof who);
     if (rc == 0 && taken && !local)
         rc = reload_if_newer(j, job);
     if (rc == -EBUSY) {
-        record_error(j, "job '%s' is held by another mount: %s", job->name, who);
+        record_error(j, NULL, "job '%s' is held by another mount: %s", job->name, who);
     } else if (rc == -ESTALE) {
         log_error("job '%s': this mount's lease was taken over by %s while the job had "
                   "local changes; they stay in the journal and are not uploaded (rmdir "
                   "the job to drop them; README, \"Leases\")", job->name, who);
-        record_error(j, "job '%s' was taken over while it had local changes: %s",
+        record_error(j, NULL, "job '%s' was taken over while it had local changes: %s",
                      job->name, who);
         rc = -EBUSY;
     } else if (rc < 0) {
         log_error("job '%s': the lease could not be taken: %s", job->name, who);
-        record_error(j, "the lease of job '%s' could not be taken: %s", job->name, who);
+        record_error(j, NULL, "the lease of job '%s' could not be taken: %s", job->name,
+                     who);
         if (rc != -EACCES && rc != -ETIMEDOUT && rc != -ENOMEM)
             rc = -EIO;
     }
@@ -1547,7 +1601,9 @@ again:;
         return -EIO;
     }
     struct store_put_result res = {0};
-    rc = j->store->ops->put(j->store, j->lz_bucket, key, body, len, &res);
+    struct store_error e;
+    char w[STORE_LOCATION_MAX];
+    rc = store_put(j->store, j->lz_bucket, key, body, len, &res, &e);
     long ms = (long)(mono_ms() - started);
     metrics_upload(job->name, kind, rc, (double)(mono_ms() - started) / 1000.0,
                    res.attempts, wall / 1000, len);
@@ -1572,8 +1628,8 @@ again:;
         j->stats.bytes_uploaded += len;
         j->stats.retries += res.attempts > 1 ? (uint64_t)res.attempts - 1 : 0;
         pthread_mutex_unlock(&j->lock);
-        log_info("job '%s': %s uploaded s3://%s/%s (%zu bytes, %ld ms, %d attempts)",
-                 job->name, kname, j->lz_bucket, key, len, ms, res.attempts);
+        log_info("job '%s': %s uploaded %s (%zu bytes, %ld ms, %d attempts)", job->name,
+                 kname, where(j, j->lz_bucket, key, w), len, ms, res.attempts);
         /* The snapshot is in the store: it becomes the base of the changes
          * made since, and with none made since, the job's entries go where
          * the next mount loads this object back (which one a job without
@@ -1597,9 +1653,10 @@ again:;
         if (kind == UPLOAD_COMPLETED && j->leases)
             lease_release(j->leases, job->name); /* the run ended */
     } else {
-        log_error("job '%s': %s upload to s3://%s/%s failed after %ld ms: %s",
-                  job->name, kname, j->lz_bucket, key, ms, strerror(-rc));
-        record_error(j, "upload of job '%s' failed: %s", job->name, strerror(-rc));
+        char why[WHY_MAX];
+        log_error("job '%s': %s upload to %s failed after %ld ms: %s", job->name, kname,
+                  where(j, j->lz_bucket, key, w), ms, why_text(&e, why));
+        record_error(j, &e, "upload of job '%s' failed: %s", job->name, why);
         if (rc != -EACCES && rc != -ETIMEDOUT && rc != -ENOMEM)
             rc = -EIO;
     }

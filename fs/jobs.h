@@ -57,11 +57,13 @@ struct job {
 struct jobs_stats {
     uint64_t uploads_ok, uploads_failed, bytes_uploaded, retries;
     uint64_t values_refused;
-    char last_error[768];
+    char last_error[1280];
     time_t last_error_time;
     /* when the last error is a refused value: where and why */
     int last_refused;
     char refused_job[256], refused_key[256], refused_reason[160];
+    /* when it is a failed upload: the store's error (README, "Observability") */
+    struct store_error last_store_error;
 };
 
 struct jobs {
@@ -186,8 +188,5 @@ void job_touch(struct job *job);
 #define MOVED_WAIT_MS 5000
 int job_moved(struct job *job, const char *key);
 void job_written(struct job *job, const char *key);
-
-/* Maximum length of one S3 object key. */
-#define OBJECT_KEY_MAX 1024
 
 #endif

@@ -390,21 +390,39 @@ static void set_seen(struct leases *ls, struct lentry *e, const struct body *b)
     pthread_mutex_unlock(&ls->lock);
 }
 
-/* Reads the lease object. 0 with *b filled, -ENOENT, or a store error. */
+/* Where the lease object `key` is, in the store's words. */
+static const char *where(const struct leases *ls, const char *key,
+                         char buf[STORE_LOCATION_MAX])
+{
+    store_locate(ls->store, ls->bucket, key, buf, STORE_LOCATION_MAX);
+    return buf;
+}
+
+/* A store error's text, for the one line or message that tells it. */
+#define WHY_MAX 1024
+static const char *why_text(const struct store_error *err, char buf[WHY_MAX])
+{
+    store_error_text(err, buf, WHY_MAX);
+    return buf;
+}
+
+/* Reads the lease object. 0 with *b filled, -ENOENT, or a store error
+ * (told in err). */
 static int read_lease(struct leases *ls, struct lentry *e, struct body *b,
-                      struct store_get_info *info)
+                      struct store_get_info *info, struct store_error *err)
 {
     char *data = NULL;
     size_t len = 0;
     int64_t mono = clock_mono_ms();
-    int rc = ls->store->ops->get_info(ls->store, ls->bucket, e->key, &data, &len, info);
+    int rc = store_get_info(ls->store, ls->bucket, e->key, &data, &len, info, err);
     note_server_time(ls, info->server_ms, mono);
     if (rc == 0) {
         if (parse_body(data, len, b) < 0) {
             /* Not a lease of ours: nobody's, and never silently taken. */
-            log_error("the lease object s3://%s/%s is not a bookmarkfs lease; remove "
-                      "it to use the job", ls->bucket, e->key);
-            rc = -EIO;
+            char w[STORE_LOCATION_MAX];
+            log_error("the lease object %s is not a bookmarkfs lease; remove "
+                      "it to use the job", where(ls, e->key, w));
+            rc = store_fail(err, -EIO, "the lease object is not a bookmarkfs lease");
         }
     }
     free(data);
@@ -417,17 +435,16 @@ static int read_lease(struct leases *ls, struct lentry *e, struct body *b,
  * a lease that is gone), or a store error (outcome still unknown). */
 static int write_lease(struct leases *ls, struct lentry *e, const char *if_match,
                        const char *token, long long epoch, int64_t since, int released,
-                       char *etag, int64_t *sent, int *direct)
+                       char *etag, int64_t *sent, int *direct, struct store_error *err)
 {
     *direct = 0;
     size_t len = 0;
     char *body = make_body(ls, e, token, epoch, since, released, &len);
     if (!body)
-        return -ENOMEM;
+        return store_fail(err, -ENOMEM, "%s", strerror(ENOMEM));
     struct store_put_result res;
     *sent = clock_mono_ms();
-    int rc = ls->store->ops->put_if(ls->store, ls->bucket, e->key, body, len, if_match,
-                                    &res);
+    int rc = store_put_if(ls->store, ls->bucket, e->key, body, len, if_match, &res, err);
     note_server_time(ls, res.server_ms, *sent);
     free(body);
     if (rc == 0) {
@@ -443,18 +460,24 @@ static int write_lease(struct leases *ls, struct lentry *e, const char *if_match
     pthread_mutex_unlock(&ls->lock);
     struct body b;
     struct store_get_info info;
-    int r = read_lease(ls, e, &b, &info);
+    struct store_error re;
+    char w[STORE_LOCATION_MAX];
+    int r = read_lease(ls, e, &b, &info, &re);
     if (r < 0) {
-        log_warn("lease s3://%s/%s: the outcome of a write is unknown (%s), and reading "
-                 "the lease back failed (%s)", ls->bucket, e->key, strerror(-rc),
-                 strerror(-r));
+        char why[WHY_MAX], rwhy[WHY_MAX];
+        log_warn("lease %s: the outcome of a write is unknown (%s), and reading "
+                 "the lease back failed (%s)", where(ls, e->key, w), why_text(err, why),
+                 why_text(&re, rwhy));
+        if (r == -ENOENT)
+            *err = re;
         return r == -ENOENT ? -ENOENT : rc;
     }
     int ours = strcmp(b.token, token) == 0 && b.released == released && b.epoch == epoch;
     if (ours) {
         snprintf(etag, STORE_ETAG_MAX, "%s", info.etag);
-        log_info("lease s3://%s/%s: a write answered %s after %d attempt%s; read back, "
-                 "it is ours", ls->bucket, e->key, strerror(-rc), res.attempts,
+        char why[WHY_MAX];
+        log_info("lease %s: a write answered %s after %d attempt%s; read back, "
+                 "it is ours", where(ls, e->key, w), why_text(err, why), res.attempts,
                  res.attempts == 1 ? "" : "s");
         pthread_mutex_lock(&ls->lock);
         e->try_token[0] = '\0';
@@ -486,7 +509,9 @@ static int renew(struct leases *ls, struct lentry *e, char *who, size_t wholen)
     char new_etag[STORE_ETAG_MAX];
     int64_t sent;
     int direct;
-    int rc = write_lease(ls, e, etag, token, epoch, since, 0, new_etag, &sent, &direct);
+    struct store_error err;
+    int rc = write_lease(ls, e, etag, token, epoch, since, 0, new_etag, &sent, &direct,
+                         &err);
     if (rc == 0) {
         int64_t expires = server_now(ls) + ls->ttl_ms;
         pthread_mutex_lock(&ls->lock);
@@ -503,7 +528,7 @@ static int renew(struct leases *ls, struct lentry *e, char *who, size_t wholen)
         struct body b;
         struct store_get_info info;
         char seen[WHO_MAX] = "nobody (the lease object is gone)";
-        if (read_lease(ls, e, &b, &info) == 0) {
+        if (read_lease(ls, e, &b, &info, &err) == 0) {
             set_seen(ls, e, &b);
             describe(b.doc, seen, sizeof seen);
             json_decref(b.doc);
@@ -518,8 +543,11 @@ static int renew(struct leases *ls, struct lentry *e, char *who, size_t wholen)
             snprintf(who, wholen, "%s", seen);
         return -EBUSY;
     }
+    char why[WHY_MAX];
     if (who && wholen)
-        snprintf(who, wholen, "renewing the lease failed: %s", strerror(-rc));
+        snprintf(who, wholen, "renewing the lease failed: %s", why_text(&err, why));
+    else /* the renewals: tried again at the next one */
+        log_warn("job '%s': renewing the lease failed: %s", e->job, why_text(&err, why));
     return rc;
 }
 
@@ -538,9 +566,11 @@ static int take(struct leases *ls, struct lentry *e, int local_changes, int *tak
 
         struct body b = {0};
         struct store_get_info info;
-        int rc = read_lease(ls, e, &b, &info);
+        struct store_error err;
+        char why[WHY_MAX];
+        int rc = read_lease(ls, e, &b, &info, &err);
         if (rc < 0 && rc != -ENOENT) {
-            snprintf(who, wholen, "reading the lease failed: %s", strerror(-rc));
+            snprintf(who, wholen, "reading the lease failed: %s", why_text(&err, why));
             return rc;
         }
         char token[TOKEN_LEN + 1];
@@ -606,7 +636,8 @@ static int take(struct leases *ls, struct lentry *e, int local_changes, int *tak
                 return -EIO;
             }
         }
-        rc = write_lease(ls, e, if_match, token, epoch, since, 0, etag, &sent, &direct);
+        rc = write_lease(ls, e, if_match, token, epoch, since, 0, etag, &sent, &direct,
+                         &err);
         json_decref(b.doc);
 #ifdef BOOKMARKFS_TEST_HOOKS
         /* BOOKMARKFS_CRASH_LEASE=N: exit, as kill -9 would, right after the
@@ -623,13 +654,14 @@ static int take(struct leases *ls, struct lentry *e, int local_changes, int *tak
         if (rc == 0) {
             set_held(ls, e, token, epoch, etag, sent, since);
             remember(ls);
-            log_info("job '%s': lease taken (epoch %lld, s3://%s/%s)", e->job, epoch,
-                     ls->bucket, e->key);
+            char w[STORE_LOCATION_MAX];
+            log_info("job '%s': lease taken (epoch %lld, %s)", e->job, epoch,
+                     where(ls, e->key, w));
             *taken = 1;
             return 0;
         }
         if (rc != -EEXIST && rc != -ENOENT) {
-            snprintf(who, wholen, "taking the lease failed: %s", strerror(-rc));
+            snprintf(who, wholen, "taking the lease failed: %s", why_text(&err, why));
             return rc;
         }
         /* Another mount's write came first: look again. */
@@ -711,12 +743,15 @@ static void release_entry(struct leases *ls, struct lentry *e, const char *why)
         char new_etag[STORE_ETAG_MAX];
         int64_t sent;
         int direct;
-        int rc = write_lease(ls, e, etag, token, epoch, since, 1, new_etag, &sent, &direct);
+        struct store_error err;
+        char text[WHY_MAX];
+        int rc = write_lease(ls, e, etag, token, epoch, since, 1, new_etag, &sent, &direct,
+                             &err);
         if (rc == 0)
             log_info("job '%s': lease released (%s)", e->job, why);
         else
             log_warn("job '%s': releasing the lease failed (%s): it lapses after %ld s",
-                     e->job, strerror(-rc), ls->ttl_ms / 1000);
+                     e->job, why_text(&err, text), ls->ttl_ms / 1000);
     }
     pthread_mutex_unlock(&e->op);
 }
@@ -765,9 +800,9 @@ json_t *lease_info(struct leases *ls, const char *job)
         char since[40], exp[40];
         iso_ms(e->since_server_ms, since);
         iso_ms(e->expires_server_ms, exp);
-        char where[1400];
-        snprintf(where, sizeof where, "s3://%s/%s", ls->bucket, e->key);
-        out = json_pack("{s:s, s:s, s:I, s:s?}", "state", state, "object", where,
+        char w[STORE_LOCATION_MAX];
+        out = json_pack("{s:s, s:s, s:I, s:s?}", "state", state, "object",
+                        where(ls, e->key, w),
                         "epoch", (json_int_t)e->epoch, "holder",
                         e->who[0] && e->state != L_HELD ? e->who : NULL);
         if (out && e->state == L_HELD) {
@@ -905,6 +940,7 @@ struct racer {
     pthread_barrier_t *start;
     char body[64];
     int rc, ambiguous;
+    struct store_error err;
 };
 
 static void *race(void *arg)
@@ -912,8 +948,8 @@ static void *race(void *arg)
     struct racer *r = arg;
     struct store_put_result res;
     pthread_barrier_wait(r->start);
-    r->rc = r->ls->store->ops->put_if(r->ls->store, r->ls->bucket, r->key, r->body,
-                                      strlen(r->body), STORE_IF_ABSENT, &res);
+    r->rc = store_put_if(r->ls->store, r->ls->bucket, r->key, r->body, strlen(r->body),
+                         STORE_IF_ABSENT, &res, &r->err);
     r->ambiguous = res.ambiguous;
     return NULL;
 }
@@ -954,10 +990,13 @@ int leases_probe(struct leases *ls, char *msg, size_t msglen)
     (void)rc;
     int wins = (r[0].rc == 0) + (r[1].rc == 0);
     int result = 1;
+    char w[STORE_LOCATION_MAX], why[WHY_MAX];
+    struct store_error err;
+    where(ls, key, w);
     for (int i = 0; i < 2; i++) {
         if (r[i].rc < 0 && r[i].rc != -EEXIST && !r[i].ambiguous) {
-            snprintf(msg, msglen, "probing conditional writes at s3://%s/%s failed: %s",
-                     ls->bucket, key, strerror(-r[i].rc));
+            snprintf(msg, msglen, "probing conditional writes at %s failed: %s", w,
+                     why_text(&r[i].err, why));
             result = r[i].rc;
         }
     }
@@ -973,7 +1012,7 @@ int leases_probe(struct leases *ls, char *msg, size_t msglen)
         char *data = NULL;
         size_t len = 0;
         struct store_get_info info;
-        int g = ls->store->ops->get_info(ls->store, ls->bucket, key, &data, &len, &info);
+        int g = store_get_info(ls->store, ls->bucket, key, &data, &len, &info, &err);
         int owner = -1;
         for (int i = 0; g == 0 && i < 2; i++)
             if (len == strlen(r[i].body) && memcmp(data, r[i].body, len) == 0)
@@ -981,8 +1020,8 @@ int leases_probe(struct leases *ls, char *msg, size_t msglen)
         free(data);
         int winner = r[0].rc == 0 ? 0 : r[1].rc == 0 ? 1 : -1;
         if (g < 0) {
-            snprintf(msg, msglen, "reading the probe object s3://%s/%s back failed: %s",
-                     ls->bucket, key, strerror(-g));
+            snprintf(msg, msglen, "reading the probe object %s back failed: %s", w,
+                     why_text(&err, why));
             result = g == -ENOENT ? -EIO : g;
         } else if (winner >= 0 && owner != winner) {
             snprintf(msg, msglen, "the store does not honour If-None-Match: a conditional "
@@ -997,21 +1036,20 @@ int leases_probe(struct leases *ls, char *msg, size_t msglen)
     if (result == 1) {
         struct store_put_result res;
         const char *wrong = "00000000000000000000000000000000";
-        int w = ls->store->ops->put_if(ls->store, ls->bucket, key, "{}", 2, wrong, &res);
-        if (w == 0) {
+        int pw = store_put_if(ls->store, ls->bucket, key, "{}", 2, wrong, &res, &err);
+        if (pw == 0) {
             snprintf(msg, msglen, "the store does not honour If-Match: a write with a "
                      "wrong ETag succeeded");
             result = 0;
-        } else if (w != -EEXIST && w != -ENOENT) {
-            snprintf(msg, msglen, "probing If-Match at s3://%s/%s failed: %s",
-                     ls->bucket, key, strerror(-w));
-            result = w;
+        } else if (pw != -EEXIST && pw != -ENOENT) {
+            snprintf(msg, msglen, "probing If-Match at %s failed: %s", w,
+                     why_text(&err, why));
+            result = pw;
         }
     }
-    int d = ls->store->ops->del(ls->store, ls->bucket, key);
+    int d = store_del(ls->store, ls->bucket, key, &err);
     if (d < 0)
-        log_warn("could not remove the probe object s3://%s/%s: %s", ls->bucket, key,
-                 strerror(-d));
+        log_warn("could not remove the probe object %s: %s", w, why_text(&err, why));
     free(key);
     return result;
 }

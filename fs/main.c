@@ -54,7 +54,7 @@ static int check_store(struct store *st, const struct options *o)
     const char *buckets[2] = {o->lz_bucket, o->dlz_bucket};
     int n = strcmp(o->lz_bucket, o->dlz_bucket) == 0 ? 1 : 2;
     for (int i = 0; i < n; i++) {
-        int rc = st->ops->check_bucket(st, buckets[i], msg, sizeof msg);
+        int rc = store_check_bucket(st, buckets[i], msg, sizeof msg);
         if (rc < 0) {
             fprintf(stderr, "bookmarkfs: %s\n",
                     msg[0] ? msg : strerror(-rc));
@@ -70,11 +70,7 @@ static char *journal_identity(const struct options *o)
 {
     char *where = NULL;
     if (o->is_s3) {
-        const char *ep = o->endpoint && *o->endpoint ? o->endpoint : NULL;
-        if (!ep)
-            ep = env_nonempty("AWS_ENDPOINT_URL_S3");
-        if (!ep)
-            ep = env_nonempty("AWS_ENDPOINT_URL");
+        const char *ep = store_s3_endpoint_given(o->endpoint);
         where = strdup(ep ? ep : "aws"); /* AWS bucket names are global */
     } else {
         where = realpath(o->dir_root, NULL);

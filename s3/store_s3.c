@@ -21,8 +21,6 @@
 #include "util/env.h"
 #include "util/log.h"
 
-#define S3_KEY_MAX 1024
-
 struct s3_store {
     struct store base;
     char *endpoint;   /* as given, for messages */
@@ -111,7 +109,7 @@ struct req_ctx {
     size_t nheaders;
     char payload_hash[65];
     char cred_msg[256];              /* why credentials failed */
-    int quiet;                       /* the caller reports failures itself */
+    struct store_error *err;         /* what failed before anything was sent */
 };
 
 static int build_request(void *arg, int force_refresh, char **url, char ***hdrs,
@@ -131,8 +129,7 @@ static int build_request(void *arg, int force_refresh, char **url, char ***hdrs,
     if (rc < 0) {
         if (!x->cred_msg[0])
             snprintf(x->cred_msg, sizeof x->cred_msg, "No AWS credentials were found.");
-        if (!x->quiet)
-            log_error("%s", x->cred_msg);
+        store_fail(x->err, rc, "%s", x->cred_msg);
         aws_credentials_clear(&cr);
         return rc;
     }
@@ -172,8 +169,7 @@ static int build_request(void *arg, int force_refresh, char **url, char ***hdrs,
     struct sigv4_credentials sc = {cr.access_key, cr.secret_key, cr.session_token};
     rc = sigv4_sign(&sr, &sc, &sg);
     if (rc < 0) {
-        log_error("signing the request for s3://%s/%s failed: %s", x->bucket,
-                  x->key ? x->key : "", strerror(-rc));
+        store_fail(x->err, rc, "signing the request failed: %s", strerror(-rc));
         goto out;
     }
     const char *q = sg.encoded_query && sg.encoded_query[0] ? sg.encoded_query : NULL;
@@ -230,10 +226,11 @@ static int errno_for(long status, const char *code)
 #define SKEW_HINT "; the local clock differs from the store's by more than 15 " \
                   "minutes: set the clock (NTP)"
 
-/* Maps an error answer to errno, and logs it unless quiet. */
-static int answer_error(const char *op, const char *bucket, const char *key,
-                        const struct s3_http_response *r, struct s3_error_doc *doc,
-                        int quiet)
+static const char *plural(int n) { return n == 1 ? "" : "s"; }
+
+/* Maps an error answer to errno and fills err (code, request id, message). */
+static int answer_error(const char *key, const struct s3_http_response *r,
+                        struct s3_error_doc *doc, struct store_error *err)
 {
     if (s3_xml_parse_error(r->body, r->body_len, doc) < 0) {
         memset(doc, 0, sizeof *doc);
@@ -243,31 +240,33 @@ static int answer_error(const char *op, const char *bucket, const char *key,
     int rc = errno_for(r->status, doc->code);
     if (rc == -EIO && !doc->code[0] && r->status == 404)
         rc = key ? -ENOENT : -ENXIO;
-    if (!quiet)
-        log_error("%s s3://%s/%s failed: HTTP %ld %s: %s (RequestId %s)%s", op, bucket,
-                  key ? key : "", r->status, doc->code[0] ? doc->code : "-",
-                  doc->message[0] ? doc->message : "-",
-                  doc->request_id[0] ? doc->request_id : "-",
-                  strcmp(doc->code, "RequestTimeTooSkewed") == 0 ? SKEW_HINT : "");
+    store_fail(err, rc, "HTTP %ld after %d attempt%s: %s%s", r->status, r->attempts,
+               plural(r->attempts), doc->message[0] ? doc->message : "-",
+               strcmp(doc->code, "RequestTimeTooSkewed") == 0 ? SKEW_HINT : "");
+    snprintf(err->code, sizeof err->code, "%s", doc->code);
+    snprintf(err->request_id, sizeof err->request_id, "%s",
+             doc->request_id[0] ? doc->request_id : r->request_id);
     return rc;
 }
 
-static void transport_error(const char *op, const char *bucket, const char *key,
-                            const struct s3_http_response *r, int rc)
+/* A failure with no answer: fills err unless building the request already
+ * did (credentials, signing). */
+static int transport_error(const struct s3_http_response *r, int rc,
+                           struct store_error *err)
 {
-    if (r->fail == S3_HTTP_OTHER && !r->error[0])
-        return; /* credentials or signing: already logged */
-    log_error("%s s3://%s/%s failed after %d attempt%s: %s", op, bucket, key ? key : "",
-              r->attempts, r->attempts == 1 ? "" : "s",
-              r->error[0] ? r->error : strerror(-rc));
+    if (r->fail == S3_HTTP_OTHER && !r->error[0] && err->message[0])
+        return rc; /* credentials or signing: told by build_request */
+    return store_fail(err, rc, "%s after %d attempt%s", r->error[0] ? r->error : strerror(-rc),
+                      r->attempts, plural(r->attempts));
 }
 
-static int check_names(const char *bucket, const char *key)
+static int check_names(const char *bucket, const char *key, struct store_error *err)
 {
     if (!bucket || !bucket[0] || strlen(bucket) > 255)
-        return -EINVAL;
-    if (key && (!key[0] || strlen(key) > S3_KEY_MAX))
-        return -EINVAL;
+        return store_fail(err, -EINVAL, "the bucket name is empty or too long");
+    if (key && (!key[0] || strlen(key) > STORE_KEY_MAX))
+        return store_fail(err, -EINVAL, "the object key is empty or longer than %d bytes",
+                          STORE_KEY_MAX);
     return 0;
 }
 
@@ -292,7 +291,8 @@ static int perform(struct s3_store *s, struct req_ctx *x, const char *op,
 
 static int list_request(struct s3_store *s, const char *bucket, const char *prefix,
                         const char *start_after, const char *token,
-                        const char *max_keys, struct s3_http_response *r)
+                        const char *max_keys, struct s3_http_response *r,
+                        struct store_error *err)
 {
     struct sigv4_pair q[5];
     size_t nq = 0;
@@ -309,25 +309,26 @@ static int list_request(struct s3_store *s, const char *bucket, const char *pref
     if (token)
         q[nq++] = (struct sigv4_pair){"continuation-token", token};
     struct req_ctx x = {.s = s, .method = "GET", .bucket = bucket, .key = NULL,
-                        .query = q, .nquery = nq};
+                        .query = q, .nquery = nq, .err = err};
     return perform(s, &x, "ListObjectsV2", NULL, 0, r);
 }
 
 static int s3_list_from(struct store *st, const char *bucket, const char *prefix,
                         const char *start_after, const char *token,
-                        struct store_page *out)
+                        struct store_page *out, struct store_error *err)
 {
     struct s3_store *s = (struct s3_store *)st;
     memset(out, 0, sizeof *out);
-    if (check_names(bucket, NULL) < 0)
-        return -EINVAL;
+    int rc = check_names(bucket, NULL, err);
+    if (rc < 0)
+        return rc;
     struct s3_http_response r;
-    int rc = list_request(s, bucket, prefix, start_after, token, "1000", &r);
+    rc = list_request(s, bucket, prefix, start_after, token, "1000", &r, err);
     if (rc < 0) {
-        transport_error("ListObjectsV2", bucket, prefix, &r, rc);
+        transport_error(&r, rc, err);
     } else if (r.status != 200) {
         struct s3_error_doc doc;
-        rc = answer_error("ListObjectsV2", bucket, prefix, &r, &doc, 0);
+        rc = answer_error(NULL, &r, &doc, err);
     } else {
         rc = s3_xml_parse_list(r.body, r.body_len, out);
         if (rc == 0 && out->skipped)
@@ -336,10 +337,8 @@ static int s3_list_from(struct store *st, const char *bucket, const char *prefix
                      "encoding-type=url)", bucket, prefix ? prefix : "", out->skipped,
                      out->skipped == 1 ? "" : "s");
         if (rc == -EINVAL) {
-            log_error("ListObjectsV2 s3://%s/%s: the answer is not a valid listing "
-                      "(RequestId %s)", bucket, prefix ? prefix : "",
-                      r.request_id[0] ? r.request_id : "-");
-            rc = -EIO;
+            rc = store_fail(err, -EIO, "the answer is not a valid listing");
+            snprintf(err->request_id, sizeof err->request_id, "%s", r.request_id);
         }
     }
     s3_http_response_free(&r);
@@ -347,38 +346,10 @@ static int s3_list_from(struct store *st, const char *bucket, const char *prefix
 }
 
 static int s3_list_page(struct store *st, const char *bucket, const char *prefix,
-                        const char *token, struct store_page *out)
+                        const char *token, struct store_page *out,
+                        struct store_error *err)
 {
-    return s3_list_from(st, bucket, prefix, NULL, token, out);
-}
-
-static int s3_get(struct store *st, const char *bucket, const char *key, char **data,
-                  size_t *len)
-{
-    struct s3_store *s = (struct s3_store *)st;
-    *data = NULL;
-    *len = 0;
-    if (check_names(bucket, key) < 0)
-        return -EINVAL;
-    struct req_ctx x = {.s = s, .method = "GET", .bucket = bucket, .key = key};
-    struct s3_http_response r;
-    int rc = perform(s, &x, "GetObject", NULL, 0, &r);
-    if (rc < 0) {
-        transport_error("GetObject", bucket, key, &r, rc);
-    } else if (r.status != 200) {
-        struct s3_error_doc doc;
-        rc = answer_error("GetObject", bucket, key, &r, &doc, 1);
-        if (rc == -ENOENT)
-            log_debug("GetObject s3://%s/%s: no such key", bucket, key);
-        else
-            answer_error("GetObject", bucket, key, &r, &doc, 0);
-    } else {
-        *data = r.body; /* NUL-terminated by the transport */
-        *len = r.body_len;
-        r.body = NULL;
-    }
-    s3_http_response_free(&r);
-    return rc;
+    return s3_list_from(st, bucket, prefix, NULL, token, out, err);
 }
 
 /* An HTTP date (Date, Last-Modified) in ms since 1970, 0 when absent or
@@ -391,22 +362,66 @@ static int64_t http_date_ms(const char *v)
     return t > 0 ? (int64_t)t * 1000 : 0;
 }
 
+static int s3_get_info(struct store *st, const char *bucket, const char *key,
+                       char **data, size_t *len, struct store_get_info *info,
+                       struct store_error *err)
+{
+    struct s3_store *s = (struct s3_store *)st;
+    *data = NULL;
+    *len = 0;
+    memset(info, 0, sizeof *info);
+    int rc = check_names(bucket, key, err);
+    if (rc < 0)
+        return rc;
+    struct req_ctx x = {.s = s, .method = "GET", .bucket = bucket, .key = key, .err = err};
+    struct s3_http_response r;
+    rc = perform(s, &x, "GetObject", NULL, 0, &r);
+    info->server_ms = http_date_ms(r.date);
+    if (rc < 0) {
+        transport_error(&r, rc, err);
+    } else if (r.status != 200) {
+        struct s3_error_doc doc;
+        rc = answer_error(key, &r, &doc, err);
+        if (rc == -ENOENT)
+            log_debug("GetObject s3://%s/%s: no such key", bucket, key);
+    } else {
+        snprintf(info->etag, sizeof info->etag, "%s", r.etag);
+        info->last_modified_ms = http_date_ms(r.last_modified);
+        *data = r.body; /* NUL-terminated by the transport */
+        *len = r.body_len;
+        r.body = NULL;
+    }
+    s3_http_response_free(&r);
+    return rc;
+}
+
+static int s3_get(struct store *st, const char *bucket, const char *key, char **data,
+                  size_t *len, struct store_error *err)
+{
+    struct store_get_info info;
+    return s3_get_info(st, bucket, key, data, len, &info, err);
+}
+
 /* PutObject, unconditional (if_match NULL) or conditional (put_if). */
 static int put_common(struct s3_store *s, const char *bucket, const char *key,
                       const void *body, size_t len, const char *if_match,
-                      struct store_put_result *res)
+                      struct store_put_result *res, struct store_error *err)
 {
-    if (check_names(bucket, key) < 0 || (!body && len))
-        return -EINVAL;
+    memset(res, 0, sizeof *res);
+    int rc = check_names(bucket, key, err);
+    if (rc < 0)
+        return rc;
+    if (!body && len)
+        return store_fail(err, -EINVAL, "no body to put");
     if (len > (size_t)1 << 30)
-        return -EFBIG;
+        return store_fail(err, -EFBIG, "an object over 1 GiB");
     if (if_match && (!if_match[0] || strlen(if_match) >= STORE_ETAG_MAX))
-        return -EINVAL;
+        return store_fail(err, -EINVAL, "a conditional put needs an ETag or \"*\"");
 
     unsigned char md5[EVP_MAX_MD_SIZE];
     unsigned int md5len = 0;
     if (EVP_Digest(body ? body : "", len, md5, &md5len, EVP_md5(), NULL) != 1)
-        return -EIO;
+        return store_fail(err, -EIO, "MD5 unavailable for Content-MD5");
     char md5b64[4 * ((EVP_MAX_MD_SIZE + 2) / 3) + 1];
     EVP_EncodeBlock((unsigned char *)md5b64, md5, (int)md5len);
 
@@ -421,27 +436,24 @@ static int put_common(struct s3_store *s, const char *bucket, const char *key,
     else if (if_match)
         h[nh++] = (struct sigv4_pair){"if-match", if_match};
     struct req_ctx x = {.s = s, .method = "PUT", .bucket = bucket, .key = key,
-                        .headers = h, .nheaders = nh, .quiet = if_match != NULL};
+                        .headers = h, .nheaders = nh, .err = err};
     struct s3_http_response r;
-    int rc = perform(s, &x, "PutObject", body, len, &r);
+    rc = perform(s, &x, "PutObject", body, len, &r);
     res->attempts = r.attempts;
     res->server_ms = http_date_ms(r.date);
     if (rc < 0) {
-        if (!if_match)
-            transport_error("PutObject", bucket, key, &r, rc);
-        else
-            log_warn("conditional PutObject s3://%s/%s: %s after %d attempt%s", bucket,
-                     key, r.error[0] ? r.error : strerror(-rc), r.attempts,
-                     r.attempts == 1 ? "" : "s");
+        transport_error(&r, rc, err);
         res->ambiguous = r.fail != S3_HTTP_OTHER || r.error[0];
     } else if (r.status == 412 && if_match) {
-        rc = -EEXIST;
+        rc = store_fail(err, -EEXIST, "precondition failed (%d attempt%s)", r.attempts,
+                        plural(r.attempts));
+        snprintf(err->request_id, sizeof err->request_id, "%s", r.request_id);
         res->ambiguous = r.attempts > 1; /* our own earlier try may have won */
         log_debug("conditional PutObject s3://%s/%s: precondition failed (%d attempts)",
                   bucket, key, r.attempts);
     } else if (r.status != 200) {
         struct s3_error_doc doc;
-        rc = answer_error("PutObject", bucket, key, &r, &doc, 0);
+        rc = answer_error(key, &r, &doc, err);
         if (if_match && r.status == 404 && strcmp(doc.code, "NoSuchKey") == 0 &&
             strcmp(if_match, STORE_IF_ABSENT) != 0) {
             rc = -ENOENT;
@@ -452,6 +464,7 @@ static int put_common(struct s3_store *s, const char *bucket, const char *key,
              * the write may have taken place. */
             res->ambiguous = if_match && (r.status == 409 || r.status >= 500);
         }
+        err->err = rc;
     } else {
         snprintf(res->etag, sizeof res->etag, "%s", r.etag);
     }
@@ -460,72 +473,43 @@ static int put_common(struct s3_store *s, const char *bucket, const char *key,
 }
 
 static int s3_put(struct store *st, const char *bucket, const char *key,
-                  const void *body, size_t len, struct store_put_result *res)
+                  const void *body, size_t len, struct store_put_result *res,
+                  struct store_error *err)
 {
-    struct store_put_result dummy;
-    if (!res)
-        res = &dummy;
-    memset(res, 0, sizeof *res);
-    return put_common((struct s3_store *)st, bucket, key, body, len, NULL, res);
+    return put_common((struct s3_store *)st, bucket, key, body, len, NULL, res, err);
 }
 
 static int s3_put_if(struct store *st, const char *bucket, const char *key,
                      const void *body, size_t len, const char *if_match,
-                     struct store_put_result *res)
+                     struct store_put_result *res, struct store_error *err)
 {
-    struct store_put_result dummy;
-    if (!res)
-        res = &dummy;
-    memset(res, 0, sizeof *res);
-    if (!if_match)
-        return -EINVAL;
-    return put_common((struct s3_store *)st, bucket, key, body, len, if_match, res);
-}
-
-static int s3_get_info(struct store *st, const char *bucket, const char *key,
-                       char **data, size_t *len, struct store_get_info *info)
-{
-    struct s3_store *s = (struct s3_store *)st;
-    *data = NULL;
-    *len = 0;
-    memset(info, 0, sizeof *info);
-    if (check_names(bucket, key) < 0)
-        return -EINVAL;
-    struct req_ctx x = {.s = s, .method = "GET", .bucket = bucket, .key = key};
-    struct s3_http_response r;
-    int rc = perform(s, &x, "GetObject", NULL, 0, &r);
-    info->server_ms = http_date_ms(r.date);
-    if (rc < 0) {
-        transport_error("GetObject", bucket, key, &r, rc);
-    } else if (r.status != 200) {
-        struct s3_error_doc doc;
-        rc = answer_error("GetObject", bucket, key, &r, &doc, rc == 0 && r.status == 404);
-    } else {
-        snprintf(info->etag, sizeof info->etag, "%s", r.etag);
-        info->last_modified_ms = http_date_ms(r.last_modified);
-        *data = r.body;
-        *len = r.body_len;
-        r.body = NULL;
+    if (!if_match) {
+        memset(res, 0, sizeof *res);
+        return store_fail(err, -EINVAL, "a conditional put needs an ETag or \"*\"");
     }
-    s3_http_response_free(&r);
-    return rc;
+    return put_common((struct s3_store *)st, bucket, key, body, len, if_match, res, err);
 }
 
-static int s3_del(struct store *st, const char *bucket, const char *key)
+static int s3_del(struct store *st, const char *bucket, const char *key,
+                  struct store_error *err)
 {
     struct s3_store *s = (struct s3_store *)st;
-    if (check_names(bucket, key) < 0)
-        return -EINVAL;
-    struct req_ctx x = {.s = s, .method = "DELETE", .bucket = bucket, .key = key};
+    int rc = check_names(bucket, key, err);
+    if (rc < 0)
+        return rc;
+    struct req_ctx x = {.s = s, .method = "DELETE", .bucket = bucket, .key = key,
+                        .err = err};
     struct s3_http_response r;
-    int rc = perform(s, &x, "DeleteObject", NULL, 0, &r);
+    rc = perform(s, &x, "DeleteObject", NULL, 0, &r);
     if (rc < 0) {
-        transport_error("DeleteObject", bucket, key, &r, rc);
+        transport_error(&r, rc, err);
     } else if (r.status != 204 && r.status != 200) {
         struct s3_error_doc doc;
-        rc = answer_error("DeleteObject", bucket, key, &r, &doc, 0);
-        if (rc == -ENOENT)
+        rc = answer_error(key, &r, &doc, err);
+        if (rc == -ENOENT) {
             rc = 0;
+            memset(err, 0, sizeof *err);
+        }
     }
     s3_http_response_free(&r);
     return rc;
@@ -541,16 +525,17 @@ static int s3_check_bucket(struct store *st, const char *bucket, char *msg,
         msglen = sizeof dummy;
     }
     msg[0] = '\0';
-    if (check_names(bucket, NULL) < 0) {
+    struct store_error err = {0};
+    if (check_names(bucket, NULL, &err) < 0) {
         snprintf(msg, msglen, "The bucket name is empty or too long.");
         return -EINVAL;
     }
     struct s3_http_response r;
     struct sigv4_pair q[3] = {{"encoding-type", "url"}, {"list-type", "2"},
                               {"max-keys", "1"}};
-    /* Quiet: msg is the one line the caller shows. */
+    /* msg is the one line the caller shows. */
     struct req_ctx x = {.s = s, .method = "GET", .bucket = bucket, .query = q,
-                        .nquery = 3, .quiet = 1};
+                        .nquery = 3, .err = &err};
     int rc = perform(s, &x, "ListObjectsV2", NULL, 0, &r);
     if (rc < 0) {
         switch (r.fail) {
@@ -578,7 +563,7 @@ static int s3_check_bucket(struct store *st, const char *bucket, char *msg,
         }
     } else if (r.status != 200) {
         struct s3_error_doc doc;
-        rc = answer_error("ListObjectsV2", bucket, NULL, &r, &doc, 1);
+        rc = answer_error(NULL, &r, &doc, &err);
         const char *c = doc.code;
         if (strcmp(c, "NoSuchBucket") == 0 || (!c[0] && r.status == 404)) {
             snprintf(msg, msglen, "The bucket \"%s\" does not exist.", bucket);
@@ -618,6 +603,13 @@ static int s3_check_bucket(struct store *st, const char *bucket, char *msg,
     return rc;
 }
 
+static void s3_locate(struct store *st, const char *bucket, const char *key, char *buf,
+                      size_t len)
+{
+    (void)st;
+    snprintf(buf, len, "s3://%s/%s", bucket, key);
+}
+
 static void s3_destroy(struct store *st)
 {
     struct s3_store *s = (struct s3_store *)st;
@@ -643,10 +635,21 @@ static const struct store_ops s3_ops = {
     .get_info = s3_get_info,
     .del = s3_del,
     .check_bucket = s3_check_bucket,
+    .locate = s3_locate,
     .destroy = s3_destroy,
 };
 
 /* ---- construction -------------------------------------------------------- */
+
+const char *store_s3_endpoint_given(const char *option)
+{
+    const char *endpoint = option && option[0] ? option : NULL;
+    if (!endpoint)
+        endpoint = env_nonempty("AWS_ENDPOINT_URL_S3");
+    if (!endpoint)
+        endpoint = env_nonempty("AWS_ENDPOINT_URL");
+    return endpoint;
+}
 
 /* Splits the endpoint URL with libcurl's URL parser. */
 static int parse_endpoint(struct s3_store *s, const char *endpoint, char *err,
@@ -763,11 +766,7 @@ struct store *store_s3_new(const struct s3_options *opts, char *err, size_t errl
         }
     }
 
-    const char *endpoint = o.endpoint && o.endpoint[0] ? o.endpoint : NULL;
-    if (!endpoint)
-        endpoint = env_nonempty("AWS_ENDPOINT_URL_S3");
-    if (!endpoint)
-        endpoint = env_nonempty("AWS_ENDPOINT_URL");
+    const char *endpoint = store_s3_endpoint_given(o.endpoint);
     if (endpoint)
         s->endpoint = strdup(endpoint);
     else

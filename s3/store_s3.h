@@ -18,6 +18,11 @@ struct s3_options {
     long max_retry_ms;      /* total time bound for one operation, default 60000 */
 };
 
+/* The endpoint --endpoint (option, may be NULL) or the environment gives
+ * (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL), or NULL: AWS's regional one,
+ * which store_s3_new derives from the region. */
+const char *store_s3_endpoint_given(const char *option);
+
 /* Returns NULL with one plain sentence in err on a configuration error. */
 struct store *store_s3_new(const struct s3_options *opts, char *err, size_t errlen);
 

@@ -207,11 +207,12 @@ static int read_all(int fd, char **data, size_t *len)
 }
 
 static int dir_get(struct store *st, const char *bucket, const char *key,
-                   char **data, size_t *len)
+                   char **data, size_t *len, struct store_error *err)
 {
     struct dir_store *d = ds(st);
     if (!valid_bucket(bucket) || !valid_key(key))
-        return -EINVAL;
+        return store_fail(err, -EINVAL, "the dir store cannot hold object key \"%s\" in "
+                          "bucket \"%s\"", key ? key : "", bucket ? bucket : "");
     char *path;
     if (asprintf(&path, "%s/%s/%s", d->root, bucket, key) < 0)
         return -ENOMEM;
@@ -222,26 +223,24 @@ static int dir_get(struct store *st, const char *bucket, const char *key,
         if (errno == ENOENT || errno == ENOTDIR) {
             rc = missing(d, bucket);
         } else {
-            rc = errno_to_store(errno);
+            int e = errno;
+            rc = errno_to_store(e);
             if (rc == -EINVAL)
                 rc = -ENOENT;
-            log_error("dir store: cannot open %s: %s", path, strerror(errno));
+            store_fail(err, rc, "cannot open %s: %s", path, strerror(e));
         }
         free(path);
         return rc;
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
-        log_error("dir store: cannot stat %s: %s", path, strerror(errno));
-        rc = -EIO;
+        rc = store_fail(err, -EIO, "cannot stat %s: %s", path, strerror(errno));
     } else if (!S_ISREG(sb.st_mode)) {
         rc = -ENOENT; /* a directory is a key prefix, not an object */
     } else {
         rc = read_all(fd, data, len);
-        if (rc < 0 && rc != -ENOMEM) {
-            log_error("dir store: cannot read %s: %s", path, strerror(-rc));
-            rc = -EIO;
-        }
+        if (rc < 0 && rc != -ENOMEM)
+            rc = store_fail(err, -EIO, "cannot read %s: %s", path, strerror(-rc));
     }
     close(fd);
     free(path);
@@ -266,14 +265,13 @@ static int write_all(int fd, const char *p, size_t len)
 }
 
 static int dir_put(struct store *st, const char *bucket, const char *key,
-                   const void *body, size_t len, struct store_put_result *res)
+                   const void *body, size_t len, struct store_put_result *res,
+                   struct store_error *err)
 {
     struct dir_store *d = ds(st);
-    if (!valid_bucket(bucket) || !valid_key(key)) {
-        log_error("dir store: cannot hold object key \"%s\" in bucket \"%s\"",
-                  key ? key : "", bucket ? bucket : "");
-        return -EINVAL;
-    }
+    if (!valid_bucket(bucket) || !valid_key(key))
+        return store_fail(err, -EINVAL, "the dir store cannot hold object key \"%s\" in "
+                          "bucket \"%s\"", key ? key : "", bucket ? bucket : "");
     char *path = NULL, *tmpdir = NULL, *tmp = NULL;
     int fd = -1, rc = 0, e = 0;
     const char *what = "";
@@ -331,8 +329,7 @@ static int dir_put(struct store *st, const char *bucket, const char *key,
     *slash = '/';
     if (res) {
         if (md5_buf(body, len, res->etag) != 0) {
-            log_error("dir store: MD5 unavailable for the ETag");
-            rc = -EIO;
+            rc = store_fail(err, -EIO, "MD5 unavailable for the ETag of %s", path);
             goto out;
         }
         res->attempts = 1;
@@ -348,9 +345,8 @@ fail_unlink:
     errno = e;
 fail:
     e = errno;
-    rc = errno_to_store(e);
-    log_error("dir store: cannot %s for %s/%s: %s", what, bucket, key,
-              strerror(e));
+    rc = store_fail(err, errno_to_store(e), "cannot %s for %s/%s/%s: %s", what, d->root,
+                    bucket, key, strerror(e));
 out:
     if (fd >= 0)
         close(fd);
@@ -365,7 +361,7 @@ out:
 /* Conditional writes and deletes of all processes that share this store
  * serialize on one flock in ROOT/.tmp: the check of the precondition and
  * the rename that follows are one step for every other such writer. */
-static int cond_lock(struct dir_store *d)
+static int cond_lock(struct dir_store *d, struct store_error *err)
 {
     char *tmpdir = path_join(d->root, TMP_DIR);
     char *lockp = tmpdir ? path_join(tmpdir, "cond.lock") : NULL;
@@ -385,8 +381,8 @@ static int cond_lock(struct dir_store *d)
         }
     }
     if (fd < 0)
-        log_error("dir store: cannot lock %s: %s", lockp ? lockp : TMP_DIR,
-                  strerror(errno));
+        store_fail(err, -EIO, "cannot lock %s: %s", lockp ? lockp : TMP_DIR,
+                   strerror(errno));
     free(tmpdir);
     free(lockp);
     return fd;
@@ -399,13 +395,17 @@ static void cond_unlock(int fd)
 }
 
 /* The object's path and the conditional operations' lock: the lock's fd,
- * or -ENOMEM or -EIO (then *path is not set). */
+ * or -EINVAL (a name the directory cannot hold), -ENOMEM or -EIO (then
+ * *path is not set). */
 static int cond_begin(struct dir_store *d, const char *bucket, const char *key,
-                      char **path)
+                      char **path, struct store_error *err)
 {
+    if (!valid_bucket(bucket) || !valid_key(key))
+        return store_fail(err, -EINVAL, "the dir store cannot hold object key \"%s\" in "
+                          "bucket \"%s\"", key ? key : "", bucket ? bucket : "");
     if (asprintf(path, "%s/%s/%s", d->root, bucket, key) < 0)
         return -ENOMEM;
-    int lfd = cond_lock(d);
+    int lfd = cond_lock(d, err);
     if (lfd < 0) {
         free(*path);
         return -EIO;
@@ -422,32 +422,32 @@ static int64_t real_now_ms(void)
 
 static int dir_put_if(struct store *st, const char *bucket, const char *key,
                       const void *body, size_t len, const char *if_match,
-                      struct store_put_result *res)
+                      struct store_put_result *res, struct store_error *err)
 {
     struct dir_store *d = ds(st);
-    struct store_put_result dummy;
-    if (!res)
-        res = &dummy;
     memset(res, 0, sizeof *res);
-    if (!if_match || !if_match[0] || !valid_bucket(bucket) || !valid_key(key))
-        return -EINVAL;
+    if (!if_match || !if_match[0])
+        return store_fail(err, -EINVAL, "a conditional put needs an ETag or \"*\"");
     char *path;
-    int lfd = cond_begin(d, bucket, key, &path);
+    int lfd = cond_begin(d, bucket, key, &path, err);
     if (lfd < 0)
         return lfd;
     int rc = 0;
     char etag[STORE_ETAG_MAX];
     if (md5_file(AT_FDCWD, path, etag) != 0) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            rc = strcmp(if_match, STORE_IF_ABSENT) == 0 ? 0 : -ENOENT;
+        int e = errno;
+        if (e == ENOENT || e == ENOTDIR)
+            rc = strcmp(if_match, STORE_IF_ABSENT) == 0
+                     ? 0 : store_fail(err, -ENOENT, "%s does not exist", path);
         else
-            rc = errno_to_store(errno);
-    } else {
-        rc = strcmp(if_match, STORE_IF_ABSENT) != 0 && strcmp(if_match, etag) == 0
-                 ? 0 : -EEXIST;
+            rc = store_fail(err, errno_to_store(e), "cannot read %s: %s", path,
+                            strerror(e));
+    } else if (strcmp(if_match, STORE_IF_ABSENT) == 0 || strcmp(if_match, etag) != 0) {
+        rc = store_fail(err, -EEXIST, "precondition failed: %s is there with ETag %s",
+                        path, etag);
     }
     if (rc == 0)
-        rc = dir_put(st, bucket, key, body, len, res);
+        rc = dir_put(st, bucket, key, body, len, res, err);
     res->server_ms = real_now_ms();
     cond_unlock(lfd);
     free(path);
@@ -455,28 +455,27 @@ static int dir_put_if(struct store *st, const char *bucket, const char *key,
 }
 
 static int dir_get_info(struct store *st, const char *bucket, const char *key,
-                        char **data, size_t *len, struct store_get_info *info)
+                        char **data, size_t *len, struct store_get_info *info,
+                        struct store_error *err)
 {
     struct dir_store *d = ds(st);
     memset(info, 0, sizeof *info);
     *data = NULL;
     *len = 0;
-    if (!valid_bucket(bucket) || !valid_key(key))
-        return -EINVAL;
     char *path;
     /* Under the lock: the bytes, their ETag and mtime are of one version. */
-    int lfd = cond_begin(d, bucket, key, &path);
+    int lfd = cond_begin(d, bucket, key, &path, err);
     if (lfd < 0)
         return lfd;
-    int rc = dir_get(st, bucket, key, data, len);
+    int rc = dir_get(st, bucket, key, data, len, err);
     struct stat sb;
     if (rc == 0 && stat(path, &sb) == 0) {
         info->last_modified_ms =
             (int64_t)sb.st_mtim.tv_sec * 1000 + sb.st_mtim.tv_nsec / 1000000;
         if (md5_buf(*data, *len, info->etag) != 0)
-            rc = -EIO;
+            rc = store_fail(err, -EIO, "MD5 unavailable for the ETag of %s", path);
     } else if (rc == 0) {
-        rc = -EIO;
+        rc = store_fail(err, -EIO, "cannot stat %s: %s", path, strerror(errno));
     }
     info->server_ms = real_now_ms();
     cond_unlock(lfd);
@@ -489,19 +488,18 @@ static int dir_get_info(struct store *st, const char *bucket, const char *key,
     return rc;
 }
 
-static int dir_del(struct store *st, const char *bucket, const char *key)
+static int dir_del(struct store *st, const char *bucket, const char *key,
+                   struct store_error *err)
 {
     struct dir_store *d = ds(st);
-    if (!valid_bucket(bucket) || !valid_key(key))
-        return -EINVAL;
     char *path;
-    int lfd = cond_begin(d, bucket, key, &path);
+    int lfd = cond_begin(d, bucket, key, &path, err);
     if (lfd < 0)
         return lfd;
     int rc = 0;
     if (unlink(path) != 0 && errno != ENOENT && errno != ENOTDIR) {
-        log_error("dir store: cannot remove %s: %s", path, strerror(errno));
-        rc = errno_to_store(errno);
+        int e = errno;
+        rc = store_fail(err, errno_to_store(e), "cannot remove %s: %s", path, strerror(e));
     }
     cond_unlock(lfd);
     free(path);
@@ -888,12 +886,13 @@ static int object_etag(struct dir_store *d, const char *bucket, struct store_obj
 
 static int dir_list_from(struct store *st, const char *bucket, const char *prefix,
                          const char *start_after, const char *token,
-                         struct store_page *out)
+                         struct store_page *out, struct store_error *err)
 {
     struct dir_store *d = ds(st);
     memset(out, 0, sizeof *out);
     if (!valid_bucket(bucket))
-        return -EINVAL;
+        return store_fail(err, -EINVAL, "the dir store cannot hold bucket \"%s\"",
+                          bucket ? bucket : "");
     if (!prefix)
         prefix = "";
     /* The token is the last key handed out: resume after the greater of the
@@ -904,16 +903,17 @@ static int dir_list_from(struct store *st, const char *bucket, const char *prefi
     char *bdir = path_join(d->root, bucket);
     if (!bdir)
         return -ENOMEM;
+    int rc = 0;
     int bfd = open(bdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (bfd < 0) {
         int e = errno;
-        if (e == ENOENT || e == ENOTDIR) {
-            free(bdir);
-            return -ENXIO;
-        }
-        log_error("dir store: cannot open bucket %s: %s", bdir, strerror(e));
+        if (e == ENOENT || e == ENOTDIR)
+            rc = store_fail(err, -ENXIO, "no bucket directory %s", bdir);
+        else
+            rc = store_fail(err, list_err(e), "cannot open bucket %s: %s", bdir,
+                            strerror(e));
         free(bdir);
-        return list_err(e);
+        return rc;
     }
 
     /* Walk only below the deepest directory the prefix names in full:
@@ -929,7 +929,7 @@ static int dir_list_from(struct store *st, const char *bucket, const char *prefi
         free(base);
         return -ENOMEM;
     }
-    int rc = 0, start = bfd;
+    int start = bfd;
     if (cut) {
         base[blen - 1] = '\0';
         start = -1; /* a directory part no key can have matches nothing */
@@ -955,12 +955,12 @@ static int dir_list_from(struct store *st, const char *bucket, const char *prefi
     if (rc < 0) {
         pthread_mutex_unlock(&d->list_lock);
         if (rc != -ENOMEM)
-            log_error("dir store: cannot list %s under \"%s\": %s", bdir,
-                      prefix, strerror(-rc));
+            rc = store_fail(err, list_err(-rc), "cannot list %s under \"%s\": %s", bdir,
+                            prefix, strerror(-rc));
         free(bdir);
         free_objs(w.objs, 0, w.count);
         free(w.objs);
-        return rc == -ENOMEM ? rc : list_err(-rc);
+        return rc;
     }
 
     size_t n = w.count < PAGE_MAX ? w.count : PAGE_MAX;
@@ -991,9 +991,10 @@ static int dir_list_from(struct store *st, const char *bucket, const char *prefi
 }
 
 static int dir_list_page(struct store *st, const char *bucket, const char *prefix,
-                         const char *token, struct store_page *out)
+                         const char *token, struct store_page *out,
+                         struct store_error *err)
 {
-    return dir_list_from(st, bucket, prefix, NULL, token, out);
+    return dir_list_from(st, bucket, prefix, NULL, token, out, err);
 }
 
 /* ---- bucket check, lifecycle ---- */
@@ -1030,6 +1031,12 @@ static int dir_check_bucket(struct store *st, const char *bucket, char *msg,
     return rc;
 }
 
+static void dir_locate(struct store *st, const char *bucket, const char *key, char *buf,
+                       size_t len)
+{
+    snprintf(buf, len, "%s/%s/%s", ds(st)->root, bucket, key);
+}
+
 static void dir_destroy(struct store *st)
 {
     struct dir_store *d = ds(st);
@@ -1049,6 +1056,7 @@ static const struct store_ops dir_ops = {
     .get_info = dir_get_info,
     .del = dir_del,
     .check_bucket = dir_check_bucket,
+    .locate = dir_locate,
     .destroy = dir_destroy,
 };
 

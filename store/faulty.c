@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "util/clock.h"
@@ -78,43 +79,45 @@ static int after(struct faulty *f, enum faulty_op op, uint64_t n, int rc)
     return rc;
 }
 
-/* Each call: counted, failed or held before the store underneath, and
- * held after it. */
+/* Each call: counted, failed (the error says so) or held before the store
+ * underneath, and held after it. */
 #define PASS(f, op, call)                                                    \
     do {                                                                     \
         uint64_t n_;                                                         \
         int rc_ = before(f, op, &n_);                                        \
-        return rc_ < 0 ? rc_ : after(f, op, n_, (call));                     \
+        return rc_ < 0 ? store_fail(err, rc_, "injected fault: %s", strerror(-rc_)) \
+                       : after(f, op, n_, (call));                           \
     } while (0)
 
 static int f_list_page(struct store *st, const char *bucket, const char *prefix,
-                       const char *token, struct store_page *out)
+                       const char *token, struct store_page *out, struct store_error *err)
 {
     struct store *in = fs_of(st)->inner;
-    PASS(fs_of(st), FAULTY_LIST, in->ops->list_page(in, bucket, prefix, token, out));
+    PASS(fs_of(st), FAULTY_LIST, in->ops->list_page(in, bucket, prefix, token, out, err));
 }
 
 static int f_list_from(struct store *st, const char *bucket, const char *prefix,
                        const char *start_after, const char *token,
-                       struct store_page *out)
+                       struct store_page *out, struct store_error *err)
 {
     struct store *in = fs_of(st)->inner;
     PASS(fs_of(st), FAULTY_LIST,
-         in->ops->list_from(in, bucket, prefix, start_after, token, out));
+         in->ops->list_from(in, bucket, prefix, start_after, token, out, err));
 }
 
 static int f_get(struct store *st, const char *bucket, const char *key, char **data,
-                 size_t *len)
+                 size_t *len, struct store_error *err)
 {
     struct store *in = fs_of(st)->inner;
-    PASS(fs_of(st), FAULTY_GET, in->ops->get(in, bucket, key, data, len));
+    PASS(fs_of(st), FAULTY_GET, in->ops->get(in, bucket, key, data, len, err));
 }
 
 static int f_get_info(struct store *st, const char *bucket, const char *key,
-                      char **data, size_t *len, struct store_get_info *info)
+                      char **data, size_t *len, struct store_get_info *info,
+                      struct store_error *err)
 {
     struct store *in = fs_of(st)->inner;
-    PASS(fs_of(st), FAULTY_GET, in->ops->get_info(in, bucket, key, data, len, info));
+    PASS(fs_of(st), FAULTY_GET, in->ops->get_info(in, bucket, key, data, len, info, err));
 }
 
 /* A put that goes on to the store underneath is shown to the watcher. */
@@ -130,34 +133,41 @@ static void watch_put(struct faulty *f, const char *bucket, const char *key,
 }
 
 static int f_put(struct store *st, const char *bucket, const char *key, const void *body,
-                 size_t len, struct store_put_result *res)
+                 size_t len, struct store_put_result *res, struct store_error *err)
 {
     struct store *in = fs_of(st)->inner;
     PASS(fs_of(st), FAULTY_PUT,
          (watch_put(fs_of(st), bucket, key, body, len),
-          in->ops->put(in, bucket, key, body, len, res)));
+          in->ops->put(in, bucket, key, body, len, res, err)));
 }
 
 static int f_put_if(struct store *st, const char *bucket, const char *key,
                     const void *body, size_t len, const char *if_match,
-                    struct store_put_result *res)
+                    struct store_put_result *res, struct store_error *err)
 {
     struct store *in = fs_of(st)->inner;
     PASS(fs_of(st), FAULTY_PUT,
          (watch_put(fs_of(st), bucket, key, body, len),
-          in->ops->put_if(in, bucket, key, body, len, if_match, res)));
+          in->ops->put_if(in, bucket, key, body, len, if_match, res, err)));
 }
 
-static int f_del(struct store *st, const char *bucket, const char *key)
+static int f_del(struct store *st, const char *bucket, const char *key,
+                 struct store_error *err)
 {
     struct store *in = fs_of(st)->inner;
-    PASS(fs_of(st), FAULTY_DEL, in->ops->del(in, bucket, key));
+    PASS(fs_of(st), FAULTY_DEL, in->ops->del(in, bucket, key, err));
 }
 
 static int f_check_bucket(struct store *st, const char *bucket, char *msg, size_t msglen)
 {
     struct faulty *f = fs_of(st);
-    return f->inner->ops->check_bucket(f->inner, bucket, msg, msglen);
+    return store_check_bucket(f->inner, bucket, msg, msglen);
+}
+
+static void f_locate(struct store *st, const char *bucket, const char *key, char *buf,
+                     size_t len)
+{
+    store_locate(fs_of(st)->inner, bucket, key, buf, len);
 }
 
 static void f_destroy(struct store *st)
@@ -175,7 +185,7 @@ static const struct store_ops faulty_ops = {
     .get = f_get, .get_info = f_get_info,
     .put = f_put, .put_if = f_put_if,
     .del = f_del,
-    .check_bucket = f_check_bucket, .destroy = f_destroy,
+    .check_bucket = f_check_bucket, .locate = f_locate, .destroy = f_destroy,
 };
 
 int faulty_new(struct store *inner, struct store **out)

@@ -357,7 +357,8 @@ def test_an_upload_the_next_mount_would_not_load_back_keeps_its_base_on_a_full_d
     with jmount(store, tmp_path, "m2", small_disk, extra=extra) as m2:
         assert state(m2.path) == {"x": 0, "a": 1}
         assert state(m2.path, "other") == {"o": 1}
-        assert f"job 'etl': {2} keys from s3://{LZ}/{running['key']}" in m2.log(), m2.log()
+        assert (f"job 'etl': {2} keys from {store.location(LZ, running['key'])}"
+                in m2.log()), m2.log()
 
 
 # ---- a remount brings back exactly what the mount had
@@ -497,9 +498,9 @@ def test_a_newer_object_from_elsewhere_does_not_replace_local_changes(store, tmp
         assert state(m2.path) == {"a": 1, "b": 2}
         assert state(m2.path, "new") == {"n": 1}
         log = m2.log()
-        assert re.search(rf"job 'etl': the store has s3://{LZ}/{re.escape(theirs)}, newer "
-                         rf"than s3://{LZ}/{re.escape(done['key'])}", log), log
-        assert f"job 'new': the store has s3://{LZ}/" in log, log
+        assert re.search(rf"job 'etl': the store has {re.escape(store.location(LZ, theirs))}, "
+                         rf"newer than {re.escape(store.location(LZ, done['key']))}", log), log
+        assert f"job 'new': the store has {store.location(LZ, '')}" in log, log
 
 
 def delete_object(store, bucket, key):
@@ -535,9 +536,9 @@ def test_the_object_local_changes_stand_on_is_read_from_where_it_is(store, tmp_p
             assert state(m2.path) == {"a": 1, "b": 2}
         else:
             assert state(m2.path) == {"older": True, "b": 2}
-            assert re.search(rf"s3://{LZ}/{re.escape(done['key'])}, the state the "
+            assert re.search(rf"{re.escape(store.location(LZ, done['key']))}, the state the "
                              r"journal's changes stand on, is gone from the store; they "
-                             rf"are replayed on s3://{LZ}/{re.escape(older)} instead",
+                             rf"are replayed on {re.escape(store.location(LZ, older))} instead",
                              m2.log()), m2.log()
 
 

@@ -102,6 +102,43 @@ def test_every_request_failing_fails_the_write_changes_nothing_then_recovers(
         assert store.get(LZ, info["key"]) == b'{"offset":42}'
 
 
+def test_an_upload_the_store_answers_slowdown_to_is_one_error_line_and_in_status(
+        s3server, proxy, tmp_path):
+    """Every attempt of an upload answered 503 SlowDown: the retries are
+    warnings, the failure is logged once, naming the S3 code and the
+    request id of the last answer, and the root's .status shows them."""
+    store = EndpointStore(s3server, proxy.endpoint, retries=3, retry_time=1500,
+                          timeout=1000)
+    with Mount(store, tmp_path / "mnt") as m:
+        job = m.path / "j"
+        job.mkdir()
+        (job / "offset").write_text("41")  # takes the lease: nothing else is sent
+        before = len(m.log().splitlines())
+        proxy.match(lambda method, path: method == "PUT" and "/_bookmarkfs_leases/" not in path,
+                    ["503"] * 10)
+        proxy.reset_log()
+        r = sh_write(job / "running", timeout=store.bound_seconds() + 30)
+        assert r.returncode != 0 and EIO_TEXT in r.stderr, r.stderr
+        attempts = puts(proxy)
+        assert 2 <= len(attempts) <= 3 and set(attempts) == {"503"}, proxy.log
+        new = m.log().splitlines()[before:]
+        errors = [line for line in new if ": error: " in line]
+        assert len(errors) == 1, "\n".join(new)
+        (line,) = errors
+        last_id = proxy.request_ids[-1]
+        assert f"FAULTPROXY-{len(attempts)}" == last_id  # every attempt was answered
+        assert "job 'j': running upload to s3://" in line and "SlowDown" in line, line
+        assert last_id in line and "Please reduce your request rate." in line, line
+        assert f"after {len(attempts)} attempts" in line, line
+        retries = [line for line in new if ": warning: " in line and "SlowDown" in line]
+        assert len(retries) == len(attempts), "\n".join(new)  # retrying ... / giving up
+        last = json.loads((m.path / ".status").read_text())["last_error"]
+        assert last["code"] == "SlowDown" and last["request_id"] == last_id, last
+        assert "Please reduce your request rate." in last["store_message"], last
+        assert "job 'j'" in last["message"] and "SlowDown" in last["message"], last
+        assert store.objects(LZ) == {}  # nothing was stored
+
+
 def test_answers_slower_than_the_time_out_are_retried(s3server, proxy, tmp_path):
     store = EndpointStore(s3server, proxy.endpoint, retries=4, retry_time=20000,
                           timeout=700)

@@ -15,6 +15,10 @@ def status(mnt):
         return json.load(f)
 
 
+def error_lines(log):
+    return [line for line in log.splitlines() if ": error: " in line]
+
+
 def test_status_reports_store_jobs_uploads_and_the_last_error(store, mount):
     mnt = mount.path
     st = status(mnt)
@@ -34,6 +38,7 @@ def test_status_reports_store_jobs_uploads_and_the_last_error(store, mount):
     assert st["uploads"]["done"] == 2 and st["uploads"]["failed"] == 0
     assert st["uploads"]["bytes"] == 2 * len(body) and st["uploads"]["retries"] == 0
     repair = store.break_bucket(LZ)
+    errors_before = error_lines(mount.log())
     fd = os.open(mnt / "a" / "completed", os.O_WRONLY)
     try:
         with pytest.raises(OSError):
@@ -43,8 +48,23 @@ def test_status_reports_store_jobs_uploads_and_the_last_error(store, mount):
         repair()
     st = status(mnt)
     assert st["uploads"]["failed"] == 1 and st["uploads"]["done"] == 2
-    assert "job 'a'" in st["last_error"]["message"]
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", st["last_error"]["time"])
+    last = st["last_error"]
+    assert "job 'a'" in last["message"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", last["time"])
+    # logged once, where the store says the object is, with the store's error
+    (line,) = error_lines(mount.log())[len(errors_before):]
+    assert "job 'a': completed upload to " + store.location(LZ, "") in line, line
+    if store.kind == "dir":
+        # the dir store's own words: the file it could not write, and why
+        assert "s3://" not in mount.log()
+        assert f"{store.root}/{LZ}/" in last["store_message"], last
+        assert os.strerror(errno.ENOTDIR) in last["store_message"], last
+        assert last["code"] == "" and last["request_id"] == "", last
+    else:
+        # s3rver's error documents carry no request id; RGW's do
+        assert last["code"] == "NoSuchBucket" and "NoSuchBucket" in line, last
+        assert f"(RequestId {last['request_id'] or '-'})" in line, line
+    assert last["store_message"] in line and last["store_message"] in last["message"]
     # read-only, not a job
     for fn, args in [(open, (mnt / ".status", "w")), (os.unlink, (mnt / ".status",)),
                      (os.mkdir, (mnt / ".status",)), (os.truncate, (mnt / ".status", 0))]:
@@ -66,11 +86,11 @@ def test_one_info_line_per_upload(mount):
     assert len(lines) == 2, mount.log()
     for line, kind in zip(lines, ("running", "completed")):
         key = json.loads((mnt / "j" / ".status").read_text())["last_upload"][kind]["key"]
-        m = re.search(r"info: job 'j': (\w+) uploaded s3://([^/]+)/(\S+) \((\d+) bytes, (\d+) ms, "
+        m = re.search(r"info: job 'j': (\w+) uploaded (\S+) \((\d+) bytes, (\d+) ms, "
                       r"(\d+) attempts\)", line)
         assert m, line
-        assert m.group(1) == kind and m.group(2) == LZ and m.group(3) == key
-        assert int(m.group(4)) == len(b'{"k":"v"}') and int(m.group(6)) == 1
+        assert m.group(1) == kind and m.group(2) == mount.store.location(LZ, key)
+        assert int(m.group(3)) == len(b'{"k":"v"}') and int(m.group(5)) == 1
 
 
 def test_success_trigger_beside_each_completed_upload(store, tmp_path):

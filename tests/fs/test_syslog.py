@@ -203,11 +203,11 @@ def uploaded(store):
     return key, body
 
 
-def assert_upload_line(msg, key, body):
-    m = re.fullmatch(r"job 'orders': running uploaded s3://(\S+) \((\d+) bytes, (\d+) ms, "
+def assert_upload_line(store, msg, key, body):
+    m = re.fullmatch(r"job 'orders': running uploaded (\S+) \((\d+) bytes, (\d+) ms, "
                      r"(\d+) attempts?\)", msg)
     assert m, msg
-    assert m.group(1) == f"{LZ}/{key}"
+    assert m.group(1) == store.location(LZ, key)
     assert int(m.group(2)) == len(body) and int(m.group(4)) == 1
 
 
@@ -267,7 +267,7 @@ def test_background_daemon_logs_to_syslog_with_levels(tmp_path):
     assert infos[0].startswith(f"mounted on {mnt} (dir store"), infos
     uploads = [m for m in infos if "uploaded" in m]
     assert len(uploads) == 1, infos
-    assert_upload_line(uploads[0], key, body)
+    assert_upload_line(store, uploads[0], key, body)
     assert infos[-1] == f"unmounted {mnt}", infos
     errors = by_level.get(LOG_ERR, [])
     assert len(errors) == 1, lines
@@ -311,7 +311,7 @@ def test_foreground_logs_to_stderr_not_syslog(tmp_path):
     log = err_path.read_text().splitlines()
     uploads = [l for l in log if l.startswith("bookmarkfs: info: job 'orders': running uploaded")]
     assert len(uploads) == 1, log
-    assert_upload_line(uploads[0][len("bookmarkfs: info: "):], key, body)
+    assert_upload_line(store, uploads[0][len("bookmarkfs: info: "):], key, body)
     errors = [l for l in log if l.startswith("bookmarkfs: error: ")]
     assert len(errors) == 1, log
     assert_bad_json_line(errors[0][len("bookmarkfs: error: "):])
@@ -336,7 +336,7 @@ def test_foreground_mount_log_has_levels(tmp_path):
         log = m.log().splitlines()
     uploads = [l for l in log if l.startswith("bookmarkfs: info: job 'orders': running uploaded")]
     assert len(uploads) == 1, log
-    assert_upload_line(uploads[0][len("bookmarkfs: info: "):], key, body)
+    assert_upload_line(store, uploads[0][len("bookmarkfs: info: "):], key, body)
     errors = [l for l in log if l.startswith("bookmarkfs: error: ")]
     assert len(errors) == 1, log
     assert_bad_json_line(errors[0][len("bookmarkfs: error: "):])
@@ -389,7 +389,7 @@ def test_background_daemon_without_syslog_says_so_and_logs_to_its_cache_dir(tmp_
     assert int(lines[-1].group(1)) == daemon  # the detached daemon wrote it
     uploads = [m for lvl, m in msgs if lvl == "info" and "uploaded" in m]
     assert len(uploads) == 1, msgs
-    assert_upload_line(uploads[0], key, body)
+    assert_upload_line(store, uploads[0], key, body)
     errors = [m for lvl, m in msgs if lvl == "error"]
     assert len(errors) == 1, msgs
     assert_bad_json_line(errors[0])

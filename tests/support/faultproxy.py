@@ -42,7 +42,9 @@ The next actions come from the scripts of matching rules
 (`proxy.match(lambda method, path: ..., [...])`, first), an explicit script
 (`proxy.script([...])`) and, when those are empty, are drawn from
 `probabilities` (seeded) or are "pass".
-Every request is recorded as (method, path, action) in `proxy.log`.
+Every request is recorded as (method, path, action) in `proxy.log`; the
+error documents the proxy answers carry the request ids FAULTPROXY-1,
+FAULTPROXY-2, ... in `proxy.request_ids`, in the order they were sent.
 """
 import calendar
 import http.client
@@ -96,6 +98,7 @@ class FaultProxy:
         self.slow_seconds = slow_seconds
         self.skew_seconds = 2 * 3600
         self.log = []  # (method, path, action)
+        self.request_ids = []  # of the error documents answered, in order
         self._script = []
         self._rules = []  # (predicate, [actions])
         self._lock = threading.Lock()
@@ -194,7 +197,10 @@ class FaultProxy:
 
             def _do_error(self, action, body):
                 status, code, msg = _ERRORS[action]
-                xml = _error_xml(code, msg, "FAULTPROXY")
+                with proxy._lock:
+                    rid = f"FAULTPROXY-{len(proxy.request_ids) + 1}"
+                    proxy.request_ids.append(rid)
+                xml = _error_xml(code, msg, rid)
                 self._send(status, [("Content-Type", "application/xml")], xml)
 
             def _upstream(self, body):

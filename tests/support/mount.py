@@ -60,6 +60,10 @@ class DirStore:
     def get(self, bucket, key) -> bytes:
         return (self.root / bucket / key).read_bytes()
 
+    def location(self, bucket, key) -> str:
+        """Where the log and .status say an object is: its file."""
+        return f"{self.root}/{bucket}/{key}"
+
     def put(self, bucket, key, body: bytes, mtime=None):
         p = self.root / bucket / key
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +129,10 @@ class S3Store:
 
     def get(self, bucket, key) -> bytes:
         return self.server.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def location(self, bucket, key) -> str:
+        """Where the log and .status say an object is."""
+        return f"s3://{bucket}/{key}"
 
     def put(self, bucket, key, body: bytes, mtime=None):
         self.server.client.put_object(Bucket=bucket, Key=key, Body=body)

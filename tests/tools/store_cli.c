@@ -55,9 +55,16 @@ static int parse_long(const char *s, long *out)
     return 0;
 }
 
+/* The last failed store call's error (main's thread). */
+static struct store_error last;
+
 static int fail(const char *op, int rc)
 {
-    fprintf(stderr, "store_cli: %s: %s (errno %d)\n", op, strerror(-rc), -rc);
+    char why[1024] = "";
+    if (last.err == rc)
+        store_error_text(&last, why, sizeof why);
+    fprintf(stderr, "store_cli: %s: %s (errno %d)%s%s\n", op, strerror(-rc), -rc,
+            why[0] ? ": " : "", why);
     return 1;
 }
 
@@ -125,12 +132,12 @@ static void *work(void *arg)
     int n = snprintf(body, sizeof body, "{\"thread\": %d}", w->index);
     for (int round = 0; round < 3 && w->rc == 0; round++) {
         struct store_put_result res;
-        w->rc = w->st->ops->put(w->st, w->bucket, key, body, (size_t)n, &res);
+        w->rc = store_put(w->st, w->bucket, key, body, (size_t)n, &res, NULL);
         if (w->rc < 0)
             break;
         char *data = NULL;
         size_t len = 0;
-        w->rc = w->st->ops->get(w->st, w->bucket, key, &data, &len);
+        w->rc = store_get(w->st, w->bucket, key, &data, &len, NULL);
         if (w->rc == 0 && (len != (size_t)n || memcmp(data, body, len) != 0))
             w->rc = -EILSEQ;
         free(data);
@@ -253,7 +260,12 @@ int main(int argc, char **argv)
             status = fail("reading stdin", rc);
         } else {
             struct store_put_result res;
-            rc = st->ops->put_if(st, bucket, arg, data, len, argv[optind + 3], &res);
+            rc = store_put_if(st, bucket, arg, data, len, argv[optind + 3], &res, &last);
+            if (rc < 0) {
+                char why[1024];
+                store_error_text(&last, why, sizeof why);
+                fprintf(stderr, "store_cli: putif: %s\n", why);
+            }
             json_t *j = json_pack("{s:i, s:s, s:i, s:b, s:I}", "rc", rc, "etag", res.etag,
                                   "attempts", res.attempts, "ambiguous", res.ambiguous,
                                   "server_ms", (json_int_t)res.server_ms);
@@ -270,7 +282,7 @@ int main(int argc, char **argv)
         char *data = NULL;
         size_t len = 0;
         struct store_get_info info;
-        rc = st->ops->get_info(st, bucket, arg, &data, &len, &info);
+        rc = store_get_info(st, bucket, arg, &data, &len, &info, &last);
         if (rc < 0) {
             status = fail("getinfo", rc);
         } else {
@@ -286,20 +298,20 @@ int main(int argc, char **argv)
         }
         free(data);
     } else if (strcmp(cmd, "del") == 0) {
-        rc = st->ops->del(st, bucket, arg);
+        rc = store_del(st, bucket, arg, &last);
         if (rc < 0)
             status = fail("del", rc);
         else
             printf("ok\n");
     } else if (strcmp(cmd, "list") == 0) {
         rc = store_list_from(st, bucket, arg, nargs == 4 ? argv[optind + 3] : NULL,
-                             print_object, NULL);
+                             print_object, NULL, &last);
         if (rc < 0)
             status = fail("list", rc);
     } else if (strcmp(cmd, "get") == 0) {
         char *data = NULL;
         size_t len = 0;
-        rc = st->ops->get(st, bucket, arg, &data, &len);
+        rc = store_get(st, bucket, arg, &data, &len, &last);
         if (rc < 0)
             status = fail("get", rc);
         else if (fwrite(data, 1, len, stdout) != len)
@@ -313,7 +325,7 @@ int main(int argc, char **argv)
             status = fail("reading stdin", rc);
         } else {
             struct store_put_result res;
-            rc = st->ops->put(st, bucket, arg, data, len, &res);
+            rc = store_put(st, bucket, arg, data, len, &res, &last);
             if (rc < 0) {
                 fprintf(stderr, "store_cli: put: attempts %d\n", res.attempts);
                 status = fail("put", rc);
@@ -330,7 +342,7 @@ int main(int argc, char **argv)
         free(data);
     } else {
         char msg[512];
-        rc = st->ops->check_bucket(st, bucket, msg, sizeof msg);
+        rc = store_check_bucket(st, bucket, msg, sizeof msg);
         if (rc < 0) {
             fprintf(stderr, "%s\n", msg);
             status = 1;

@@ -227,8 +227,8 @@ int main(void)
     if (!st)
         fprintf(stderr, "store_dir_new: %s\n", err);
     REQUIRE(st != NULL);
-    REQUIRE(st->ops->check_bucket(st, "lz", err, sizeof err) == 0);
-    REQUIRE(st->ops->check_bucket(st, "dlz", err, sizeof err) == 0);
+    REQUIRE(store_check_bucket(st, "lz", err, sizeof err) == 0);
+    REQUIRE(store_check_bucket(st, "dlz", err, sizeof err) == 0);
     struct layout layout = {.domain = "d", .dataset = "ds", .user = "u",
                             .file_type = "others"};
     jobs = jobs_new(st, &layout, "lz", "dlz");

@@ -59,8 +59,8 @@ static void env_open(struct env *e, const char *name, int resume_running)
     dir->list_no_etags = 1; /* as the daemon sets it */
     REQUIRE(faulty_new(dir, &e->st) == 0);
     /* the buckets, as at mount */
-    REQUIRE(e->st->ops->check_bucket(e->st, LZ, err, sizeof err) == 0);
-    REQUIRE(e->st->ops->check_bucket(e->st, DLZ, err, sizeof err) == 0);
+    REQUIRE(store_check_bucket(e->st, LZ, err, sizeof err) == 0);
+    REQUIRE(store_check_bucket(e->st, DLZ, err, sizeof err) == 0);
     e->jn = journal_open(e->cache_dir, IDENTITY, err, sizeof err);
     if (!e->jn)
         fprintf(stderr, "journal_open: %s\n", err);
@@ -164,13 +164,13 @@ static json_t *objects(struct env *e, const char *bucket)
 {
     json_t *keys = json_object();
     REQUIRE(keys != NULL);
-    REQUIRE(store_list_all(inner(e), bucket, "dom/ds/", collect_object, keys) == 0);
+    REQUIRE(store_list_all(inner(e), bucket, "dom/ds/", collect_object, keys, NULL) == 0);
     const char *k;
     json_t *v;
     json_object_foreach(keys, k, v) {
         char *body = NULL;
         size_t len = 0;
-        REQUIRE(inner(e)->ops->get(inner(e), bucket, k, &body, &len) == 0);
+        REQUIRE(store_get(inner(e), bucket, k, &body, &len, NULL) == 0);
         json_object_set_new(keys, k, json_stringn(body, len));
         free(body);
     }

@@ -27,7 +27,7 @@ static int put(struct store *st, const char *bucket, const char *key,
                const char *body)
 {
     struct store_put_result res = {0};
-    int rc = st->ops->put(st, bucket, key, body, strlen(body), &res);
+    int rc = store_put(st, bucket, key, body, strlen(body), &res, NULL);
     if (rc == 0) {
         /* The ETag is the hex MD5 of the body, computed here separately. */
         unsigned char md[EVP_MAX_MD_SIZE];
@@ -47,7 +47,7 @@ static void check_get(struct store *st, const char *bucket, const char *key,
 {
     char *data = NULL;
     size_t len = 0;
-    int rc = st->ops->get(st, bucket, key, &data, &len);
+    int rc = store_get(st, bucket, key, &data, &len, NULL);
     if (rc != 0 || len != strlen(expect) || memcmp(data, expect, len) != 0 ||
         data[len] != '\0') {
         fprintf(stderr, "line %d: get %s: rc %d, got \"%s\"\n", line, key, rc,
@@ -62,7 +62,7 @@ static int get_rc(struct store *st, const char *bucket, const char *key)
 {
     char *data = NULL;
     size_t len = 0;
-    int rc = st->ops->get(st, bucket, key, &data, &len);
+    int rc = store_get(st, bucket, key, &data, &len, NULL);
     free(data);
     return rc;
 }
@@ -106,7 +106,7 @@ static void check_list(struct store *st, const char *bucket, const char *prefix,
                        const char *const *expect, size_t n, int line)
 {
     struct keys got = {0};
-    int rc = store_list_all(st, bucket, prefix, collect, &got);
+    int rc = store_list_all(st, bucket, prefix, collect, &got, NULL);
     char **want = calloc(n + 1, sizeof *want);
     REQUIRE(want);
     memcpy(want, expect, n * sizeof *want);
@@ -185,7 +185,7 @@ static void test_roundtrip(struct store *st)
     CHECK(get_rc(st, "bkt", "top/below") == -ENOENT); /* under a file */
     CHECK(get_rc(st, "nobucket", "top") == -ENXIO);
     struct store_page page;
-    CHECK(st->ops->list_page(st, "nobucket", "", NULL, &page) == -ENXIO);
+    CHECK(st->ops->list_page(st, "nobucket", "", NULL, &page, NULL) == -ENXIO);
 }
 
 static void test_bad_keys(struct store *st)
@@ -243,7 +243,7 @@ static void test_list(struct store *st)
 
     /* One page carries sizes, times and ETags. */
     struct store_page page;
-    REQUIRE(st->ops->list_page(st, "lst", "q/", NULL, &page) == 0);
+    REQUIRE(st->ops->list_page(st, "lst", "q/", NULL, &page, NULL) == 0);
     CHECK(page.count == 1 && page.next_token == NULL);
     if (page.count == 1) {
         CHECK(strcmp(page.objects[0].key, "q/a") == 0);
@@ -260,7 +260,7 @@ static void test_list(struct store *st)
     store_page_free(&page);
     /* A caller that never reads them spares the hashing. */
     st->list_no_etags = 1;
-    REQUIRE(st->ops->list_page(st, "lst", "q/", NULL, &page) == 0);
+    REQUIRE(st->ops->list_page(st, "lst", "q/", NULL, &page, NULL) == 0);
     CHECK(page.count == 1 && page.objects[0].etag[0] == '\0' && page.objects[0].size == 1);
     store_page_free(&page);
     st->list_no_etags = 0;
@@ -289,7 +289,7 @@ static void test_pagination(struct store *st)
     qsort(keys, N, sizeof *keys, cmp_str);
 
     struct keys got = {0};
-    CHECK(store_list_all(st, "many", "d/", collect, &got) == 0);
+    CHECK(store_list_all(st, "many", "d/", collect, &got, NULL) == 0);
     CHECK(got.n == N);
     for (size_t i = 0; i < got.n && i < N; i++)
         CHECK(strcmp(got.v[i], keys[i]) == 0);
@@ -297,14 +297,14 @@ static void test_pagination(struct store *st)
 
     /* Pages hold at most 1000 keys, and the token resumes strictly after. */
     struct store_page page;
-    REQUIRE(st->ops->list_page(st, "many", "d", NULL, &page) == 0);
+    REQUIRE(st->ops->list_page(st, "many", "d", NULL, &page, NULL) == 0);
     CHECK(page.count == 1000);
     CHECK(page.next_token && strcmp(page.next_token, keys[999]) == 0);
     store_page_free(&page);
-    REQUIRE(st->ops->list_page(st, "many", "d", keys[999], &page) == 0);
+    REQUIRE(st->ops->list_page(st, "many", "d", keys[999], &page, NULL) == 0);
     CHECK(page.count == 1000 && strcmp(page.objects[0].key, keys[1000]) == 0);
     store_page_free(&page);
-    REQUIRE(st->ops->list_page(st, "many", "d", keys[1999], &page) == 0);
+    REQUIRE(st->ops->list_page(st, "many", "d", keys[1999], &page, NULL) == 0);
     CHECK(page.count == N - 2000 && page.next_token == NULL);
     store_page_free(&page);
 
@@ -319,7 +319,7 @@ static void check_from(struct store *st, const char *bucket, const char *prefix,
                        const char *after, char **sorted, size_t n, int line)
 {
     struct keys got = {0};
-    int rc = store_list_from(st, bucket, prefix, after, collect, &got);
+    int rc = store_list_from(st, bucket, prefix, after, collect, &got, NULL);
     size_t first = 0;
     while (first < n && (strncmp(sorted[first], prefix, strlen(prefix)) != 0 ||
                          (after && strcmp(sorted[first], after) <= 0)))
@@ -394,19 +394,19 @@ static void test_start_after(struct store *st)
     free(cmd);
     struct keys got = {0};
     uint64_t before = store_dir_reads(st);
-    CHECK(store_list_all(st, "sa", "d/", collect, &got) == 0 && got.n == N);
+    CHECK(store_list_all(st, "sa", "d/", collect, &got, NULL) == 0 && got.n == N);
     keys_free(&got);
     uint64_t first = store_dir_reads(st) - before;
     /* d, d/ds, 300 upload_date dirs, each with u and u/o (d/ds<i> are files) */
     CHECK(first <= 2 + 300 + 3 * 300);
     before = store_dir_reads(st);
-    CHECK(store_list_all(st, "sa", "d/", collect, &got) == 0 && got.n == N);
+    CHECK(store_list_all(st, "sa", "d/", collect, &got, NULL) == 0 && got.n == N);
     keys_free(&got);
     CHECK(store_dir_reads(st) == before);
     /* After the newest key: only the directories on its way are visited,
      * none read again. */
     before = store_dir_reads(st);
-    CHECK(store_list_from(st, "sa", "d/ds/upload_date=", keys[N - 1], collect, &got) == 0);
+    CHECK(store_list_from(st, "sa", "d/ds/upload_date=", keys[N - 1], collect, &got, NULL) == 0);
     CHECK(got.n == 0);
     keys_free(&got);
     CHECK(store_dir_reads(st) == before);
@@ -417,7 +417,7 @@ static void test_start_after(struct store *st)
     REQUIRE(put(st, "sa", "d/ds/upload_date=1100/u/o/new_completed.json", "{\"a\":1}") == 0);
     REQUIRE(put(st, "sa", "d/ds/upload_date=99999/u/o/new_completed.json", "{}") == 0);
     CHECK(store_list_from(st, "sa", "d/ds/upload_date=",
-                          "d/ds/upload_date=1100/u/o/j", collect, &got) == 0);
+                          "d/ds/upload_date=1100/u/o/j", collect, &got, NULL) == 0);
     int saw_old = 0, saw_new = 0;
     for (size_t i = 0; i < got.n; i++) {
         saw_old |= strcmp(got.v[i], "d/ds/upload_date=1100/u/o/new_completed.json") == 0;
@@ -427,7 +427,7 @@ static void test_start_after(struct store *st)
     keys_free(&got);
     struct store_page page;
     REQUIRE(put(st, "sa", "d/ds/upload_date=99999/u/o/new_completed.json", "v") == 0);
-    REQUIRE(st->ops->list_from(st, "sa", "d/ds/upload_date=99999/", NULL, NULL, &page) == 0);
+    REQUIRE(st->ops->list_from(st, "sa", "d/ds/upload_date=99999/", NULL, NULL, &page, NULL) == 0);
     CHECK(page.count == 1 && strcmp(page.objects[0].etag,
                                     "9e3669d19b675bd57058fd4664205d2a") == 0); /* md5("v") */
     store_page_free(&page);
@@ -439,13 +439,13 @@ static void test_start_after(struct store *st)
     REQUIRE(dir && utimensat(AT_FDCWD, dir, NULL, 0) == 0);
     struct stat sb;
     REQUIRE(stat(dir, &sb) == 0);
-    CHECK(store_list_from(st, "sa", "d/ds/upload_date=1200/", NULL, collect, &got) == 0);
+    CHECK(store_list_from(st, "sa", "d/ds/upload_date=1200/", NULL, collect, &got, NULL) == 0);
     size_t had = got.n;
     keys_free(&got);
     REQUIRE(put(st, "sa", "d/ds/upload_date=1200/u/o/tick_completed.json", "{}") == 0);
     struct timespec was[2] = {sb.st_atim, sb.st_mtim};
     REQUIRE(utimensat(AT_FDCWD, dir, was, 0) == 0);
-    CHECK(store_list_from(st, "sa", "d/ds/upload_date=1200/", NULL, collect, &got) == 0);
+    CHECK(store_list_from(st, "sa", "d/ds/upload_date=1200/", NULL, collect, &got, NULL) == 0);
     CHECK(got.n == had + 1);
     keys_free(&got);
     free(dir);
@@ -458,7 +458,7 @@ static void test_start_after(struct store *st)
 static void test_buckets(struct store *st)
 {
     char msg[300] = "";
-    CHECK(st->ops->check_bucket(st, "fresh", msg, sizeof msg) == 0);
+    CHECK(store_check_bucket(st, "fresh", msg, sizeof msg) == 0);
     char *p = pathf("%s/%s%s", "fresh", "");
     struct stat sb;
     CHECK(stat(p, &sb) == 0 && S_ISDIR(sb.st_mode));
@@ -466,9 +466,9 @@ static void test_buckets(struct store *st)
     /* An existing, empty bucket lists nothing; a missing key is ENOENT. */
     CHECK_LIST(st, "fresh", "", "");
     CHECK(get_rc(st, "fresh", "k") == -ENOENT);
-    CHECK(st->ops->check_bucket(st, "fresh", msg, sizeof msg) == 0);
+    CHECK(store_check_bucket(st, "fresh", msg, sizeof msg) == 0);
     msg[0] = '\0';
-    CHECK(st->ops->check_bucket(st, ".bad", msg, sizeof msg) < 0);
+    CHECK(store_check_bucket(st, ".bad", msg, sizeof msg) < 0);
     CHECK(msg[0] != '\0');
 }
 
