@@ -13,7 +13,6 @@
 #include <curl/curl.h>
 #include <openssl/rand.h>
 
-#include "s3/xml.h"
 #include "util/log.h"
 
 #define POOL_MAX 32
@@ -43,7 +42,6 @@ struct s3_http *s3_http_new(const struct s3_http_options *opts)
         log_error("libcurl initialisation failed: %s", curl_easy_strerror(curl_init_rc));
         return NULL;
     }
-    s3_xml_init();
     struct s3_http *h = calloc(1, sizeof *h);
     if (!h)
         return NULL;
@@ -131,13 +129,11 @@ void s3_http_response_free(struct s3_http_response *resp)
     resp->body_len = 0;
 }
 
-int s3_http_retryable_status(long status, const char *code)
+int s3_http_retryable_status(long status)
 {
     switch (status) {
     case 429: case 500: case 502: case 503: case 504:
         return 1;
-    case 400:
-        return code && strcmp(code, "RequestTimeout") == 0;
     default:
         return 0;
     }
@@ -456,12 +452,12 @@ int s3_http_perform(struct s3_http *h, const struct s3_http_request *req,
             retry = transport_retryable(resp->fail);
             snprintf(reason, sizeof reason, "%s", resp->error);
         } else if (resp->status >= 400) {
-            struct s3_error_doc doc;
-            const char *code = NULL;
-            if (s3_xml_parse_error(resp->body, resp->body_len, &doc) == 0 && doc.code[0])
-                code = doc.code;
-            if ((resp->status == 400 || resp->status == 403) && code &&
-                strcmp(code, "ExpiredToken") == 0) {
+            snprintf(reason, sizeof reason, "HTTP %ld", resp->status);
+            enum s3_http_verdict v =
+                req->judge ? req->judge(req->arg, resp, reason, sizeof reason)
+                           : s3_http_retryable_status(resp->status) ? S3_HTTP_RETRY
+                                                                    : S3_HTTP_STOP;
+            if (v == S3_HTTP_REFRESH) {
                 if (!refreshed && attempt < h->o.max_attempts) {
                     refreshed = 1;
                     force = 1;
@@ -469,10 +465,8 @@ int s3_http_perform(struct s3_http *h, const struct s3_http_request *req,
                     continue;
                 }
             } else {
-                retry = s3_http_retryable_status(resp->status, code);
+                retry = v == S3_HTTP_RETRY;
             }
-            snprintf(reason, sizeof reason, "HTTP %ld%s%s", resp->status,
-                     code ? " " : "", code ? code : "");
         }
         if (!retry)
             break;

@@ -24,10 +24,22 @@ struct s3_http_options {
     long backoff_cap_ms;     /* <= 0: 5000 */
 };
 
+struct s3_http_response;
+
+/* What to do after an answer with an HTTP error status. */
+enum s3_http_verdict {
+    S3_HTTP_STOP = 0,        /* final: hand the answer to the caller */
+    S3_HTTP_RETRY,           /* transient: try again after a back-off */
+    S3_HTTP_REFRESH,         /* try again at once with fresh credentials (once) */
+};
+
 /* What one try sends. build() fills url and headers ("Name: value" lines,
  * malloc'd array of malloc'd strings) for the try; force_refresh asks for
- * fresh credentials (after ExpiredToken). It returns 0 or a negative errno,
- * which ends the operation with that value. */
+ * fresh credentials (after judge() said S3_HTTP_REFRESH). It returns 0 or a
+ * negative errno, which ends the operation with that value. judge() reads
+ * an answer with status >= 400 (the transport knows nothing of its body)
+ * and writes the reason for the retry lines; NULL: retried as
+ * s3_http_retryable_status says, the reason "HTTP <status>". */
 struct s3_http_request {
     const char *method;          /* "GET", "PUT", "HEAD", ... */
     const void *body;            /* request body (PUT), may be NULL */
@@ -35,6 +47,8 @@ struct s3_http_request {
     const char *what;            /* for logs, e.g. "GetObject bucket/key" */
     int (*build)(void *arg, int force_refresh, char **url, char ***headers,
                  size_t *nheaders);
+    enum s3_http_verdict (*judge)(void *arg, const struct s3_http_response *resp,
+                                  char *reason, size_t reason_len);
     void *arg;
 };
 
@@ -77,8 +91,9 @@ int s3_http_perform(struct s3_http *h, const struct s3_http_request *req,
 
 void s3_http_response_free(struct s3_http_response *resp);
 
-/* Whether an answer (status, S3 error code or NULL) is worth another try. */
-int s3_http_retryable_status(long status, const char *code);
+/* Whether an HTTP status is worth another try whatever the body says
+ * (429, 500, 502, 503, 504). */
+int s3_http_retryable_status(long status);
 
 /* Full-jitter back-off for the given retry number (1 = first retry):
  * a uniform random delay in [0, min(cap, base * 2^(retry-1))] ms. */

@@ -270,6 +270,26 @@ static int check_names(const char *bucket, const char *key, struct store_error *
     return 0;
 }
 
+/* The transport's judge of an error answer (s3/http.h): S3's codes decide
+ * what the status alone cannot, ExpiredToken (fresh credentials, once) and
+ * RequestTimeout (retried, as a 5xx is). */
+static enum s3_http_verdict judge_answer(void *arg, const struct s3_http_response *r,
+                                         char *reason, size_t reason_len)
+{
+    (void)arg;
+    struct s3_error_doc doc;
+    const char *code = s3_xml_parse_error(r->body, r->body_len, &doc) == 0 && doc.code[0]
+                           ? doc.code : NULL;
+    snprintf(reason, reason_len, "HTTP %ld%s%s", r->status, code ? " " : "",
+             code ? code : "");
+    if ((r->status == 400 || r->status == 403) && code && strcmp(code, "ExpiredToken") == 0)
+        return S3_HTTP_REFRESH;
+    if (s3_http_retryable_status(r->status) ||
+        (r->status == 400 && code && strcmp(code, "RequestTimeout") == 0))
+        return S3_HTTP_RETRY;
+    return S3_HTTP_STOP;
+}
+
 static int perform(struct s3_store *s, struct req_ctx *x, const char *op,
                    const void *body, size_t len, struct s3_http_response *r)
 {
@@ -281,6 +301,7 @@ static int perform(struct s3_store *s, struct req_ctx *x, const char *op,
         .body_len = len,
         .what = what,
         .build = build_request,
+        .judge = judge_answer,
         .arg = x,
     };
     sigv4_sha256_hex(body ? body : "", body ? len : 0, x->payload_hash);
@@ -797,6 +818,7 @@ struct store *store_s3_new(const struct s3_options *opts, char *err, size_t errl
                   s->ca_bundle, bundle_from);
     }
 
+    s3_xml_init(); /* before threads parse answers */
     struct s3_http_options ho = {
         .connect_timeout_ms = o.connect_timeout_ms > 0 ? o.connect_timeout_ms : 5000,
         .timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : 30000,
