@@ -18,13 +18,6 @@
 /* Serializing or listing more keys than this takes a millisecond or more. */
 #define LARGE_STATE 10000
 
-#ifndef RENAME_NOREPLACE
-#define RENAME_NOREPLACE (1 << 0)
-#endif
-#ifndef RENAME_EXCHANGE
-#define RENAME_EXCHANGE (1 << 1)
-#endif
-
 struct entries {
     struct jobs *jobs;
     struct history *history; /* MNT/<job>/.history/ */

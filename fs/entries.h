@@ -13,6 +13,7 @@
 #define BOOKMARKFS_FS_ENTRIES_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -58,7 +59,15 @@ int entries_list(struct entries *e, const char *path, struct strlist *names);
 int entries_mkdir(struct entries *e, uid_t caller, const char *path);
 int entries_rmdir(struct entries *e, uid_t caller, const char *path);
 int entries_unlink(struct entries *e, uid_t caller, const char *path);
-/* flags: rename(2)'s RENAME_NOREPLACE; RENAME_EXCHANGE is refused. */
+/* rename(2)'s flags (<stdio.h> has them with _GNU_SOURCE). */
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+/* flags: RENAME_NOREPLACE; RENAME_EXCHANGE is refused. */
 int entries_rename(struct entries *e, uid_t caller, const char *from, const char *to,
                    unsigned int flags);
 /* tv: the access and modification times, as utimensat(2) takes them. */

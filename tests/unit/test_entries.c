@@ -4,8 +4,8 @@
  * pending until its close, a refused value keeping the old one, a scratch
  * file renamed onto a key, an open scratch file outliving its unlink, the
  * control files' removal, .history/ refusing changes, an upload landing in
- * the store, and the files still open at the end committed as their close
- * would have. */
+ * the store, an open key truncated, a state replaced by a rename, and the
+ * files still open at the end committed as their close would have. */
 #include "fs/entries.h"
 
 #include <errno.h>
@@ -197,6 +197,40 @@ static void test_upload(const char *root)
     CHECK(files == 1);
 }
 
+static void test_truncate_open_key(void)
+{
+    struct entries_handle *h = NULL;
+    int noflush = 0;
+    REQUIRE(entries_open(fs, OWNER, "/job/k", O_RDWR, &h, &noflush) == 0);
+    CHECK(entries_truncate(fs, OWNER, "/job/k", h, 0) == 0);
+    CHECK(entries_write(h, "5", 1, 0) == 1);
+    /* Its size is what this open file holds; the key's is its value's. */
+    struct stat st;
+    CHECK(entries_getattr(fs, "/job/k", h, &st) == 0 && st.st_size == 1);
+    CHECK(size_of("/job/k") == 3);
+    CHECK(entries_fsync(fs, h) == 0);
+    entries_close(h);
+    char buf[64];
+    CHECK(get("/job/k", buf, sizeof buf) == 2 && strcmp(buf, "5\n") == 0);
+}
+
+static void test_replace_state(void)
+{
+    CHECK(entries_rename(fs, OWNER, "/job/k", "/job/k3", RENAME_EXCHANGE) == -EINVAL);
+    CHECK(entries_mkdir(fs, OWNER, "/other") == 0);
+    CHECK(entries_rename(fs, OWNER, "/job/k", "/other/k", 0) == -EXDEV);
+    CHECK(entries_rename(fs, OTHER, "/job/k", "/job/k3", 0) == -EACCES);
+    /* A whole state written beside .state.json and renamed onto it. */
+    CHECK(put("/job/.new", 1, "{\"x\": [1, 2]}") == 0);
+    CHECK(entries_rename(fs, OWNER, "/job/.new", "/job/.state.json", 0) == 0);
+    CHECK(listed("/job", "x") && !listed("/job", "k") && !listed("/job", ".new"));
+    char buf[64];
+    CHECK(get("/job/x", buf, sizeof buf) > 0 && strcmp(buf, "[1,2]\n") == 0);
+    /* Not an object: refused, the state kept. */
+    CHECK(put("/job/.state.json", 0, "[]") == -EINVAL);
+    CHECK(listed("/job", "x"));
+}
+
 static void test_close_all(void)
 {
     struct entries_handle *h = NULL;
@@ -242,6 +276,8 @@ int main(void)
     test_control_files();
     test_history_refuses();
     test_upload(root);
+    test_truncate_open_key();
+    test_replace_state();
     test_close_all();
 
     entries_free(fs);
