@@ -438,6 +438,10 @@ void entries_free(struct entries *e)
 
 /* ---- commits: what close() of a key or .state.json does */
 
+/* A change the journal refused (job_set and the like): -ENOSPC for a full
+ * disk, -EIO for the rest (fs/jobs.h). */
+static int journal_refused(int rc) { return rc == -EIO || rc == -ENOSPC; }
+
 static int all_space(const char *b, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -483,11 +487,11 @@ static int commit_key(struct entries *e, struct job *job, const char *key,
     int rc = job_set(e->jobs, job, key, v); /* journaled, then applied */
     if (rc == 0)
         job_written(job, key); /* and touched */
-    else if (rc == -EIO)
+    else if (journal_refused(rc))
         log_error("job '%s' key '%s': the journal cannot take the change; old value "
                   "kept",
                   job->name, key);
-    if (rc == -EIO)
+    if (journal_refused(rc))
         metrics_refused(job->name, METRICS_REFUSED_JOURNAL);
     return rc;
 }
@@ -526,13 +530,13 @@ static int commit_state(struct entries *e, struct job *job, const char *buf, siz
 {
     char why[160] = "";
     int rc = job_replace(e->jobs, job, buf, len, why, sizeof why);
-    if (rc == -EIO)
+    if (journal_refused(rc))
         log_error("job '%s' .state.json: the journal cannot take the change; state "
                   "kept",
                   job->name);
     if (rc == -EINVAL)
         state_refused(e, job, why);
-    if (rc == -EIO)
+    if (journal_refused(rc))
         metrics_refused(job->name, METRICS_REFUSED_JOURNAL);
     if (rc == 0)
         job_touch(job);

@@ -628,7 +628,9 @@ int jobs_sync(struct jobs *j)
     return journal_sync(j->journal) < 0 ? -EIO : 0;
 }
 
-static int journal_error(int rc) { return rc == -ENOMEM ? rc : -EIO; }
+/* What a caller sees of a change the journal could not take: ENOSPC for
+ * a full disk (README, "Errors a user can see"), else EIO. */
+static int journal_error(int rc) { return rc == -ENOMEM || rc == -ENOSPC ? rc : -EIO; }
 
 /* Caller holds the journal lock. The first change of a job with no records
  * journals first the base its state stands on: the stored object it equals,
@@ -1484,7 +1486,7 @@ static int claim_locked(struct jobs *j, struct job *job)
         log_error("job '%s': the lease could not be taken: %s", job->name, who);
         record_error(j, NULL, "the lease of job '%s' could not be taken: %s", job->name,
                      who);
-        if (rc != -EACCES && rc != -ETIMEDOUT && rc != -ENOMEM)
+        if (rc != -EACCES && rc != -ETIMEDOUT && rc != -ENOMEM && rc != -ENOSPC)
             rc = -EIO;
     }
     return rc;
@@ -1564,7 +1566,7 @@ again:;
             upto = journal_last_seq_locked(j->journal);
             journal_unlock(j->journal);
         }
-        if (rc != -EIO || tries > 0)
+        if ((rc != -EIO && rc != -ENOSPC) || tries > 0)
             break;
         /* No room for it (a full disk): the next second's object is
          * another one, and the records' base stays as it is. */

@@ -106,7 +106,8 @@ int jobs_sync(struct jobs *j);
 
 /* The changes to a job's state. Each is appended to the journal and then
  * applied, under the journal lock (so the journal's order is the state's).
- * When the journal cannot take it, nothing is applied and -EIO returned.
+ * When the journal cannot take it, nothing is applied and -ENOSPC (its disk
+ * is full) or -EIO returned.
  * job_set steals value. job_replace: -EINVAL with the reason in why when
  * text is not a JSON object. */
 int job_set(struct jobs *j, struct job *job, const char *key, json_t *value);

@@ -633,7 +633,7 @@ static int take(struct leases *ls, struct lentry *e, int local_changes, int *tak
             if (rc < 0) {
                 json_decref(b.doc);
                 snprintf(who, wholen, "cannot save %s: %s", ls->state_path, strerror(-rc));
-                return -EIO;
+                return rc == -ENOSPC ? rc : -EIO; /* as a change the journal refuses */
             }
         }
         rc = write_lease(ls, e, if_match, token, epoch, since, 0, etag, &sent, &direct,

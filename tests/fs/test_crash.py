@@ -81,7 +81,7 @@ class Full:
             try:  # more than the slack in the journal's last page
                 write(run.mount.path, "a", self.key, "x" * 6000)
             except OSError as e:
-                if e.errno != errno.EIO:
+                if e.errno != errno.ENOSPC:
                     raise
                 run.refused += 1
 

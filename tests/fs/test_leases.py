@@ -472,7 +472,7 @@ def test_a_crash_right_after_taking_the_lease_leaves_it_this_mounts(tmp_path):
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_no_lease_is_taken_that_a_full_cache_disk_would_not_remember(tmp_path):
     """With no room for leases.json, a change that must take the lease fails
-    with EIO (as the journal refuses a change on a full disk): a lease the
+    with ENOSPC (as the journal refuses a change on a full disk): a lease the
     next start would not know as its own would leave the journal's changes
     refused for good after a crash."""
     disk = tmp_path / "disk"
@@ -499,7 +499,7 @@ def test_no_lease_is_taken_that_a_full_cache_disk_would_not_remember(tmp_path):
         m = Mount(store, tmp_path / "m", extra=extra).start()
         with pytest.raises(OSError) as e:
             (m.path / "job" / "k2").write_text("2")
-        assert e.value.errno == errno.EIO
+        assert e.value.errno == errno.ENOSPC
         assert "cannot save" in m.log()
         m.kill()
         filler.unlink()
