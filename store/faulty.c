@@ -12,7 +12,7 @@
 
 struct fault {
     uint64_t from, to; /* calls numbered from..to fail (to 0: no end); from 0: none */
-    int err;
+    struct store_error as; /* what they fail with */
 };
 
 struct faulty {
@@ -36,14 +36,17 @@ static struct faulty *fs_of(struct store *st) { return (struct faulty *)st; }
 
 enum stage { BEFORE, AFTER };
 
-/* Counts a call of op; returns its number, and in *err the errno it must
- * fail with (0: none). */
-static uint64_t enter(struct faulty *f, enum faulty_op op, int *err)
+/* Counts a call of op; returns its number, and in *fail the error it must
+ * fail with (fail->err 0: none). */
+static uint64_t enter(struct faulty *f, enum faulty_op op, struct store_error *fail)
 {
     pthread_mutex_lock(&f->lock);
     uint64_t n = ++f->calls[op];
     const struct fault *ft = &f->faults[op];
-    *err = ft->from && n >= ft->from && (!ft->to || n <= ft->to) ? ft->err : 0;
+    if (ft->from && n >= ft->from && (!ft->to || n <= ft->to))
+        *fail = ft->as;
+    else
+        fail->err = 0;
     pthread_mutex_unlock(&f->lock);
     return n;
 }
@@ -65,12 +68,20 @@ static void maybe_hold(struct faulty *f, enum faulty_op op, uint64_t n, enum sta
 }
 
 /* The part every call shares: counted, failed or held before the store. */
-static int before(struct faulty *f, enum faulty_op op, uint64_t *n)
+static int before(struct faulty *f, enum faulty_op op, uint64_t *n,
+                  struct store_error *fail)
 {
-    int err = 0;
-    *n = enter(f, op, &err);
+    *n = enter(f, op, fail);
     maybe_hold(f, op, *n, BEFORE);
-    return err;
+    return fail->err;
+}
+
+/* A call failed here: its error, told to the caller. */
+static int failed(struct store_error *err, const struct store_error *fail)
+{
+    if (err)
+        *err = *fail;
+    return fail->err;
 }
 
 static int after(struct faulty *f, enum faulty_op op, uint64_t n, int rc)
@@ -84,9 +95,9 @@ static int after(struct faulty *f, enum faulty_op op, uint64_t n, int rc)
 #define PASS(f, op, call)                                                    \
     do {                                                                     \
         uint64_t n_;                                                         \
-        int rc_ = before(f, op, &n_);                                        \
-        return rc_ < 0 ? store_fail(err, rc_, "injected fault: %s", strerror(-rc_)) \
-                       : after(f, op, n_, (call));                           \
+        struct store_error fail_;                                            \
+        return before(f, op, &n_, &fail_) < 0 ? failed(err, &fail_)          \
+                                              : after(f, op, n_, (call));    \
     } while (0)
 
 static int f_list_page(struct store *st, const char *bucket, const char *prefix,
@@ -248,15 +259,23 @@ uint64_t faulty_calls(struct store *st, enum faulty_op op)
     return n;
 }
 
-void faulty_fail(struct store *st, enum faulty_op op, unsigned nth, unsigned times, int err)
+void faulty_fail_as(struct store *st, enum faulty_op op, unsigned nth, unsigned times,
+                    const struct store_error *as)
 {
     struct faulty *f = fs_of(st);
     pthread_mutex_lock(&f->lock);
     struct fault *ft = &f->faults[op];
     ft->from = nth ? f->calls[op] + nth : 0;
     ft->to = nth && times ? ft->from + times - 1 : 0;
-    ft->err = err;
+    ft->as = *as;
     pthread_mutex_unlock(&f->lock);
+}
+
+void faulty_fail(struct store *st, enum faulty_op op, unsigned nth, unsigned times, int err)
+{
+    struct store_error as;
+    store_fail(&as, err, "injected fault: %s", strerror(-err));
+    faulty_fail_as(st, op, nth, times, &as);
 }
 
 void faulty_hold(struct store *st, enum faulty_op op, unsigned nth, int after_store)

@@ -39,6 +39,11 @@ uint64_t faulty_calls(struct store *st, enum faulty_op op);
 void faulty_fail(struct store *st, enum faulty_op op, unsigned nth, unsigned times,
                  int err);
 
+/* faulty_fail with the whole error a store tells (as->err the errno; the
+ * S3 code, request id and message as an S3 store would fill them). */
+void faulty_fail_as(struct store *st, enum faulty_op op, unsigned nth, unsigned times,
+                    const struct store_error *as);
+
 /* The nth call of op counted from now (1: the next one) waits until
  * faulty_release: before it reaches the store underneath, or with `after`
  * once the store underneath has answered (its answer is then returned).

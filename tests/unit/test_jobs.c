@@ -5,8 +5,9 @@
  * and the journal's compaction after it, replay after a crash at every
  * journal write, an upload the store refuses, and writers racing uploads
  * (README, "The local journal"); and through the filesystem core
- * (fs/entries.c), a control file's upload the store refuses and keys closed
- * during an upload. Works in a fresh directory under the
+ * (fs/entries.c), a control file's upload the store refuses, keys closed
+ * during an upload, and a failed upload's S3 error logged once and shown
+ * whole in .status. Works in a fresh directory under the
  * current one (meson runs tests in the build directory) and removes it
  * afterwards. */
 #include "fs/entries.h"
@@ -1237,6 +1238,99 @@ static void test_entries_close_during_upload(void)
     env_close(&e);
 }
 
+/* ---- a failed upload's error: logged once, shown whole */
+
+/* The lines of a file that contain `what` (malloc'd text, "" when none);
+ * *n their count. */
+static char *lines_with(const char *path, const char *what, int *n)
+{
+    FILE *f = fopen(path, "r");
+    REQUIRE(f != NULL);
+    char line[4096];
+    json_t *all = json_string("");
+    REQUIRE(all != NULL);
+    *n = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (!strstr(line, what))
+            continue;
+        (*n)++;
+        char *cat = NULL;
+        REQUIRE(asprintf(&cat, "%s%s", json_string_value(all), line) > 0);
+        json_string_set(all, cat);
+        free(cat);
+    }
+    fclose(f);
+    char *t = strdup(json_string_value(all));
+    REQUIRE(t != NULL);
+    json_decref(all);
+    return t;
+}
+
+/* In a child process, whose log goes to a file: an upload the store
+ * refuses with an S3 error (503 SlowDown, through every retry) gives one
+ * error line naming the code and request id, and the root's .status shows
+ * the error whole (README, "Observability"). */
+static void one_error_line_child(const char *log_path)
+{
+    REQUIRE(log_use_file(log_path) == 0);
+    struct env e;
+    env_open(&e, "one-line", 0);
+    struct entries *fs = NULL;
+    REQUIRE(entries_new(e.j, getuid(), getgid(), NULL, &fs) == 0);
+    CHECK(entries_mkdir(fs, getuid(), "/job") == 0);
+    CHECK(fs_put(fs, "/job/k", 1, "1") == 0);
+    struct store_error slow = {.err = -EIO, .code = "SlowDown",
+                               .request_id = "TX4B2D0C1E9F7A",
+                               .message = "HTTP 503: Please reduce your request rate."};
+    faulty_fail_as(e.st, FAULTY_PUT, 1, 0, &slow);
+    CHECK(fs_put(fs, "/job/running", 0, "1") == -EIO);
+    char *status = fs_get(fs, "/.status");
+    json_t *doc = json_loads(status, 0, NULL);
+    json_t *le = json_object_get(doc, "last_error");
+    CHECK(json_is_object(le));
+    const char *code = json_string_value(json_object_get(le, "code"));
+    const char *rid = json_string_value(json_object_get(le, "request_id"));
+    const char *smsg = json_string_value(json_object_get(le, "store_message"));
+    const char *msg = json_string_value(json_object_get(le, "message"));
+    CHECK(code && strcmp(code, "SlowDown") == 0);
+    CHECK(rid && strcmp(rid, "TX4B2D0C1E9F7A") == 0);
+    CHECK(smsg && strcmp(smsg, slow.message) == 0);
+    CHECK(msg && strstr(msg, "job 'job'") && strstr(msg, "SlowDown"));
+    json_decref(doc);
+    free(status);
+    entries_free(fs);
+    env_close(&e);
+    metrics_clear();
+    exit(failures != 0);
+}
+
+static void test_one_error_line(void)
+{
+    char log_path[128];
+    snprintf(log_path, sizeof log_path, "%s/one-line.log", top);
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0)
+        one_error_line_child(log_path);
+    int ws = 0;
+    REQUIRE(waitpid(pid, &ws, 0) == pid);
+    CHECK(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    int n = 0;
+    char *errors = lines_with(log_path, ": error: ", &n);
+    if (n != 1 || !strstr(errors, "job 'job'") || !strstr(errors, "SlowDown") ||
+        !strstr(errors, "TX4B2D0C1E9F7A")) {
+        fprintf(stderr, "want one error line naming the job, SlowDown and the request "
+                        "id; got %d:\n%s", n, errors);
+        failures++;
+    }
+    free(errors);
+    int m = 0;
+    char *all = lines_with(log_path, "SlowDown", &m);
+    CHECK(m == 1); /* no warning repeats it either */
+    free(all);
+}
+
 static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;
@@ -1264,6 +1358,7 @@ int main(void)
         {"concurrent_writers", test_concurrent_writers},
         {"entries_upload_failure", test_entries_upload_failure},
         {"entries_close_during_upload", test_entries_close_during_upload},
+        {"one_error_line", test_one_error_line},
     };
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
         struct timespec t0, t1;
