@@ -48,7 +48,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: rawput ENDPOINT BUCKET\n");
         return 2;
     }
-    struct s3_options o = {.endpoint = argv[1], .path_style = 1};
+    struct store_s3_options o = {.endpoint = argv[1], .path_style = 1};
     char err[512];
     struct store *st = store_s3_new(&o, err, sizeof err);
     if (!st) {
@@ -69,7 +69,7 @@ int main(int argc, char **argv)
         }
         struct store_put_result res = {0};
         long long t0 = now_ns();
-        int rc = st->ops->put(st, argv[2], key, body, len, &res);
+        int rc = store_put(st, argv[2], key, body, len, &res, NULL);
         long long t1 = now_ns();
         free(body);
         if (rc < 0)

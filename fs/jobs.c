@@ -265,6 +265,7 @@ static const char *our_bucket(struct jobs *j, const char *bucket)
  * the store has no object of the job. */
 static int load_from_store(struct jobs *j, const char *name, struct job **out)
 {
+    char w[STORE_LOCATION_MAX]; /* for the log lines */
     *out = NULL;
     struct candidate best = {0};
     int found = 0;
@@ -285,7 +286,6 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
         return -ENOMEM;
     }
     size_t len = 0;
-    char w[STORE_LOCATION_MAX];
     rc = fetch_state(j, name, best.bucket, best.key, job->state, &len);
     if (rc == -ENOENT) {
         /* Gone since the index listed it (moved from the LZ to the DLZ
@@ -410,6 +410,7 @@ static int base_only_running(struct jobs *j, const char *name, const struct firs
 static int load_from_base(struct jobs *j, const char *name, const struct first_rec *base,
                           struct job **out)
 {
+    char w[STORE_LOCATION_MAX]; /* for the log lines */
     *out = NULL;
     struct candidate best = {0};
     int found = 0;
@@ -422,7 +423,6 @@ static int load_from_base(struct jobs *j, const char *name, const struct first_r
         return -ENOMEM;
     }
     size_t len = 0;
-    char w[STORE_LOCATION_MAX];
     const char *bucket = base->bucket;
     if (bucket) {
         rc = fetch_state(j, name, bucket, base->key, job->state, &len);

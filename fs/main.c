@@ -33,7 +33,7 @@ static struct store *open_store(const struct options *o, char *err, size_t errle
             st->list_no_etags = 1; /* listings serve names and dates only */
         return st;
     }
-    struct s3_options so = {
+    struct store_s3_options so = {
         .endpoint = o->endpoint,
         .region = o->region,
         .path_style = o->path_style,

@@ -540,12 +540,10 @@ static int s3_check_bucket(struct store *st, const char *bucket, char *msg,
                            size_t msglen)
 {
     struct s3_store *s = (struct s3_store *)st;
-    char dummy[1];
-    if (!msg || msglen == 0) {
-        msg = dummy;
-        msglen = sizeof dummy;
-    }
-    msg[0] = '\0';
+    if (!msg)
+        msglen = 0; /* snprintf(NULL, 0, ...) writes nothing */
+    if (msglen)
+        msg[0] = '\0';
     struct store_error err = {0};
     if (check_names(bucket, NULL, &err) < 0) {
         snprintf(msg, msglen, "The bucket name is empty or too long.");
@@ -739,15 +737,13 @@ out:
     return rc;
 }
 
-struct store *store_s3_new(const struct s3_options *opts, char *err, size_t errlen)
+struct store *store_s3_new(const struct store_s3_options *opts, char *err, size_t errlen)
 {
-    char dummy[1];
-    if (!err || errlen == 0) {
-        err = dummy;
-        errlen = sizeof dummy;
-    }
-    err[0] = '\0';
-    struct s3_options o = {0};
+    if (!err)
+        errlen = 0; /* snprintf(NULL, 0, ...) writes nothing */
+    if (errlen)
+        err[0] = '\0';
+    struct store_s3_options o = {0};
     if (opts)
         o = *opts;
     struct s3_store *s = calloc(1, sizeof *s);

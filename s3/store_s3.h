@@ -4,7 +4,7 @@
 
 #include "store/store.h"
 
-struct s3_options {
+struct store_s3_options {
     const char *endpoint;   /* NULL: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL,
                                else https://s3.<region>.amazonaws.com */
     const char *region;     /* NULL: AWS_REGION, AWS_DEFAULT_REGION,
@@ -24,6 +24,6 @@ struct s3_options {
 const char *store_s3_endpoint_given(const char *option);
 
 /* Returns NULL with one plain sentence in err on a configuration error. */
-struct store *store_s3_new(const struct s3_options *opts, char *err, size_t errlen);
+struct store *store_s3_new(const struct store_s3_options *opts, char *err, size_t errlen);
 
 #endif

@@ -193,7 +193,7 @@ int main(int argc, char **argv)
         {"dir", required_argument, NULL, O_DIR},
         {NULL, 0, NULL, 0},
     };
-    struct s3_options o = {0};
+    struct store_s3_options o = {0};
     const char *dir_root = NULL;
     int c;
     long v;
