@@ -146,6 +146,10 @@ static void watch_put(struct faulty *f, const char *bucket, const char *key,
 static int f_put(struct store *st, const char *bucket, const char *key, const void *body,
                  size_t len, struct store_put_result *res, struct store_error *err)
 {
+    /* as a store fills it for a put that fails before it is sent: one
+     * attempt, no ETag, nothing ambiguous */
+    memset(res, 0, sizeof *res);
+    res->attempts = 1;
     struct store *in = fs_of(st)->inner;
     PASS(fs_of(st), FAULTY_PUT,
          (watch_put(fs_of(st), bucket, key, body, len),
@@ -156,6 +160,10 @@ static int f_put_if(struct store *st, const char *bucket, const char *key,
                     const void *body, size_t len, const char *if_match,
                     struct store_put_result *res, struct store_error *err)
 {
+    /* as a store fills it for a put that fails before it is sent: one
+     * attempt, no ETag, nothing ambiguous */
+    memset(res, 0, sizeof *res);
+    res->attempts = 1;
     struct store *in = fs_of(st)->inner;
     PASS(fs_of(st), FAULTY_PUT,
          (watch_put(fs_of(st), bucket, key, body, len),

@@ -6,8 +6,8 @@
  * journal write, an upload the store refuses, and writers racing uploads
  * (README, "The local journal"); and through the filesystem core
  * (fs/entries.c), a control file's upload the store refuses, keys closed
- * during an upload, and a failed upload's S3 error logged once and shown
- * whole in .status. Works in a fresh directory under the
+ * during an upload, leases between two mounts of one store, and a failed
+ * upload's S3 error logged once and shown whole in .status. Works in a fresh directory under the
  * current one (meson runs tests in the build directory) and removes it
  * afterwards. */
 #include "fs/entries.h"
@@ -47,11 +47,13 @@ struct env {
     struct layout layout;
 };
 
-static void env_open(struct env *e, const char *name, int resume_running)
+/* A mount of the store <store>-store with its journal in <cache>-cache. */
+static void env_open_at(struct env *e, const char *store, const char *cache,
+                        int resume_running)
 {
     memset(e, 0, sizeof *e);
-    snprintf(e->store_dir, sizeof e->store_dir, "%s/%s-store", top, name);
-    snprintf(e->cache_dir, sizeof e->cache_dir, "%s/%s-cache", top, name);
+    snprintf(e->store_dir, sizeof e->store_dir, "%s/%s-store", top, store);
+    snprintf(e->cache_dir, sizeof e->cache_dir, "%s/%s-cache", top, cache);
     char err[512] = "";
     struct store *dir = store_dir_new(e->store_dir, err, sizeof err);
     if (!dir)
@@ -71,6 +73,11 @@ static void env_open(struct env *e, const char *name, int resume_running)
     e->j = jobs_new(e->st, &e->layout, LZ, DLZ);
     REQUIRE(e->j != NULL);
     jobs_set_journal(e->j, e->jn);
+}
+
+static void env_open(struct env *e, const char *name, int resume_running)
+{
+    env_open_at(e, name, name, resume_running);
 }
 
 /* Drops everything the process holds: what stays is the journal file and
@@ -377,9 +384,9 @@ static void test_selection_edges(void)
     put_upload(&e, DLZ, "u", "100", "j", "completed", "{\"v\":\"page 1\"}", T);
     /* the dir store's pages hold 1000; the first listing is the DLZ's */
     for (int i = 0; i < 1100; i++) {
-        char date[16];
-        snprintf(date, sizeof date, "5%04d", i);
-        put_upload(&e, DLZ, "u", date, "other", "completed", "{}", T);
+        char other[16];
+        snprintf(other, sizeof other, "other%04d", i);
+        put_upload(&e, DLZ, "u", "500", other, "completed", "{}", T);
     }
     put_upload(&e, DLZ, "u", "999", "j", "completed", "{\"v\":\"page 2\"}", T);
     faulty_fail(e.st, FAULTY_LIST, 2, 1, -EIO);
@@ -1238,6 +1245,93 @@ static void test_entries_close_during_upload(void)
     env_close(&e);
 }
 
+/* ---- leases between two mounts of one store */
+
+/* Job leases for mount e, named mount (README, "Leases"); remembered
+ * beside its journal. */
+static struct leases *leases_on(struct env *e, const char *mount)
+{
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s", journal_path(e->jn));
+    *strrchr(dir, '/') = '\0';
+    struct lease_config lc = {.store = e->st, .bucket = LZ,
+                              .prefix = "dom/ds/_bookmarkfs_leases/", .ttl_ms = 60000,
+                              .idle_ms = 300000, .mount = mount, .state_dir = dir};
+    struct leases *ls = leases_new(&lc);
+    REQUIRE(ls != NULL);
+    e->j->leases = ls;
+    e->j->lease_mode = "on";
+    return ls;
+}
+
+static int status_names(struct entries *fs, const char *what)
+{
+    char *t = fs_get(fs, "/.status");
+    int found = strstr(t, what) != NULL;
+    if (!found)
+        fprintf(stderr, "  .status without '%s': %s\n", what, t);
+    free(t);
+    return found;
+}
+
+/* Mount a changes the job: mount b's changes get EBUSY naming a, until a
+ * writes completed; b then takes the lease and starts from a's upload. A
+ * lease claim the store fails changes nothing; once it works, a reloads
+ * b's newer state before its change. */
+static void test_leases_two_mounts(void)
+{
+    struct env a, b;
+    env_open_at(&a, "lease", "lease-a", 0);
+    env_open_at(&b, "lease", "lease-b", 0);
+    struct leases *la = leases_on(&a, "/mnt/a"), *lb = leases_on(&b, "/mnt/b");
+    struct entries *fa = NULL, *fb = NULL;
+    REQUIRE(entries_new(a.j, getuid(), getgid(), NULL, &fa) == 0);
+    REQUIRE(entries_new(b.j, getuid(), getgid(), NULL, &fb) == 0);
+
+    CHECK(entries_mkdir(fa, getuid(), "/job") == 0);
+    CHECK(fs_put(fa, "/job/k", 1, "1") == 0);
+    CHECK(entries_mkdir(fb, getuid(), "/job") == -EBUSY);
+    CHECK(status_names(fb, "/mnt/a"));
+    CHECK(journal_count(b.jn, "job") == 0);
+
+    CHECK(fs_put(fa, "/job/completed", 0, "1") == 0); /* uploads, releases */
+    CHECK(fs_put(fb, "/job/k", 0, "2") == 0);
+    char *t = fs_get(fb, "/job/.state.json");
+    CHECK(text_is(t, "{\"k\":2}\n"));
+    free(t);
+    CHECK(fs_put(fa, "/job/k", 0, "3") == -EBUSY);
+    CHECK(status_names(fa, "/mnt/b"));
+    t = fs_get(fa, "/job/k");
+    CHECK(text_is(t, "1\n"));
+    free(t);
+    CHECK(fs_put(fb, "/job/completed", 0, "1") == 0);
+
+    /* a's claim: the store fails the lease's conditional write */
+    uint64_t puts = faulty_calls(a.st, FAULTY_PUT);
+    faulty_fail(a.st, FAULTY_PUT, 1, 0, -EIO);
+    int rc = fs_put(fa, "/job/k", 0, "4");
+    CHECK(rc == -EIO);
+    if (rc != -EIO)
+        fprintf(stderr, "  the failed claim: %d\n", rc);
+    CHECK(faulty_calls(a.st, FAULTY_PUT) > puts);
+    t = fs_get(fa, "/job/k");
+    CHECK(text_is(t, "1\n"));
+    free(t);
+    CHECK(journal_changes(a.jn, "job") == 0);
+    faulty_fail(a.st, FAULTY_PUT, 0, 0, 0);
+    CHECK(fs_put(fa, "/job/new", 1, "5") == 0);
+    t = fs_get(fa, "/job/.state.json");
+    CHECK(text_is(t, "{\"k\":2,\"new\":5}\n")); /* b's upload, and the change */
+    free(t);
+
+    entries_free(fa);
+    entries_free(fb);
+    leases_free(la);
+    leases_free(lb);
+    env_close(&a);
+    env_close(&b);
+}
+
 /* ---- a failed upload's error: logged once, shown whole */
 
 /* The lines of a file that contain `what` (malloc'd text, "" when none);
@@ -1272,6 +1366,7 @@ static char *lines_with(const char *path, const char *what, int *n)
  * the error whole (README, "Observability"). */
 static void one_error_line_child(const char *log_path)
 {
+    failures = 0; /* the child's own */
     REQUIRE(log_use_file(log_path) == 0);
     struct env e;
     env_open(&e, "one-line", 0);
@@ -1358,6 +1453,7 @@ int main(void)
         {"concurrent_writers", test_concurrent_writers},
         {"entries_upload_failure", test_entries_upload_failure},
         {"entries_close_during_upload", test_entries_close_during_upload},
+        {"leases_two_mounts", test_leases_two_mounts},
         {"one_error_line", test_one_error_line},
     };
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
