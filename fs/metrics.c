@@ -332,5 +332,6 @@ char *metrics_text(size_t *len)
         return NULL;
     }
     *len = o.b.len;
-    return textbuf_take(&o.b, 0);
+    char *text;
+    return textbuf_take(&o.b, 0, &text) == 0 ? text : NULL;
 }

@@ -88,8 +88,8 @@ static char *dump_text(const json_t *v, size_t extra, size_t *len)
         return NULL;
     }
     size_t n = b.len;
-    char *out = textbuf_take(&b, extra);
-    if (out)
+    char *out;
+    if (textbuf_take(&b, extra, &out) == 0)
         *len = n;
     return out;
 }

@@ -5,13 +5,13 @@
  * BOOKMARKFS_CONTAINER_HOST ("host" or "host:port") replaces 169.254.170.2
  * for AWS_CONTAINER_CREDENTIALS_RELATIVE_URI; it exists for tests, which
  * stay on loopback. */
-#include "s3/tls.h"
 #include "s3/cred_internal.h"
+#include "s3/http.h"
+#include "s3/xml.h"
 #include "util/log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +19,6 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
-#include <libxml/parser.h>
 #include <openssl/crypto.h>
 
 #define CRED_HTTP_MAX_BODY (1024 * 1024)
@@ -29,181 +28,88 @@
 #define IMDS_ENDPOINT_V6 "http://[fd00:ec2::254]"
 #define IMDS_TOKEN_TTL "21600"
 
-static pthread_once_t global_once = PTHREAD_ONCE_INIT;
-static CURLcode global_rc = CURLE_OK;
-
-static void global_init(void)
-{
-    global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-    xmlInitParser();
-}
-
 void cred_global_init(void)
 {
-    pthread_once(&global_once, global_init);
-    if (global_rc != CURLE_OK)
-        log_error("libcurl initialisation failed: %s", curl_easy_strerror(global_rc));
+    s3_http_global_init(); /* logs a failure; the request then says it too */
+    s3_xml_init();
 }
 
 /* ------------------------------------------------------------------ */
-/* transport                                                           */
-
-struct sink {
-    char *buf;
-    size_t len, cap;
-    int too_big;
-    int oom;
-};
-
-static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    struct sink *s = ud;
-    size_t n = size * nmemb;
-    if (n > CRED_HTTP_MAX_BODY - s->len) {
-        s->too_big = 1;
-        return 0;
-    }
-    if (s->len + n + 1 > s->cap) {
-        size_t ncap = s->cap ? s->cap : 1024;
-        while (ncap < s->len + n + 1)
-            ncap *= 2;
-        char *nb = malloc(ncap);
-        if (!nb) {
-            s->oom = 1;
-            return 0;
-        }
-        if (s->len)
-            memcpy(nb, s->buf, s->len);
-        cred_free_buf(s->buf, s->cap); /* may hold secrets: wipe, not realloc */
-        s->buf = nb;
-        s->cap = ncap;
-    }
-    memcpy(s->buf + s->len, ptr, n);
-    s->len += n;
-    s->buf[s->len] = '\0';
-    return n;
-}
-
-static void wipe_slist(struct curl_slist *l)
-{
-    for (struct curl_slist *e = l; e; e = e->next)
-        if (e->data)
-            OPENSSL_cleanse(e->data, strlen(e->data));
-    curl_slist_free_all(l);
-}
-
-#define SETOPT(h, opt, val)                                                    \
-    do {                                                                       \
-        if (crc == CURLE_OK)                                                   \
-            crc = curl_easy_setopt((h), (opt), (val));                         \
-    } while (0)
+/* transport: the S3 transport's handle set-up (s3/http.h), with every
+ * buffer that may hold a secret wiped                                 */
 
 int cred_http(const struct cred_http_req *rq, struct cred_http_resp *rs,
               char *err, size_t errlen)
 {
     memset(rs, 0, sizeof *rs);
-    struct sink sink = {0};
+    size_t n = 0;
+    while (rq->headers && rq->headers[n])
+        n++;
     struct curl_slist *hdrs = NULL;
-    char ebuf[CURL_ERROR_SIZE];
-    int rc = 0;
-    ebuf[0] = '\0';
-
+    if (s3_http_header_list(rq->headers, n, &hdrs) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
     CURL *h = curl_easy_init();
     if (!h) {
+        s3_http_header_list_free(hdrs);
         snprintf(err, errlen, "cannot create an HTTP handle");
         return -ENOMEM;
     }
-    for (const char *const *hp = rq->headers; hp && *hp; hp++) {
-        struct curl_slist *n = curl_slist_append(hdrs, *hp);
-        if (!n) {
-            snprintf(err, errlen, "out of memory");
-            rc = -ENOMEM;
-            goto out;
-        }
-        hdrs = n;
-    }
-    /* No "Expect: 100-continue" round trip for our small bodies. */
-    struct curl_slist *n = curl_slist_append(hdrs, "Expect:");
-    if (!n) {
-        snprintf(err, errlen, "out of memory");
-        rc = -ENOMEM;
-        goto out;
-    }
-    hdrs = n;
-
+    struct s3_http_call call;
+    s3_http_call_init(&call, CRED_HTTP_MAX_BODY, 1);
+    struct s3_http_setup su = {
+        .url = rq->url,
+        .method = rq->method,
+        .body = rq->body,
+        .body_len = rq->body_len,
+        .headers = hdrs,
+        .connect_timeout_ms = rq->connect_timeout_ms,
+        .timeout_ms = rq->timeout_ms,
+        .ca_bundle = rq->ca_bundle,
+        .ca_file = rq->ca_file, /* --ca-file adds */
+    };
+    int rc = s3_http_setup(h, &su, &call);
     CURLcode crc = CURLE_OK;
-    SETOPT(h, CURLOPT_URL, rq->url);
-    SETOPT(h, CURLOPT_NOSIGNAL, 1L);
 #if LIBCURL_VERSION_NUM >= 0x075500
-    SETOPT(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (rc == 0)
+        crc = curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 #endif
-    SETOPT(h, CURLOPT_FOLLOWLOCATION, 0L);
-    SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, rq->connect_timeout_ms);
-    SETOPT(h, CURLOPT_TIMEOUT_MS, rq->timeout_ms);
-    SETOPT(h, CURLOPT_WRITEFUNCTION, on_data);
-    SETOPT(h, CURLOPT_WRITEDATA, &sink);
-    SETOPT(h, CURLOPT_ERRORBUFFER, ebuf);
-    SETOPT(h, CURLOPT_HTTPHEADER, hdrs);
-    SETOPT(h, CURLOPT_USERAGENT, "bookmarkfs/" BOOKMARKFS_VERSION);
-    if (rq->no_proxy)
-        SETOPT(h, CURLOPT_NOPROXY, "*");
-    if (crc == CURLE_OK)
-        crc = tls_setup(h, rq->ca_bundle, rq->ca_file); /* --ca-file adds */
-    if (strcmp(rq->method, "GET") != 0) {
-        if (strcmp(rq->method, "POST") != 0)
-            SETOPT(h, CURLOPT_CUSTOMREQUEST, rq->method);
-        SETOPT(h, CURLOPT_POSTFIELDSIZE, (long)rq->body_len);
-        SETOPT(h, CURLOPT_POSTFIELDS, rq->body ? rq->body : "");
-    }
-    if (crc != CURLE_OK) {
-        snprintf(err, errlen, "cannot set up the HTTP request: %s",
-                 curl_easy_strerror(crc));
-        rc = crc == CURLE_OUT_OF_MEMORY ? -ENOMEM : -EIO;
+    if (rc == 0 && crc == CURLE_OK)
+        crc = curl_easy_setopt(h, CURLOPT_USERAGENT, "bookmarkfs/" BOOKMARKFS_VERSION);
+    if (rc == 0 && crc == CURLE_OK && rq->no_proxy)
+        crc = curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
+    if (rc == 0 && crc != CURLE_OK)
+        rc = crc == CURLE_OUT_OF_MEMORY ? -ENOMEM : -EINVAL;
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot set up the HTTP request: %s", strerror(-rc));
+        rc = rc == -ENOMEM ? rc : -EIO;
         goto out;
     }
-
-    crc = curl_easy_perform(h);
-    if (crc != CURLE_OK) {
-        const char *why = ebuf[0] ? ebuf : curl_easy_strerror(crc);
-        if (sink.too_big)
-            why = "the answer is too large";
-        snprintf(err, errlen, "%s", why);
-        switch (crc) {
-        case CURLE_OPERATION_TIMEDOUT:
-            rc = -ETIMEDOUT;
-            break;
-        case CURLE_COULDNT_CONNECT:
-        case CURLE_COULDNT_RESOLVE_HOST:
-        case CURLE_COULDNT_RESOLVE_PROXY:
-            rc = -ECONNREFUSED;
-            break;
-        case CURLE_OUT_OF_MEMORY:
-            rc = -ENOMEM;
-            break;
-        default:
-            rc = sink.oom ? -ENOMEM : -EIO;
-            break;
-        }
-        goto out;
-    }
-    if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &rs->status) != CURLE_OK)
-        rs->status = 0;
-    if (!sink.buf) {
-        sink.buf = calloc(1, 1);
-        sink.cap = 1;
-        if (!sink.buf) {
+    switch (s3_http_run(h, &call, &rs->status, err, errlen)) {
+    case S3_HTTP_OK:
+        rs->len = call.body.len;
+        rc = textbuf_take(&call.body, 0, &rs->body);
+        if (rc < 0) {
+            rs->len = 0;
             snprintf(err, errlen, "out of memory");
-            rc = -ENOMEM;
-            goto out;
         }
+        break;
+    case S3_HTTP_TIMEOUT:
+        rc = -ETIMEDOUT;
+        break;
+    case S3_HTTP_CONNECT:
+    case S3_HTTP_RESOLVE:
+        rc = -ECONNREFUSED;
+        break;
+    default:
+        rc = call.oom ? -ENOMEM : -EIO;
+        break;
     }
-    rs->body = sink.buf;
-    rs->len = sink.len;
-    sink.buf = NULL;
 out:
-    cred_free_buf(sink.buf, sink.cap);
+    s3_http_call_free(&call);
     curl_easy_cleanup(h);
-    wipe_slist(hdrs);
+    s3_http_header_list_free(hdrs);
     return rc;
 }
 

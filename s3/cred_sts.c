@@ -6,6 +6,7 @@
  * answer is parsed with libxml2. */
 #include "s3/cred_internal.h"
 #include "s3/sigv4.h"
+#include "s3/xml.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -154,33 +155,25 @@ static char *form_add(char *body, size_t *blen, const char *name, const char *va
 static int sts_error(const struct cred_http_resp *rs, const char *action,
                      const char *token, char *note, size_t notelen)
 {
-    xmlDocPtr doc = parse_xml(rs);
-    xmlChar *code = NULL, *message = NULL;
-    if (doc) {
-        xmlNodePtr err = find_elem(xmlDocGetRootElement(doc), "Error");
-        code = child_text(err, "Code");
-        message = child_text(err, "Message");
-        wipe_doc(xmlDocGetRootElement(doc));
-        xmlFreeDoc(doc);
-    }
-    const char *m = message ? (const char *)message : "";
+    static const char *const denied[] = {
+        "AccessDenied", "InvalidIdentityToken", "ExpiredTokenException",
+        "ExpiredToken", "SignatureDoesNotMatch", "InvalidClientTokenId",
+    };
+    struct s3_error_doc doc;
+    int parsed = s3_xml_parse_error(rs->body, rs->len, &doc) == 0;
+    const char *code = parsed && doc.code[0] ? doc.code : NULL;
+    const char *m = parsed ? doc.message : "";
     if (token && strstr(m, token))
         m = "(message withheld: it quotes the token)";
     snprintf(note, notelen, "STS %s failed with HTTP %ld%s%s%s%.300s.", action,
-             rs->status, code ? " " : "", code ? (const char *)code : "",
-             *m ? ": " : "", m);
+             rs->status, code ? " " : "", code ? code : "", *m ? ": " : "", m);
     int rc = -EIO;
-    if (code && (xmlStrcmp(code, (const xmlChar *)"AccessDenied") == 0 ||
-                 xmlStrcmp(code, (const xmlChar *)"InvalidIdentityToken") == 0 ||
-                 xmlStrcmp(code, (const xmlChar *)"ExpiredTokenException") == 0 ||
-                 xmlStrcmp(code, (const xmlChar *)"ExpiredToken") == 0 ||
-                 xmlStrcmp(code, (const xmlChar *)"SignatureDoesNotMatch") == 0 ||
-                 xmlStrcmp(code, (const xmlChar *)"InvalidClientTokenId") == 0))
+    for (size_t i = 0; code && i < sizeof denied / sizeof denied[0]; i++)
+        if (strcmp(code, denied[i]) == 0)
+            rc = -EACCES;
+    if (!code && (rs->status == 401 || rs->status == 403))
         rc = -EACCES;
-    else if (!code && (rs->status == 401 || rs->status == 403))
-        rc = -EACCES;
-    free_secret_xml(message);
-    xmlFree(code);
+    OPENSSL_cleanse(&doc, sizeof doc);
     return rc;
 }
 

@@ -33,15 +33,20 @@ static CURLcode curl_init_rc = CURLE_OK;
 static void curl_init_once(void)
 {
     curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (curl_init_rc != CURLE_OK)
+        log_error("libcurl initialisation failed: %s", curl_easy_strerror(curl_init_rc));
+}
+
+int s3_http_global_init(void)
+{
+    pthread_once(&curl_once, curl_init_once);
+    return curl_init_rc == CURLE_OK ? 0 : -EIO;
 }
 
 struct s3_http *s3_http_new(const struct s3_http_options *opts)
 {
-    pthread_once(&curl_once, curl_init_once);
-    if (curl_init_rc != CURLE_OK) {
-        log_error("libcurl initialisation failed: %s", curl_easy_strerror(curl_init_rc));
+    if (s3_http_global_init() < 0)
         return NULL;
-    }
     struct s3_http *h = calloc(1, sizeof *h);
     if (!h)
         return NULL;
@@ -176,64 +181,45 @@ static void sleep_ms(long ms)
         ;
 }
 
-struct body_buf {
-    char *data;
-    size_t len, cap;
-    int too_big;
-};
-
 static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
-    struct body_buf *b = userdata;
+    struct s3_http_call *call = userdata;
     size_t n = size * nmemb;
     if (n == 0)
         return 0;
-    if (n > BODY_MAX - b->len) {
-        b->too_big = 1;
+    if (n > call->body_max - call->body.len) {
+        call->too_big = 1;
         return 0;
     }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d)
-            return 0;
-        b->data = d;
-        b->cap = cap;
+    if (textbuf_put(ptr, n, &call->body) != 0) {
+        call->oom = 1;
+        return 0;
     }
-    memcpy(b->data + b->len, ptr, n);
-    b->len += n;
-    b->data[b->len] = '\0';
     return n;
 }
 
-struct upload {
-    const char *data;
-    size_t len, off;
-};
-
 static size_t on_read(char *buf, size_t size, size_t nitems, void *userdata)
 {
-    struct upload *u = userdata;
-    size_t room = size * nitems, left = u->len - u->off;
+    struct s3_http_call *call = userdata;
+    size_t room = size * nitems, left = call->up_len - call->up_off;
     size_t n = left < room ? left : room;
     if (n) {
-        memcpy(buf, u->data + u->off, n);
-        u->off += n;
+        memcpy(buf, call->up + call->up_off, n);
+        call->up_off += n;
     }
     return n;
 }
 
 static int on_seek(void *userdata, curl_off_t offset, int origin)
 {
-    struct upload *u = userdata;
-    if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > u->len)
+    struct s3_http_call *call = userdata;
+    if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > call->up_len)
         return CURL_SEEKFUNC_CANTSEEK;
-    u->off = (size_t)offset;
+    call->up_off = (size_t)offset;
     return CURL_SEEKFUNC_OK;
 }
 
+/* The one map from libcurl's codes to what failed. */
 static enum s3_http_fail classify(CURLcode rc)
 {
     switch (rc) {
@@ -275,12 +261,129 @@ static enum s3_http_fail classify(CURLcode rc)
     }
 }
 
+void s3_http_call_init(struct s3_http_call *call, size_t body_max, int secret)
+{
+    memset(call, 0, sizeof *call);
+    if (secret)
+        textbuf_init_secret(&call->body);
+    else
+        textbuf_init(&call->body);
+    call->body_max = body_max;
+}
+
+void s3_http_call_free(struct s3_http_call *call)
+{
+    textbuf_free(&call->body);
+}
+
+int s3_http_header_list(const char *const *hdrs, size_t n, struct curl_slist **out)
+{
+    struct curl_slist *list = NULL;
+    for (size_t i = 0; i <= n; i++) {
+        /* No "Expect: 100-continue" round trip before bodies. */
+        const char *h = i < n ? hdrs[i] : "Expect:";
+        if (!h)
+            continue;
+        struct curl_slist *nl = curl_slist_append(list, h);
+        if (!nl) {
+            s3_http_header_list_free(list);
+            *out = NULL;
+            return -ENOMEM;
+        }
+        list = nl;
+    }
+    *out = list;
+    return 0;
+}
+
+void s3_http_header_list_free(struct curl_slist *list)
+{
+    /* Signed headers carry the session token, the credential endpoints'
+     * the authorization token: wiped before they are freed. */
+    for (struct curl_slist *e = list; e; e = e->next)
+        if (e->data)
+            explicit_bzero(e->data, strlen(e->data));
+    curl_slist_free_all(list);
+}
+
+int s3_http_setup(CURL *c, const struct s3_http_setup *su, struct s3_http_call *call)
+{
+    call->up = su->body;
+    call->up_len = su->body ? su->body_len : 0;
+    call->up_off = 0;
+    call->errbuf[0] = '\0';
+    CURLcode cc = CURLE_OK;
+#define SET(opt, val)                                     \
+    do {                                                  \
+        if (cc == CURLE_OK)                               \
+            cc = curl_easy_setopt(c, opt, val);           \
+    } while (0)
+    SET(CURLOPT_URL, su->url);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_ERRORBUFFER, call->errbuf);
+    SET(CURLOPT_HTTPHEADER, su->headers);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, su->connect_timeout_ms);
+    SET(CURLOPT_TIMEOUT_MS, su->timeout_ms);
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    SET(CURLOPT_WRITEFUNCTION, on_write);
+    SET(CURLOPT_WRITEDATA, call);
+    if (strcmp(su->method, "GET") == 0) {
+        SET(CURLOPT_HTTPGET, 1L);
+    } else if (strcmp(su->method, "HEAD") == 0) {
+        SET(CURLOPT_NOBODY, 1L);
+    } else if (strcmp(su->method, "PUT") == 0) {
+        SET(CURLOPT_UPLOAD, 1L);
+        SET(CURLOPT_READFUNCTION, on_read);
+        SET(CURLOPT_READDATA, call);
+        SET(CURLOPT_SEEKFUNCTION, on_seek);
+        SET(CURLOPT_SEEKDATA, call);
+        SET(CURLOPT_INFILESIZE_LARGE, (curl_off_t)call->up_len);
+    } else if (strcmp(su->method, "POST") == 0) {
+        /* Not copied: the form may hold a token the caller wipes. */
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)call->up_len);
+        SET(CURLOPT_POSTFIELDS, call->up ? (const char *)call->up : "");
+    } else {
+        SET(CURLOPT_CUSTOMREQUEST, su->method);
+    }
+#undef SET
+    int rc = cc == CURLE_OK ? tls_setup(c, su->ca_bundle, su->ca_file) : 0;
+    if (cc != CURLE_OK)
+        rc = cc == CURLE_OUT_OF_MEMORY ? -ENOMEM : -EINVAL;
+    return rc;
+}
+
+enum s3_http_fail s3_http_run(CURL *c, struct s3_http_call *call, long *status,
+                              char *err, size_t errlen)
+{
+    CURLcode cc = curl_easy_perform(c);
+    enum s3_http_fail f = classify(cc);
+    *status = 0;
+    if (cc == CURLE_OK) {
+        if (curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status) != CURLE_OK)
+            *status = 0;
+        err[0] = '\0';
+        return f;
+    }
+    if (cc == CURLE_OUT_OF_MEMORY)
+        call->oom = 1;
+    if (call->too_big)
+        snprintf(err, errlen, "answer larger than %zu bytes", call->body_max);
+    else if (call->oom)
+        snprintf(err, errlen, "out of memory");
+    else
+        snprintf(err, errlen, "%s", call->errbuf[0] ? call->errbuf : curl_easy_strerror(cc));
+    return f;
+}
+
 static void free_headers(char **hdrs, size_t n)
 {
     if (!hdrs)
         return;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        if (hdrs[i])
+            explicit_bzero(hdrs[i], strlen(hdrs[i]));
         free(hdrs[i]);
+    }
     free(hdrs);
 }
 
@@ -318,103 +421,62 @@ static int one_try(struct s3_http *h, const struct s3_http_request *req,
         return rc;
     }
     struct curl_slist *list = NULL;
-    rc = 0;
-    for (size_t i = 0; i < nhdrs && rc == 0; i++) {
-        struct curl_slist *nl = curl_slist_append(list, hdrs[i]);
-        if (!nl)
-            rc = -ENOMEM;
-        else
-            list = nl;
-    }
-    /* No "Expect: 100-continue" round trip before bodies. */
-    if (rc == 0) {
-        struct curl_slist *nl = curl_slist_append(list, "Expect:");
-        if (!nl)
-            rc = -ENOMEM;
-        else
-            list = nl;
-    }
+    rc = s3_http_header_list((const char *const *)hdrs, nhdrs, &list);
     free_headers(hdrs, nhdrs);
     CURL *c = rc == 0 ? pool_get(h) : NULL;
     if (rc == 0 && !c)
         rc = -ENOMEM;
     if (rc < 0) {
-        curl_slist_free_all(list);
+        s3_http_header_list_free(list);
         free(url);
         return rc;
     }
 
-    char errbuf[CURL_ERROR_SIZE];
-    errbuf[0] = '\0';
-    struct body_buf body = {0};
-    struct upload up = {req->body, req->body ? req->body_len : 0, 0};
+    struct s3_http_call call;
+    s3_http_call_init(&call, BODY_MAX, 0);
+    struct s3_http_setup su = {
+        .url = url,
+        .method = req->method,
+        .body = req->body,
+        .body_len = req->body_len,
+        .headers = list,
+        .connect_timeout_ms = h->o.connect_timeout_ms,
+        .timeout_ms = h->o.timeout_ms,
+        .ca_bundle = h->ca_bundle, /* verified; --ca-file adds */
+        .ca_file = h->ca_file,
+    };
+    rc = s3_http_setup(c, &su, &call);
     CURLcode cc = CURLE_OK;
-#define SET(opt, val)                                     \
-    do {                                                  \
-        if (cc == CURLE_OK)                               \
-            cc = curl_easy_setopt(c, opt, val);           \
-    } while (0)
-    SET(CURLOPT_URL, url);
-    SET(CURLOPT_PATH_AS_IS, 1L); /* keys may hold "." and ".." segments */
-    SET(CURLOPT_NOSIGNAL, 1L);
-    SET(CURLOPT_ERRORBUFFER, errbuf);
-    SET(CURLOPT_HTTPHEADER, list);
-    SET(CURLOPT_CONNECTTIMEOUT_MS, h->o.connect_timeout_ms);
-    SET(CURLOPT_TIMEOUT_MS, h->o.timeout_ms);
-    if (cc == CURLE_OK)
-        cc = tls_setup(c, h->ca_bundle, h->ca_file); /* verified; --ca-file adds */
-    SET(CURLOPT_TCP_KEEPALIVE, 1L);
-    SET(CURLOPT_FOLLOWLOCATION, 0L);
-    SET(CURLOPT_WRITEFUNCTION, on_write);
-    SET(CURLOPT_WRITEDATA, &body);
-    if (strcmp(req->method, "GET") == 0) {
-        SET(CURLOPT_HTTPGET, 1L);
-    } else if (strcmp(req->method, "HEAD") == 0) {
-        SET(CURLOPT_NOBODY, 1L);
-    } else if (strcmp(req->method, "PUT") == 0) {
-        SET(CURLOPT_UPLOAD, 1L);
-        SET(CURLOPT_READFUNCTION, on_read);
-        SET(CURLOPT_READDATA, &up);
-        SET(CURLOPT_SEEKFUNCTION, on_seek);
-        SET(CURLOPT_SEEKDATA, &up);
-        SET(CURLOPT_INFILESIZE_LARGE, (curl_off_t)up.len);
-    } else {
-        SET(CURLOPT_CUSTOMREQUEST, req->method);
+    if (rc == 0) {
+        cc = curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L); /* keys may hold "." and ".." segments */
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+        if (cc != CURLE_OK)
+            rc = cc == CURLE_OUT_OF_MEMORY ? -ENOMEM : -EINVAL;
     }
-#undef SET
-    if (cc == CURLE_OK)
-        cc = curl_easy_perform(c);
-    resp->fail = classify(cc);
-    if (cc == CURLE_OK) {
-        long status = 0;
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        resp->status = status;
+    if (rc < 0) {
+        resp->status = 0;
+        resp->fail = S3_HTTP_OTHER;
+        snprintf(resp->error, sizeof resp->error, "%s",
+                 rc == -ENOMEM ? "out of memory" : "cannot set up the request");
+    } else {
+        resp->fail = s3_http_run(c, &call, &resp->status, resp->error, sizeof resp->error);
+    }
+    if (rc == 0 && resp->fail == S3_HTTP_OK) {
         copy_header(c, "ETag", resp->etag, sizeof resp->etag, 1);
         copy_header(c, "x-amz-request-id", resp->request_id, sizeof resp->request_id, 0);
         copy_header(c, "Date", resp->date, sizeof resp->date, 0);
         copy_header(c, "Last-Modified", resp->last_modified, sizeof resp->last_modified, 0);
-        resp->body = body.data;
-        resp->body_len = body.len;
-        body.data = NULL;
-        if (!resp->body) {
-            resp->body = calloc(1, 1);
-            if (!resp->body) {
-                resp->fail = S3_HTTP_OTHER;
-                snprintf(resp->error, sizeof resp->error, "out of memory");
-            }
+        resp->body_len = call.body.len;
+        if (textbuf_take(&call.body, 0, &resp->body) < 0) {
+            resp->body_len = 0;
+            resp->fail = S3_HTTP_OTHER;
+            snprintf(resp->error, sizeof resp->error, "out of memory");
         }
-    } else {
-        resp->status = 0;
-        if (body.too_big)
-            snprintf(resp->error, sizeof resp->error, "answer larger than %zu bytes",
-                     BODY_MAX);
-        else
-            snprintf(resp->error, sizeof resp->error, "%s",
-                     errbuf[0] ? errbuf : curl_easy_strerror(cc));
     }
-    free(body.data);
+    s3_http_call_free(&call);
     pool_put(h, c);
-    curl_slist_free_all(list);
+    s3_http_header_list_free(list);
     free(url);
     return 0;
 }

@@ -10,6 +10,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <curl/curl.h>
+
+#include "util/textbuf.h"
+
 #define S3_HTTP_ETAG_MAX 80 /* as STORE_ETAG_MAX */
 #define S3_HTTP_ERR_MAX 256
 
@@ -98,5 +102,61 @@ int s3_http_retryable_status(long status);
 /* Full-jitter back-off for the given retry number (1 = first retry):
  * a uniform random delay in [0, min(cap, base * 2^(retry-1))] ms. */
 long s3_http_backoff_ms(long base_ms, long cap_ms, int retry);
+
+/* Once per process, before the first handle: libcurl's global set-up. 0,
+ * or -EIO (logged once). s3_http_new calls it; so does the credential
+ * chain, which makes its own handles. */
+int s3_http_global_init(void);
+
+/* ---- the handle set-up every request of the S3 client shares ----
+ * The transport's tries and the credential endpoints' requests (s3/cred_http.c)
+ * set their easy handles up alike: URL, headers, time-outs, no redirects,
+ * TLS verification (s3/tls.h), the method and its body, and the answer's
+ * body into a bounded textbuf; each then adds its own options. */
+
+/* What one request sends. */
+struct s3_http_setup {
+    const char *url;
+    const char *method;          /* GET, HEAD, PUT (body uploaded, seekable),
+                                    POST (body as the form, not copied), or
+                                    another (sent as is, no body) */
+    const void *body;            /* PUT/POST body, may be NULL */
+    size_t body_len;
+    struct curl_slist *headers;  /* from s3_http_header_list */
+    long connect_timeout_ms;
+    long timeout_ms;
+    const char *ca_bundle;       /* as tls_setup takes them */
+    const char *ca_file;
+};
+
+/* One request's state, which the handle points into until it is done. */
+struct s3_http_call {
+    char errbuf[CURL_ERROR_SIZE];
+    struct textbuf body;         /* the answer's body */
+    size_t body_max;             /* a longer answer fails (too_big) */
+    int too_big, oom;
+    const char *up;              /* the body being sent */
+    size_t up_len, up_off;
+};
+
+/* secret: the answer may hold credentials (wiped wherever it goes). */
+void s3_http_call_init(struct s3_http_call *call, size_t body_max, int secret);
+void s3_http_call_free(struct s3_http_call *call);
+
+/* The header list of n "Name: value" lines (NULL entries skipped), with
+ * "Expect:" added (no 100-continue round trip). 0 or -ENOMEM. */
+int s3_http_header_list(const char *const *hdrs, size_t n, struct curl_slist **out);
+/* Wipes the lines (they may carry tokens) and frees the list. */
+void s3_http_header_list_free(struct curl_slist *list);
+
+/* Sets c up for su, answering into call. 0, or -ENOMEM or -EINVAL (an
+ * option libcurl refused). */
+int s3_http_setup(CURL *c, const struct s3_http_setup *su, struct s3_http_call *call);
+
+/* Performs the request set up on c. S3_HTTP_OK with *status set when an
+ * answer arrived (its body in call->body), else what failed, with err
+ * saying it in a line (no secrets) and call->oom set when memory ran out. */
+enum s3_http_fail s3_http_run(CURL *c, struct s3_http_call *call, long *status,
+                              char *err, size_t errlen);
 
 #endif

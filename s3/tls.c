@@ -1,5 +1,7 @@
 #include "s3/tls.h"
 
+#include <errno.h>
+
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -19,7 +21,7 @@ static CURLcode add_ca_file(CURL *h, void *ssl_ctx, void *arg)
     return CURLE_OK;
 }
 
-CURLcode tls_setup(CURL *h, const char *ca_bundle, const char *ca_file)
+int tls_setup(CURL *h, const char *ca_bundle, const char *ca_file)
 {
     CURLcode rc = curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
     if (rc == CURLE_OK)
@@ -30,10 +32,11 @@ CURLcode tls_setup(CURL *h, const char *ca_bundle, const char *ca_file)
         rc = curl_easy_setopt(h, CURLOPT_CAINFO, ca_bundle);
     if (rc == CURLE_OK && ca_bundle)
         rc = curl_easy_setopt(h, CURLOPT_CAPATH, (char *)NULL);
-    if (rc != CURLE_OK || !ca_file)
-        return rc;
-    rc = curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, add_ca_file);
-    if (rc == CURLE_OK)
+    if (rc == CURLE_OK && ca_file)
+        rc = curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, add_ca_file);
+    if (rc == CURLE_OK && ca_file)
         rc = curl_easy_setopt(h, CURLOPT_SSL_CTX_DATA, (void *)ca_file);
-    return rc;
+    if (rc == CURLE_OK)
+        return 0;
+    return rc == CURLE_OUT_OF_MEMORY ? -ENOMEM : -EINVAL;
 }

@@ -9,7 +9,8 @@
 /* Sets up h to verify peers against ca_bundle (PEM) instead of the system
  * bundle when ca_bundle is not NULL, else against the system bundle, and,
  * when ca_file is not NULL, also against the certificates in ca_file (PEM).
- * The strings must outlive the handle's requests. Returns a CURLcode. */
-CURLcode tls_setup(CURL *h, const char *ca_bundle, const char *ca_file);
+ * The strings must outlive the handle's requests. Returns 0, or -ENOMEM
+ * or -EINVAL (libcurl refused an option). */
+int tls_setup(CURL *h, const char *ca_bundle, const char *ca_file);
 
 #endif

@@ -72,11 +72,37 @@ static void copy_text(const xmlNode *parent, const char *name, char *dst,
     const xmlNode *n = child(parent, name);
     if (!n)
         return;
-    char *t = text_of(n);
+    xmlChar *t = xmlNodeGetContent(n);
     if (!t)
         return;
-    snprintf(dst, dstlen, "%s", t);
-    free(t);
+    snprintf(dst, dstlen, "%s", (const char *)t);
+    explicit_bzero(t, (size_t)xmlStrlen(t)); /* errors' texts: see s3_xml_parse_error */
+    xmlFree(t);
+}
+
+/* The first element named name at or under n and its siblings, depth
+ * first. */
+static const xmlNode *find_elem(const xmlNode *n, const char *name)
+{
+    for (; n; n = n->next) {
+        if (name_is(n, name))
+            return n;
+        const xmlNode *c = find_elem(n->children, name);
+        if (c)
+            return c;
+    }
+    return NULL;
+}
+
+/* Wipes every text node: an error's message may quote a token. */
+static void wipe_text(xmlNode *n)
+{
+    for (; n; n = n->next) {
+        if ((n->type == XML_TEXT_NODE || n->type == XML_CDATA_SECTION_NODE) &&
+            n->content)
+            explicit_bzero(n->content, (size_t)xmlStrlen(n->content));
+        wipe_text(n->children);
+    }
 }
 
 int s3_xml_parse_error(const char *body, size_t len, struct s3_error_doc *out)
@@ -86,13 +112,19 @@ int s3_xml_parse_error(const char *body, size_t len, struct s3_error_doc *out)
     if (!doc)
         return -EINVAL;
     int rc = -EINVAL;
-    const xmlNode *root = xmlDocGetRootElement(doc);
-    if (root && name_is(root, "Error")) {
-        copy_text(root, "Code", out->code, sizeof out->code);
-        copy_text(root, "Message", out->message, sizeof out->message);
-        copy_text(root, "RequestId", out->request_id, sizeof out->request_id);
+    xmlNode *root = xmlDocGetRootElement(doc);
+    const xmlNode *err = root && name_is(root, "ErrorResponse")
+                             ? find_elem(root->children, "Error")
+                             : root && name_is(root, "Error") ? root : NULL;
+    if (err) {
+        copy_text(err, "Code", out->code, sizeof out->code);
+        copy_text(err, "Message", out->message, sizeof out->message);
+        copy_text(err, "RequestId", out->request_id, sizeof out->request_id);
+        if (!out->request_id[0] && err != root) /* STS: beside the Error */
+            copy_text(root, "RequestId", out->request_id, sizeof out->request_id);
         rc = 0;
     }
+    wipe_text(root);
     xmlFreeDoc(doc);
     return rc;
 }

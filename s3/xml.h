@@ -17,7 +17,10 @@ struct s3_error_doc {
 /* Once per process, before threads use the parser (also done lazily). */
 void s3_xml_init(void);
 
-/* Parses an <Error> document. Returns 0, or -EINVAL when body is not one. */
+/* Parses an <Error> document (S3), or an <ErrorResponse> holding one
+ * (STS); the document's text is wiped before it is freed (an STS message
+ * may quote the caller's token). Returns 0, or -EINVAL when body is not
+ * one. */
 int s3_xml_parse_error(const char *body, size_t len, struct s3_error_doc *out);
 
 /* Parses a <ListBucketResult> (ListObjectsV2) into out (objects, count,
