@@ -1,5 +1,6 @@
 #include "fs/options.h"
 #include "fs/lease.h"
+#include "s3/defaults.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -322,10 +323,10 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
         bad_segment("user", o->user, err, errlen) ||
         bad_segment("file-type", o->file_type, err, errlen))
         return -1;
-    o->connect_timeout_ms = 5000;
-    o->timeout_ms = 30000;
-    o->max_attempts = 5;
-    o->max_retry_ms = 60000;
+    o->connect_timeout_ms = S3_DEFAULT_CONNECT_TIMEOUT_MS;
+    o->timeout_ms = S3_DEFAULT_TIMEOUT_MS;
+    o->max_attempts = S3_DEFAULT_MAX_ATTEMPTS;
+    o->max_retry_ms = S3_DEFAULT_RETRY_TIME_MS;
     /* Bounds keep the time arithmetic far from overflow and the values
      * from being cut to a narrower type (README, "Command line"). */
     if (parse_ms("connect-timeout", o->connect_timeout, &o->connect_timeout_ms, 1,
@@ -447,10 +448,14 @@ void options_usage(const char *prog)
            "                          default " SCRATCH_DEFAULT "\n"
            "  --log-file=PATH         log to this file (default: stderr with -f, else syslog;\n"
            "                          without a syslog socket, CACHE-DIR/bookmarkfs.log)\n"
-           "  --connect-timeout=MS    S3 connect time-out (default: 5000)\n"
-           "  --timeout=MS            S3 time-out per request (default: 30000)\n"
-           "  --retries=N             S3 attempts per operation (default: 5)\n"
-           "  --retry-time=MS         S3 time bound per operation, retries included (default: 60000)\n"
+           "  --connect-timeout=MS    S3 connect time-out (default: "
+           S3_DEFAULT_STR(S3_DEFAULT_CONNECT_TIMEOUT_MS) ")\n"
+           "  --timeout=MS            S3 time-out per request (default: "
+           S3_DEFAULT_STR(S3_DEFAULT_TIMEOUT_MS) ")\n"
+           "  --retries=N             S3 attempts per operation (default: "
+           S3_DEFAULT_STR(S3_DEFAULT_MAX_ATTEMPTS) ")\n"
+           "  --retry-time=MS         S3 time bound per operation, retries included (default: "
+           S3_DEFAULT_STR(S3_DEFAULT_RETRY_TIME_MS) ")\n"
            "  --spin-us=US            how long the thread that reads requests watches for the\n"
            "                          next one before it sleeps; 0: never (default: 20)\n"
            "  --relist-window=SECONDS upload dates this long before the previous listing are\n"

@@ -6,6 +6,7 @@
  * for AWS_CONTAINER_CREDENTIALS_RELATIVE_URI; it exists for tests, which
  * stay on loopback. */
 #include "s3/cred_internal.h"
+#include "s3/defaults.h"
 #include "s3/http.h"
 #include "s3/xml.h"
 #include "util/log.h"
@@ -22,7 +23,6 @@
 #include <openssl/crypto.h>
 
 #define CRED_HTTP_MAX_BODY (1024 * 1024)
-#define CRED_CONNECT_TIMEOUT_MS 1000L
 #define CONTAINER_HOST "169.254.170.2"
 #define IMDS_ENDPOINT "http://169.254.169.254"
 #define IMDS_ENDPOINT_V6 "http://[fd00:ec2::254]"
@@ -339,7 +339,7 @@ int cred_container_get(const struct cred_options *o, struct aws_credentials *out
         .method = "GET",
         .url = url,
         .headers = headers,
-        .connect_timeout_ms = CRED_CONNECT_TIMEOUT_MS,
+        .connect_timeout_ms = S3_DEFAULT_CRED_CONNECT_TIMEOUT_MS,
         .timeout_ms = cred_timeout_ms(o),
         .ca_file = o ? o->ca_file : NULL,
         .ca_bundle = o ? o->ca_bundle : NULL,
@@ -413,7 +413,7 @@ int cred_imds_get(const struct cred_options *o, struct aws_credentials *out,
         .method = "PUT",
         .url = url,
         .headers = put_headers,
-        .connect_timeout_ms = CRED_CONNECT_TIMEOUT_MS,
+        .connect_timeout_ms = S3_DEFAULT_CRED_CONNECT_TIMEOUT_MS,
         .timeout_ms = timeout,
         .no_proxy = 1,
     };

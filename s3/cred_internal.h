@@ -18,9 +18,6 @@
 
 #define CRED_ABSENT 1
 
-/* Default per-request time-out when cred_options.timeout_ms is 0. */
-#define CRED_DEFAULT_TIMEOUT_MS 5000L
-
 /* ---- providers ---- */
 int cred_env_get(struct aws_credentials *out, char *note, size_t notelen);
 /* profile: the resolved profile name; named: 1 when the user named it (option

@@ -8,6 +8,7 @@
  * their expiry; while one thread refreshes, the others keep using the cached
  * credentials as long as they have not expired. */
 #include "s3/cred_internal.h"
+#include "s3/defaults.h"
 #include "util/iso8601.h"
 #include "util/log.h"
 
@@ -212,7 +213,7 @@ char *cred_expand_home(const char *path)
 
 long cred_timeout_ms(const struct cred_options *o)
 {
-    return o && o->timeout_ms > 0 ? o->timeout_ms : CRED_DEFAULT_TIMEOUT_MS;
+    return o && o->timeout_ms > 0 ? o->timeout_ms : S3_DEFAULT_CRED_TIMEOUT_MS;
 }
 
 /* ------------------------------------------------------------------ */

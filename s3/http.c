@@ -1,5 +1,6 @@
 /* libcurl transport: pooled easy handles, time-outs, TLS, retries. */
 #include "s3/http.h"
+#include "s3/defaults.h"
 #include "s3/tls.h"
 
 #include <errno.h>
@@ -53,17 +54,17 @@ struct s3_http *s3_http_new(const struct s3_http_options *opts)
     if (opts)
         h->o = *opts;
     if (h->o.connect_timeout_ms <= 0)
-        h->o.connect_timeout_ms = 5000;
+        h->o.connect_timeout_ms = S3_DEFAULT_CONNECT_TIMEOUT_MS;
     if (h->o.timeout_ms <= 0)
-        h->o.timeout_ms = 30000;
+        h->o.timeout_ms = S3_DEFAULT_TIMEOUT_MS;
     if (h->o.max_attempts <= 0)
-        h->o.max_attempts = 5;
+        h->o.max_attempts = S3_DEFAULT_MAX_ATTEMPTS;
     if (h->o.max_retry_ms <= 0)
-        h->o.max_retry_ms = 60000;
+        h->o.max_retry_ms = S3_DEFAULT_RETRY_TIME_MS;
     if (h->o.backoff_base_ms <= 0)
-        h->o.backoff_base_ms = 100;
+        h->o.backoff_base_ms = S3_DEFAULT_BACKOFF_BASE_MS;
     if (h->o.backoff_cap_ms <= 0)
-        h->o.backoff_cap_ms = 5000;
+        h->o.backoff_cap_ms = S3_DEFAULT_BACKOFF_CAP_MS;
     h->o.ca_file = NULL;
     h->o.ca_bundle = NULL;
     if ((opts && opts->ca_file && opts->ca_file[0] &&

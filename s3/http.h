@@ -18,14 +18,15 @@
 #define S3_HTTP_ERR_MAX 256
 
 struct s3_http_options {
-    long connect_timeout_ms; /* <= 0: 5000 */
-    long timeout_ms;         /* whole request; <= 0: 30000 */
+    /* <= 0 in any of the numbers: its default in s3/defaults.h */
+    long connect_timeout_ms;
+    long timeout_ms;         /* whole request */
     const char *ca_file;     /* extra CA bundle, or NULL for the system's */
     const char *ca_bundle;   /* replaces the system bundle (AWS_CA_BUNDLE), or NULL */
-    int max_attempts;        /* <= 0: 5 */
-    long max_retry_ms;       /* bound on the whole operation; <= 0: 60000 */
-    long backoff_base_ms;    /* <= 0: 100 */
-    long backoff_cap_ms;     /* <= 0: 5000 */
+    int max_attempts;
+    long max_retry_ms;       /* bound on the whole operation */
+    long backoff_base_ms;
+    long backoff_cap_ms;
 };
 
 struct s3_http_response;

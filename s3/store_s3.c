@@ -17,6 +17,7 @@
 #include "s3/http.h"
 #include "s3/sigv4.h"
 #include "s3/xml.h"
+#include "s3/defaults.h"
 #include "util/clock.h"
 #include "util/env.h"
 #include "util/log.h"
@@ -816,12 +817,13 @@ struct store *store_s3_new(const struct store_s3_options *opts, char *err, size_
 
     s3_xml_init(); /* before threads parse answers */
     struct s3_http_options ho = {
-        .connect_timeout_ms = o.connect_timeout_ms > 0 ? o.connect_timeout_ms : 5000,
-        .timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : 30000,
+        .connect_timeout_ms = o.connect_timeout_ms > 0 ? o.connect_timeout_ms
+                                                       : S3_DEFAULT_CONNECT_TIMEOUT_MS,
+        .timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : S3_DEFAULT_TIMEOUT_MS,
         .ca_file = o.ca_file,
         .ca_bundle = s->ca_bundle,
-        .max_attempts = o.max_attempts > 0 ? o.max_attempts : 5,
-        .max_retry_ms = o.max_retry_ms > 0 ? o.max_retry_ms : 60000,
+        .max_attempts = o.max_attempts > 0 ? o.max_attempts : S3_DEFAULT_MAX_ATTEMPTS,
+        .max_retry_ms = o.max_retry_ms > 0 ? o.max_retry_ms : S3_DEFAULT_RETRY_TIME_MS,
     };
     /* A whole listing, all its pages: ten times the bound on one operation
      * (README, "Retries"). */
