@@ -47,7 +47,8 @@ static struct store *open_store(const struct options *o, char *err, size_t errle
     return store_s3_new(&so, err, errlen);
 }
 
-/* Both buckets reachable with these credentials, before mounting. */
+/* Both buckets reachable with these credentials, before mounting. 0 or a
+ * negative errno (the reason printed). */
 static int check_store(struct store *st, const struct options *o)
 {
     char msg[512] = "";
@@ -58,7 +59,7 @@ static int check_store(struct store *st, const struct options *o)
         if (rc < 0) {
             fprintf(stderr, "bookmarkfs: %s\n",
                     msg[0] ? msg : strerror(-rc));
-            return -1;
+            return rc;
         }
     }
     return 0;
@@ -106,7 +107,7 @@ static void read_gauges(struct metrics_gauges *g, void *arg)
 
 /* --lease (README, "Leases"): probes whether the store honours conditional
  * writes; on refuses to mount where it does not, auto says so in one line
- * and mounts without leases. 0 or -1 (the reason printed). */
+ * and mounts without leases. 0 or a negative errno (the reason printed). */
 static int set_up_leases(const struct options *o, struct store *st, struct journal *jn,
                          const char *mountpoint, struct jobs *jobs, struct leases **out)
 {
@@ -134,7 +135,7 @@ static int set_up_leases(const struct options *o, struct store *st, struct journ
     free(where);
     if (!ls) {
         fprintf(stderr, "bookmarkfs: out of memory\n");
-        return -1;
+        return -ENOMEM;
     }
     char msg[512] = "";
     int rc = leases_probe(ls, msg, sizeof msg);
@@ -142,14 +143,14 @@ static int set_up_leases(const struct options *o, struct store *st, struct journ
         /* Not known whether the store honours them: never guessed. */
         fprintf(stderr, "bookmarkfs: %s.\n", msg[0] ? msg : strerror(-rc));
         leases_free(ls);
-        return -1;
+        return rc;
     }
     if (rc <= 0) {
         if (o->lease_mode == LEASE_ON) {
             fprintf(stderr, "bookmarkfs: --lease=on: %s; this store cannot hold job "
                     "leases (use --lease=off to mount without them).\n", msg);
             leases_free(ls);
-            return -1;
+            return -EOPNOTSUPP;
         }
         fprintf(stderr, "bookmarkfs: no job leases on this store (%s); two mounts "
                 "of one dataset are not kept apart.\n", msg);
