@@ -13,6 +13,14 @@
 struct fault {
     uint64_t from, to; /* calls numbered from..to fail (to 0: no end); from 0: none */
     struct store_error as; /* what they fail with */
+    int lost;          /* puts: sent on, their answer lost (faulty_lose) */
+};
+
+/* What one call is to meet: the error it fails with (as.err 0: none), and
+ * whether only after the store underneath has taken it. */
+struct verdict {
+    struct store_error as;
+    int lost;
 };
 
 struct faulty {
@@ -36,17 +44,18 @@ static struct faulty *fs_of(struct store *st) { return (struct faulty *)st; }
 
 enum stage { BEFORE, AFTER };
 
-/* Counts a call of op; returns its number, and in *fail the error it must
- * fail with (fail->err 0: none). */
-static uint64_t enter(struct faulty *f, enum faulty_op op, struct store_error *fail)
+/* Counts a call of op; returns its number, and in *v what it meets. */
+static uint64_t enter(struct faulty *f, enum faulty_op op, struct verdict *v)
 {
     pthread_mutex_lock(&f->lock);
     uint64_t n = ++f->calls[op];
     const struct fault *ft = &f->faults[op];
-    if (ft->from && n >= ft->from && (!ft->to || n <= ft->to))
-        *fail = ft->as;
-    else
-        fail->err = 0;
+    v->as.err = 0;
+    v->lost = 0;
+    if (ft->from && n >= ft->from && (!ft->to || n <= ft->to)) {
+        v->as = ft->as;
+        v->lost = ft->lost;
+    }
     pthread_mutex_unlock(&f->lock);
     return n;
 }
@@ -67,13 +76,13 @@ static void maybe_hold(struct faulty *f, enum faulty_op op, uint64_t n, enum sta
     pthread_mutex_unlock(&f->lock);
 }
 
-/* The part every call shares: counted, failed or held before the store. */
-static int before(struct faulty *f, enum faulty_op op, uint64_t *n,
-                  struct store_error *fail)
+/* The part every call shares: counted, failed or held before the store.
+ * A negative errno: the call fails here. */
+static int before(struct faulty *f, enum faulty_op op, uint64_t *n, struct verdict *v)
 {
-    *n = enter(f, op, fail);
+    *n = enter(f, op, v);
     maybe_hold(f, op, *n, BEFORE);
-    return fail->err;
+    return v->lost ? 0 : v->as.err;
 }
 
 /* A call failed here: its error, told to the caller. */
@@ -95,9 +104,9 @@ static int after(struct faulty *f, enum faulty_op op, uint64_t n, int rc)
 #define PASS(f, op, call)                                                    \
     do {                                                                     \
         uint64_t n_;                                                         \
-        struct store_error fail_;                                            \
-        return before(f, op, &n_, &fail_) < 0 ? failed(err, &fail_)          \
-                                              : after(f, op, n_, (call));    \
+        struct verdict v_;                                                   \
+        return before(f, op, &n_, &v_) < 0 ? failed(err, &v_.as)             \
+                                           : after(f, op, n_, (call));       \
     } while (0)
 
 static int f_list_page(struct store *st, const char *bucket, const char *prefix,
@@ -131,6 +140,25 @@ static int f_get_info(struct store *st, const char *bucket, const char *key,
     PASS(fs_of(st), FAULTY_GET, in->ops->get_info(in, bucket, key, data, len, info, err));
 }
 
+/* A put: as PASS, and a lost answer turns the store's success into the
+ * fault's error, ambiguous as a time-out after the write would be. res
+ * starts as a store fills it for a put that fails before it is sent: one
+ * attempt, no ETag, nothing ambiguous. */
+#define PASS_PUT(f, call)                                                    \
+    do {                                                                     \
+        uint64_t n_;                                                         \
+        struct verdict v_;                                                   \
+        memset(res, 0, sizeof *res);                                         \
+        res->attempts = 1;                                                   \
+        if (before(f, FAULTY_PUT, &n_, &v_) < 0)                             \
+            return failed(err, &v_.as);                                      \
+        int rc_ = after(f, FAULTY_PUT, n_, (call));                          \
+        if (rc_ < 0 || !v_.lost)                                             \
+            return rc_;                                                      \
+        res->ambiguous = 1;                                                  \
+        return failed(err, &v_.as);                                          \
+    } while (0)
+
 /* A put that goes on to the store underneath is shown to the watcher. */
 static void watch_put(struct faulty *f, const char *bucket, const char *key,
                       const void *body, size_t len)
@@ -146,28 +174,18 @@ static void watch_put(struct faulty *f, const char *bucket, const char *key,
 static int f_put(struct store *st, const char *bucket, const char *key, const void *body,
                  size_t len, struct store_put_result *res, struct store_error *err)
 {
-    /* as a store fills it for a put that fails before it is sent: one
-     * attempt, no ETag, nothing ambiguous */
-    memset(res, 0, sizeof *res);
-    res->attempts = 1;
     struct store *in = fs_of(st)->inner;
-    PASS(fs_of(st), FAULTY_PUT,
-         (watch_put(fs_of(st), bucket, key, body, len),
-          in->ops->put(in, bucket, key, body, len, res, err)));
+    PASS_PUT(fs_of(st), (watch_put(fs_of(st), bucket, key, body, len),
+                         in->ops->put(in, bucket, key, body, len, res, err)));
 }
 
 static int f_put_if(struct store *st, const char *bucket, const char *key,
                     const void *body, size_t len, const char *if_match,
                     struct store_put_result *res, struct store_error *err)
 {
-    /* as a store fills it for a put that fails before it is sent: one
-     * attempt, no ETag, nothing ambiguous */
-    memset(res, 0, sizeof *res);
-    res->attempts = 1;
     struct store *in = fs_of(st)->inner;
-    PASS(fs_of(st), FAULTY_PUT,
-         (watch_put(fs_of(st), bucket, key, body, len),
-          in->ops->put_if(in, bucket, key, body, len, if_match, res, err)));
+    PASS_PUT(fs_of(st), (watch_put(fs_of(st), bucket, key, body, len),
+                         in->ops->put_if(in, bucket, key, body, len, if_match, res, err)));
 }
 
 static int f_del(struct store *st, const char *bucket, const char *key,
@@ -276,6 +294,18 @@ void faulty_fail_as(struct store *st, enum faulty_op op, unsigned nth, unsigned 
     ft->from = nth ? f->calls[op] + nth : 0;
     ft->to = nth && times ? ft->from + times - 1 : 0;
     ft->as = *as;
+    ft->lost = 0;
+    pthread_mutex_unlock(&f->lock);
+}
+
+void faulty_lose(struct store *st, unsigned nth, unsigned times, int err)
+{
+    struct faulty *f = fs_of(st);
+    struct store_error as;
+    store_fail(&as, err, "injected fault after the write: %s", strerror(-err));
+    faulty_fail_as(st, FAULTY_PUT, nth, times, &as);
+    pthread_mutex_lock(&f->lock);
+    f->faults[FAULTY_PUT].lost = nth != 0;
     pthread_mutex_unlock(&f->lock);
 }
 

@@ -44,6 +44,12 @@ void faulty_fail(struct store *st, enum faulty_op op, unsigned nth, unsigned tim
 void faulty_fail_as(struct store *st, enum faulty_op op, unsigned nth, unsigned times,
                     const struct store_error *as);
 
+/* As faulty_fail for puts (and put_ifs), but each goes on to the store
+ * underneath, whose write lands, and then fails with err (a negative
+ * errno) and res->ambiguous set: an answer lost after the write, as a
+ * time-out can leave it. */
+void faulty_lose(struct store *st, unsigned nth, unsigned times, int err);
+
 /* The nth call of op counted from now (1: the next one) waits until
  * faulty_release: before it reaches the store underneath, or with `after`
  * once the store underneath has answered (its answer is then returned).
