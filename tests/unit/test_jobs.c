@@ -422,6 +422,53 @@ static void test_selection_edges(void)
     env_close(&e);
 }
 
+/* Two threads opening one job while its object is being read: one GET,
+ * one job, both get it (README, "Jobs": the first access loads it). */
+struct load_arg {
+    struct env *e;
+    struct job *job;
+    int rc;
+};
+
+static void *load_thread(void *p)
+{
+    struct load_arg *a = p;
+    a->rc = jobs_get(a->e->j, "j", 0, &a->job);
+    return NULL;
+}
+
+static void test_concurrent_loads(void)
+{
+    struct env e;
+    env_open(&e, "loads", 0);
+    put_upload(&e, LZ, "u", "100", "j", "completed", "{\"v\":1}", 1000000);
+    faulty_hold(e.st, FAULTY_GET, 1, 0);
+    struct load_arg la[2] = {{.e = &e}, {.e = &e}};
+    pthread_t th[2];
+    REQUIRE(pthread_create(&th[0], NULL, load_thread, &la[0]) == 0);
+    REQUIRE(faulty_wait_held(e.st, 30000) == 0);
+    REQUIRE(pthread_create(&th[1], NULL, load_thread, &la[1]) == 0);
+    /* the second waits for the first's load; the pause gives it the time to
+     * get there (were it too short, the test would test less, never fail) */
+    struct timespec pause = {0, 50000000};
+    nanosleep(&pause, NULL);
+    CHECK(jobs_find_loaded(e.j, "j") == NULL);
+    faulty_release(e.st);
+    for (int i = 0; i < 2; i++)
+        REQUIRE(pthread_join(th[i], NULL) == 0);
+    CHECK(la[0].rc == 0 && la[1].rc == 0);
+    CHECK(la[0].job != NULL && la[0].job == la[1].job);
+    CHECK(faulty_calls(e.st, FAULTY_GET) == 1);
+    if (la[0].job) {
+        char *t = state_text(la[0].job);
+        CHECK(text_is(t, "{\"v\":1}"));
+        free(t);
+    }
+    job_unref(e.j, la[0].job);
+    job_unref(e.j, la[1].job);
+    env_close(&e);
+}
+
 /* ---- an upload and the journal's compaction */
 
 struct upload_arg {
@@ -1467,6 +1514,7 @@ int main(void)
     } tests[] = {
         {"selection", test_selection},
         {"selection_edges", test_selection_edges},
+        {"concurrent_loads", test_concurrent_loads},
         {"upload_compacts", test_upload_compacts},
         {"replay_after_crash", test_replay_after_crash},
         {"upload_failure", test_upload_failure},
