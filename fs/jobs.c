@@ -1518,13 +1518,86 @@ static int base_is(struct jobs *j, struct job *job, const char *key)
     return journal_last_base(j->journal, job->name, base_key_cb, (void *)want) != 0;
 }
 
+/* A stored snapshot (job_upload): the read-out, the stats and the log line;
+ * the journal's changes it holds dropped; for completed, the success
+ * trigger and the lease's release. 0 or the trigger's error. Caller holds
+ * job->upload_lock. */
+static int upload_done(struct jobs *j, struct job *job, enum upload_kind kind,
+                       const char *key, size_t len, int64_t wall, long ms,
+                       const struct store_put_result *res, uint64_t upto)
+{
+    const char *kname = kind == UPLOAD_COMPLETED ? "completed" : "running";
+    char w[STORE_LOCATION_MAX];
+    int rc = 0;
+    char when[64];
+    iso_time(wall, when);
+    json_t *info = json_pack("{s:s, s:s, s:I, s:s, s:s, s:I, s:i, s:I}", "bucket",
+                             j->lz_bucket, "key", key, "bytes", (json_int_t)len,
+                             "etag", res->etag, "time", when, "epoch",
+                             (json_int_t)(wall / 1000), "attempts", res->attempts,
+                             "keys", (json_int_t)state_count(job->state));
+    pthread_mutex_lock(&job->lock);
+    if (info) {
+        json_decref(job->last_upload[kind]);
+        job->last_upload[kind] = info;
+    }
+    snprintf(job->lease_etag, sizeof job->lease_etag, "%s", res->etag);
+    job->lease_date = wall / 1000;
+    pthread_mutex_unlock(&job->lock);
+    pthread_mutex_lock(&j->lock);
+    j->stats.uploads_ok++;
+    j->stats.bytes_uploaded += len;
+    j->stats.retries += res->attempts > 1 ? (uint64_t)res->attempts - 1 : 0;
+    pthread_mutex_unlock(&j->lock);
+    log_info("job '%s': %s uploaded %s (%zu bytes, %ld ms, %d attempts)", job->name,
+             kname, where(j, j->lz_bucket, key, w), len, ms, res->attempts);
+    /* The snapshot is in the store: it becomes the base of the changes
+     * made since, and with none made since, the job's entries go where
+     * the next mount loads this object back (which one a job without
+     * local changes starts from is --resume-from's choice, as with the
+     * seed's StateStore). */
+    if (j->journal) {
+        char date[24];
+        snprintf(date, sizeof date, "%lld", (long long)(wall / 1000));
+        struct candidate *mine = &job->known[1 + kind];
+        candidate_clear(mine);
+        mine->bucket = strdup(j->lz_bucket);
+        mine->key = strdup(key);
+        mine->upload_date = strdup(date);
+        mine->kind = kind;
+        if (!mine->bucket || !mine->key || !mine->upload_date)
+            candidate_clear(mine); /* then it is not known */
+        journal_drop_upload(j, job, upto, key, !loads_back(j, job, kind, date, key));
+    }
+    if (kind == UPLOAD_COMPLETED && j->success_trigger)
+        rc = put_success_trigger(j, job, key);
+    if (kind == UPLOAD_COMPLETED && j->leases)
+        lease_release(j->leases, job->name); /* the run ended */
+    return rc;
+}
+
+/* A failed upload (job_upload): logged once, with the store's error, and
+ * kept for .status (README, "Observability"). The errno the writer sees. */
+static int upload_failed(struct jobs *j, struct job *job, enum upload_kind kind,
+                         const char *key, long ms, int rc, const struct store_error *err)
+{
+    const char *kname = kind == UPLOAD_COMPLETED ? "completed" : "running";
+    char w[STORE_LOCATION_MAX];
+    char why[WHY_MAX];
+    log_error("job '%s': %s upload to %s failed after %ld ms: %s", job->name, kname,
+              where(j, j->lz_bucket, key, w), ms, why_text(err, why));
+    record_error(j, err, "upload of job '%s' failed: %s", job->name, why);
+    if (rc != -EACCES && rc != -ETIMEDOUT && rc != -ENOMEM)
+        rc = -EIO;
+    return rc;
+}
+
 int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
 {
     blocking_may_block();
 again:;
     /* a tool's backup rename and its new write: one change */
     uint64_t moves = wait_moved(job);
-    const char *kname = kind == UPLOAD_COMPLETED ? "completed" : "running";
     /* Fenced: a mount that lost the job's lease uploads nothing more. */
     int claimed = job_claim(j, job);
     if (claimed < 0)
@@ -1604,64 +1677,14 @@ again:;
     }
     struct store_put_result res = {0};
     struct store_error e;
-    char w[STORE_LOCATION_MAX];
     rc = store_put(j->store, j->lz_bucket, key, body, len, &res, &e);
     long ms = (long)(mono_ms() - started);
     metrics_upload(job->name, kind, rc, (double)(mono_ms() - started) / 1000.0,
                    res.attempts, wall / 1000, len);
-    if (rc == 0) {
-        char when[64];
-        iso_time(wall, when);
-        json_t *info = json_pack("{s:s, s:s, s:I, s:s, s:s, s:I, s:i, s:I}", "bucket",
-                                 j->lz_bucket, "key", key, "bytes", (json_int_t)len,
-                                 "etag", res.etag, "time", when, "epoch",
-                                 (json_int_t)(wall / 1000), "attempts", res.attempts,
-                                 "keys", (json_int_t)state_count(job->state));
-        pthread_mutex_lock(&job->lock);
-        if (info) {
-            json_decref(job->last_upload[kind]);
-            job->last_upload[kind] = info;
-        }
-        snprintf(job->lease_etag, sizeof job->lease_etag, "%s", res.etag);
-        job->lease_date = wall / 1000;
-        pthread_mutex_unlock(&job->lock);
-        pthread_mutex_lock(&j->lock);
-        j->stats.uploads_ok++;
-        j->stats.bytes_uploaded += len;
-        j->stats.retries += res.attempts > 1 ? (uint64_t)res.attempts - 1 : 0;
-        pthread_mutex_unlock(&j->lock);
-        log_info("job '%s': %s uploaded %s (%zu bytes, %ld ms, %d attempts)", job->name,
-                 kname, where(j, j->lz_bucket, key, w), len, ms, res.attempts);
-        /* The snapshot is in the store: it becomes the base of the changes
-         * made since, and with none made since, the job's entries go where
-         * the next mount loads this object back (which one a job without
-         * local changes starts from is --resume-from's choice, as with the
-         * seed's StateStore). */
-        if (j->journal) {
-            char date[24];
-            snprintf(date, sizeof date, "%lld", (long long)(wall / 1000));
-            struct candidate *mine = &job->known[1 + kind];
-            candidate_clear(mine);
-            mine->bucket = strdup(j->lz_bucket);
-            mine->key = strdup(key);
-            mine->upload_date = strdup(date);
-            mine->kind = kind;
-            if (!mine->bucket || !mine->key || !mine->upload_date)
-                candidate_clear(mine); /* then it is not known */
-            journal_drop_upload(j, job, upto, key, !loads_back(j, job, kind, date, key));
-        }
-        if (kind == UPLOAD_COMPLETED && j->success_trigger)
-            rc = put_success_trigger(j, job, key);
-        if (kind == UPLOAD_COMPLETED && j->leases)
-            lease_release(j->leases, job->name); /* the run ended */
-    } else {
-        char why[WHY_MAX];
-        log_error("job '%s': %s upload to %s failed after %ld ms: %s", job->name, kname,
-                  where(j, j->lz_bucket, key, w), ms, why_text(&e, why));
-        record_error(j, &e, "upload of job '%s' failed: %s", job->name, why);
-        if (rc != -EACCES && rc != -ETIMEDOUT && rc != -ENOMEM)
-            rc = -EIO;
-    }
+    if (rc == 0)
+        rc = upload_done(j, job, kind, key, len, wall, ms, &res, upto);
+    else
+        rc = upload_failed(j, job, kind, key, ms, rc, &e);
     free(key);
     free(body);
     pthread_mutex_unlock(&job->upload_lock);
