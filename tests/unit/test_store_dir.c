@@ -507,6 +507,40 @@ static void cleanup(void)
     root_made = 0;
 }
 
+/* A failed call tells what failed in the dir store's own words: the file
+ * and the system's reason; no S3 code or request id. The locations are the
+ * store's files, never s3:// ones. */
+static void test_errors(struct store *st)
+{
+    REQUIRE(put(st, "eb", "a/file", "{}") == 0);
+    struct store_error e;
+    memset(&e, 'x', sizeof e);
+    struct store_put_result res;
+    /* "a/file" is an object: no key can go under it */
+    CHECK(store_put(st, "eb", "a/file/below", "1", 1, &res, &e) == -EINVAL);
+    char *path = pathf("%s/%s/%s", "eb", "a/file/below");
+    CHECK(e.err == -EINVAL && strstr(e.message, path) && strstr(e.message, strerror(ENOTDIR)));
+    CHECK(e.code[0] == '\0' && e.request_id[0] == '\0');
+    char text[1024];
+    store_error_text(&e, text, sizeof text);
+    CHECK(strcmp(text, e.message) == 0); /* nothing S3's to add */
+    free(path);
+
+    CHECK(store_get(st, "nosuchbucket", "k", &(char *){NULL}, &(size_t){0}, &e) == -ENXIO);
+    CHECK(e.err == -ENXIO && e.message[0]);
+    CHECK(store_put(st, "eb", "../escape", "1", 1, &res, &e) == -EINVAL);
+    CHECK(strstr(e.message, "../escape") != NULL);
+    /* a call that works clears what an earlier one told */
+    CHECK(store_put(st, "eb", "ok", "1", 1, &res, &e) == 0);
+    CHECK(e.err == 0 && e.message[0] == '\0');
+
+    char where[STORE_LOCATION_MAX];
+    store_locate(st, "eb", "a/file", where, sizeof where);
+    path = pathf("%s/%s/%s", "eb", "a/file");
+    CHECK(strcmp(where, path) == 0);
+    free(path);
+}
+
 int main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -532,6 +566,7 @@ int main(void)
     test_pagination(st);
     test_start_after(st);
     test_buckets(st);
+    test_errors(st);
     store_destroy(st);
 
     cleanup();
