@@ -10,17 +10,17 @@
 
 #include "util/clock.h"
 
-struct fault {
-    uint64_t from, to; /* calls numbered from..to fail (to 0: no end); from 0: none */
-    struct store_error as; /* what they fail with */
-    int lost;          /* puts: sent on, their answer lost (faulty_lose) */
-};
-
 /* What one call is to meet: the error it fails with (as.err 0: none), and
- * whether only after the store underneath has taken it. */
+ * whether only after the store underneath has taken it (puts: their
+ * answer lost, faulty_lose). */
 struct verdict {
     struct store_error as;
     int lost;
+};
+
+struct fault {
+    uint64_t from, to; /* calls numbered from..to fail (to 0: no end); from 0: none */
+    struct verdict v;  /* how */
 };
 
 struct faulty {
@@ -52,10 +52,8 @@ static uint64_t enter(struct faulty *f, enum faulty_op op, struct verdict *v)
     const struct fault *ft = &f->faults[op];
     v->as.err = 0;
     v->lost = 0;
-    if (ft->from && n >= ft->from && (!ft->to || n <= ft->to)) {
-        v->as = ft->as;
-        v->lost = ft->lost;
-    }
+    if (ft->from && n >= ft->from && (!ft->to || n <= ft->to))
+        *v = ft->v;
     pthread_mutex_unlock(&f->lock);
     return n;
 }
@@ -285,28 +283,30 @@ uint64_t faulty_calls(struct store *st, enum faulty_op op)
     return n;
 }
 
-void faulty_fail_as(struct store *st, enum faulty_op op, unsigned nth, unsigned times,
-                    const struct store_error *as)
+/* Sets op's fault: from its nth call counted from now, `times` calls. */
+static void set_fault(struct faulty *f, enum faulty_op op, unsigned nth, unsigned times,
+                      const struct verdict *v)
 {
-    struct faulty *f = fs_of(st);
     pthread_mutex_lock(&f->lock);
     struct fault *ft = &f->faults[op];
     ft->from = nth ? f->calls[op] + nth : 0;
     ft->to = nth && times ? ft->from + times - 1 : 0;
-    ft->as = *as;
-    ft->lost = 0;
+    ft->v = *v;
     pthread_mutex_unlock(&f->lock);
+}
+
+void faulty_fail_as(struct store *st, enum faulty_op op, unsigned nth, unsigned times,
+                    const struct store_error *as)
+{
+    struct verdict v = {.as = *as, .lost = 0};
+    set_fault(fs_of(st), op, nth, times, &v);
 }
 
 void faulty_lose(struct store *st, unsigned nth, unsigned times, int err)
 {
-    struct faulty *f = fs_of(st);
-    struct store_error as;
-    store_fail(&as, err, "injected fault after the write: %s", strerror(-err));
-    faulty_fail_as(st, FAULTY_PUT, nth, times, &as);
-    pthread_mutex_lock(&f->lock);
-    f->faults[FAULTY_PUT].lost = nth != 0;
-    pthread_mutex_unlock(&f->lock);
+    struct verdict v = {.lost = 1};
+    store_fail(&v.as, err, "injected fault after the write: %s", strerror(-err));
+    set_fault(fs_of(st), FAULTY_PUT, nth, times, &v);
 }
 
 void faulty_fail(struct store *st, enum faulty_op op, unsigned nth, unsigned times, int err)
