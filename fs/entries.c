@@ -582,11 +582,9 @@ static int key_pending(struct job *job, const char *name)
 /* The text of a key, or of a pending key: *text malloc'd. */
 static int key_text(struct job *job, const char *name, char **text, size_t *len)
 {
-    *text = state_value_text(job->state, name, len);
-    if (*text)
-        return 0;
-    if (errno != ENOENT)
-        return -ENOMEM;
+    int rc = state_value_text(job->state, name, text, len);
+    if (rc != -ENOENT)
+        return rc;
     if (!key_pending(job, name))
         return -ENOENT;
     if (!(*text = strdup(PENDING_TEXT)))
@@ -875,11 +873,11 @@ static int list_each(const char *key, void *value, void *arg)
 /* The root's .status and jobs. */
 static int list_root(struct entries *e, struct strlist *names)
 {
-    int err = 0;
-    json_t *jobs = jobs_list_names(e->jobs, &err);
-    if (!jobs)
-        return err;
-    int rc = strlist_add(names, STATUS_FILE);
+    json_t *jobs;
+    int rc = jobs_list_names(e->jobs, &jobs);
+    if (rc < 0)
+        return rc;
+    rc = strlist_add(names, STATUS_FILE);
     size_t i;
     json_t *v;
     json_array_foreach(jobs, i, v) {
@@ -1480,14 +1478,16 @@ static int truncate_entry(struct entries *e, struct job *job, const char *name,
         return rc;
     }
     size_t len = 0;
-    char *text = type == E_STATE ? state_to_bytes(job->state, &len)
-                                 : state_value_text(job->state, name, &len);
-    if (!text)
-        return type == E_KEY && errno == ENOENT ? -ENOENT : -ENOMEM;
+    char *text = NULL;
+    int rc = 0;
+    if (type == E_STATE && !(text = state_to_bytes(job->state, &len)))
+        return -ENOMEM;
+    if (type != E_STATE && (rc = state_value_text(job->state, name, &text, &len)) < 0)
+        return rc;
     if (type == E_STATE)
         text[len++] = '\n'; /* over the NUL: the file's own last byte */
     size_t cap = len;
-    int rc = bytes_resize(&text, &len, &cap, size,
+    rc = bytes_resize(&text, &len, &cap, size,
                           type == E_STATE ? STATE_TEXT_MAX : KEY_VALUE_MAX);
     if (rc == 0)
         rc = type == E_STATE ? commit_state(e, job, text, len)
@@ -1606,9 +1606,8 @@ static int rename_onto_virtual(struct entries *e, struct job *job, const char *f
         size_t len = 0;
         char *text = NULL;
         if (tf == E_KEY) {
-            text = state_value_text(job->state, from, &len);
-            if (!text)
-                return errno == ENOENT ? -ENOENT : -ENOMEM;
+            if ((rc = state_value_text(job->state, from, &text, &len)) < 0)
+                return rc;
         } else if ((rc = scratch_copy(job, from, &text, &len, NULL)) < 0) {
             return rc;
         }
@@ -1634,9 +1633,10 @@ static int rename_key_to_scratch(struct entries *e, struct job *job, const char 
                                  const char *to)
 {
     size_t len = 0;
-    char *text = state_value_text(job->state, from, &len);
-    if (!text)
-        return errno == ENOENT ? -ENOENT : -ENOMEM;
+    char *text = NULL;
+    int rc = state_value_text(job->state, from, &text, &len);
+    if (rc < 0)
+        return rc;
     struct scratch *r;
     if (scratch_new(&r) < 0) {
         free(text);
@@ -1650,7 +1650,7 @@ static int rename_key_to_scratch(struct entries *e, struct job *job, const char 
         scratch_unref(r);
         return -ENOMEM;
     }
-    int rc = job_remove(e->jobs, job, from);
+    rc = job_remove(e->jobs, job, from);
     pthread_mutex_lock(&job->lock);
     if (rc == 0)
         rc = scratch_install(job, to, r);

@@ -732,8 +732,9 @@ static int still_created(struct job *job, const char *key, const struct timespec
         t.tv_nsec != made->tv_nsec)
         return 0;
     size_t len = 0;
-    char *text = state_value_text(job->state, key, &len);
-    int same = text && len == 5 && memcmp(text, "null\n", 5) == 0;
+    char *text = NULL;
+    int same = state_value_text(job->state, key, &text, &len) == 0 && len == 5 &&
+               memcmp(text, "null\n", 5) == 0;
     free(text);
     return same;
 }
@@ -1030,15 +1031,12 @@ static int add_journaled(const char *key, size_t n, void *arg)
     return 0;
 }
 
-json_t *jobs_list_names(struct jobs *j, int *err)
+int jobs_list_names(struct jobs *j, json_t **out)
 {
     blocking_may_block(); /* lists the store */
-    *err = 0;
     json_t *seen = json_object();
-    if (!seen) {
-        *err = -ENOMEM;
-        return NULL;
-    }
+    if (!seen)
+        return -ENOMEM;
     pthread_mutex_lock(&j->lock);
     strmap_each(j->table, add_loaded, seen);
     pthread_mutex_unlock(&j->lock);
@@ -1063,9 +1061,8 @@ json_t *jobs_list_names(struct jobs *j, int *err)
     if (names)
         json_object_foreach(seen, k, v) json_array_append_new(names, json_string(k));
     json_decref(seen);
-    if (!names)
-        *err = -ENOMEM;
-    return names;
+    *out = names;
+    return names ? 0 : -ENOMEM;
 }
 
 int job_moved(struct job *job, const char *key)

@@ -148,8 +148,8 @@ void job_unref(struct jobs *j, struct job *job);
 int jobs_forget(struct jobs *j, const char *name);
 
 /* Names of loaded jobs and of jobs with objects in the store, each once:
- * a jansson array of strings (new reference) or NULL with *err set. */
-json_t *jobs_list_names(struct jobs *j, int *err);
+ * *out, a jansson array of strings (new reference). 0 or -ENOMEM. */
+int jobs_list_names(struct jobs *j, json_t **out);
 
 /* README, "Leases": the first change to a job takes this mount's lease on
  * it (and reloads the job when the store holds a newer state than this

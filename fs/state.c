@@ -630,12 +630,12 @@ int state_from_bytes(struct state *st, const char *buf, size_t len, char *err,
     return 0;
 }
 
-char *state_value_text(struct state *st, const char *key, size_t *len)
+int state_value_text(struct state *st, const char *key, char **text, size_t *len)
 {
     size_t key_len = strlen(key);
     uint64_t h = hash_key(key, key_len);
     char *buf = NULL;
-    int e_no = ENOENT;
+    int rc = -ENOENT;
     lock(st);
     struct entry *e = ix_lookup(&st->ix, key, key_len, h);
     if (e) {
@@ -646,14 +646,14 @@ char *state_value_text(struct state *st, const char *key, size_t *len)
             buf[e->text_len + 1] = '\0';
             if (len)
                 *len = e->text_len + 1;
+            rc = 0;
         } else {
-            e_no = ENOMEM;
+            rc = -ENOMEM;
         }
     }
     unlock(st);
-    if (!buf)
-        errno = e_no;
-    return buf;
+    *text = buf;
+    return rc;
 }
 
 ssize_t state_value_size(struct state *st, const char *key)

@@ -69,9 +69,9 @@ size_t state_bytes_len(struct state *st);
 int state_from_bytes(struct state *st, const char *buf, size_t len, char *err,
                      size_t errlen);
 
-/* The value of key as compact JSON plus "\n", malloc'd, length in *len.
- * NULL with errno ENOENT / ENOMEM. */
-char *state_value_text(struct state *st, const char *key, size_t *len);
+/* The value of key as compact JSON plus "\n" into *text (malloc'd, NUL
+ * after it), its length in *len (len may be NULL). 0, -ENOENT or -ENOMEM. */
+int state_value_text(struct state *st, const char *key, char **text, size_t *len);
 
 /* Length of state_value_text(key) without building it (O(1)), or
  * -ENOENT. */

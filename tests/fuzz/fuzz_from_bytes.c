@@ -48,8 +48,8 @@ static void check_consistent(struct state *st, const char *bytes, size_t len)
     json_object_foreach(obj, k, v) {
         FUZZ_CHECK(i < nkeys && strcmp(keys[i], k) == 0);
         size_t tlen = 0;
-        char *text = state_value_text(st, k, &tlen);
-        FUZZ_CHECK(text != NULL && strlen(text) == tlen);
+        char *text = NULL;
+        FUZZ_CHECK(state_value_text(st, k, &text, &tlen) == 0 && strlen(text) == tlen);
         FUZZ_CHECK(state_value_size(st, k) == (ssize_t)tlen);
         json_t *back = state_parse_value(text, tlen, NULL, 0);
         FUZZ_CHECK(back != NULL && json_equal(back, v));
