@@ -410,7 +410,6 @@ static int base_only_running(struct jobs *j, const char *name, const struct firs
 static int load_from_base(struct jobs *j, const char *name, const struct first_rec *base,
                           struct job **out)
 {
-    char w[STORE_LOCATION_MAX]; /* for the log lines */
     *out = NULL;
     struct candidate best = {0};
     int found = 0;
@@ -424,6 +423,7 @@ static int load_from_base(struct jobs *j, const char *name, const struct first_r
     }
     size_t len = 0;
     const char *bucket = base->bucket;
+    char w[STORE_LOCATION_MAX]; /* for the log lines */
     if (bucket) {
         rc = fetch_state(j, name, bucket, base->key, job->state, &len);
         if (rc == -ENOENT && strcmp(j->lz_bucket, j->dlz_bucket) != 0) {
