@@ -39,7 +39,7 @@ static const char STATUS_FILE[] = ".status";
 
 /* The temp, backup and probe files tools make beside the file they edit
  * (--scratch; README, "Scratch files"). */
-static int tool_scratch(const struct entries *e, const char *name)
+static int is_tool_scratch(const struct entries *e, const char *name)
 {
     char **pat = e->scratch;
     for (size_t i = 0; pat && pat[i]; i++)
@@ -58,7 +58,7 @@ static enum etype classify(const struct entries *e, const char *name)
         return E_STATE;
     if (strcmp(name, STATUS_FILE) == 0)
         return E_READOUT; /* the job's read-out */
-    return name[0] == '.' || tool_scratch(e, name) ? E_SCRATCH : E_KEY;
+    return name[0] == '.' || is_tool_scratch(e, name) ? E_SCRATCH : E_KEY;
 }
 
 static void patterns_free(char **pat)
@@ -130,7 +130,7 @@ static enum upload_kind control_kind(enum etype t)
  * changes (README, "Control files"). */
 static int is_virtual(enum etype t) { return is_control(t) || t == E_STATE; }
 
-static int hidden(struct job *job, enum etype t)
+static int is_hidden(struct job *job, enum etype t)
 {
     pthread_mutex_lock(&job->lock);
     int h = (job->hidden >> t) & 1;
@@ -214,7 +214,7 @@ static int is_status(const struct fspath *p)
 }
 
 /* Names go into JSON (keys) and S3 object keys: both need UTF-8. */
-static int valid_utf8(const char *name)
+static int is_valid_utf8(const char *name)
 {
     json_t *s = json_string(name);
     json_decref(s);
@@ -293,6 +293,12 @@ struct entries_handle {
     json_t *parsed;  /* the bytes as one complete value, while unchanged */
     struct scratch *scratch;
 };
+
+/* The most bytes an entry of type t may hold (README, "Bad input"). */
+static size_t value_max(enum etype t)
+{
+    return t == E_STATE ? ENTRIES_STATE_TEXT_MAX : ENTRIES_KEY_VALUE_MAX;
+}
 
 static int bytes_write(char **data, size_t *len, size_t *cap, const char *src,
                        size_t size, off_t off, size_t limit)
@@ -571,7 +577,7 @@ static void fill_file(const struct entries *e, struct stat *st, off_t size,
  * closed with no content), but is not part of the state until then. */
 static const char PENDING_TEXT[] = "null\n";
 
-static int key_pending(struct job *job, const char *name)
+static int is_key_pending(struct job *job, const char *name)
 {
     pthread_mutex_lock(&job->lock);
     int pending = strmap_get(job->pending, name) != NULL;
@@ -585,7 +591,7 @@ static int key_text(struct job *job, const char *name, char **text, size_t *len)
     int rc = state_value_text(job->state, name, text, len);
     if (rc != -ENOENT)
         return rc;
-    if (!key_pending(job, name))
+    if (!is_key_pending(job, name))
         return -ENOENT;
     if (!(*text = strdup(PENDING_TEXT)))
         return -ENOMEM;
@@ -615,9 +621,9 @@ static int entry_size(struct entries *e, struct job *job, const char *name, enum
     case E_COMPLETED:
         /* Read empty: a copy of a job holds empty control files, and
          * copying them back uploads nothing. */
-        return hidden(job, t) ? -ENOENT : 0;
+        return is_hidden(job, t) ? -ENOENT : 0;
     case E_STATE:
-        if (hidden(job, t))
+        if (is_hidden(job, t))
             return -ENOENT;
         *size = (off_t)state_bytes_len(job->state) + 1; /* plus the newline */
         return 0;
@@ -631,7 +637,7 @@ static int entry_size(struct entries *e, struct job *job, const char *name, enum
     }
     case E_KEY: {
         ssize_t n = state_value_size(job->state, name);
-        if (n >= 0 || !key_pending(job, name)) {
+        if (n >= 0 || !is_key_pending(job, name)) {
             *size = n >= 0 ? (off_t)n : 0;
             return n >= 0 ? 0 : -ENOENT;
         }
@@ -911,7 +917,7 @@ static int list_dir(struct entries *e, const struct fspath *p, struct strlist *n
     static const char *const fixed[] = {"running", "completed", STATE_FILE};
     static const enum etype fixed_type[] = {E_RUNNING, E_COMPLETED, E_STATE};
     for (size_t i = 0; i < 3 && rc == 0; i++)
-        if (!hidden(job, fixed_type[i]))
+        if (!is_hidden(job, fixed_type[i]))
             rc = strlist_add(names, fixed[i]);
     size_t n = 0;
     char **keys = rc == 0 ? state_keys(job->state, &n) : NULL;
@@ -992,7 +998,7 @@ int entries_mkdir(struct entries *e, uid_t caller, const char *path)
         return -EEXIST;
     if (p.job[0] == '.')
         return -EPERM; /* not a job: git init MNT makes no job ".git" */
-    if (!valid_utf8(p.job))
+    if (!is_valid_utf8(p.job))
         return -EILSEQ;
     /* Control characters are refused: S3 listings without encoding-type=url
      * (which some servers ignore) cannot carry them (README, "Errors"). */
@@ -1104,7 +1110,7 @@ static int open_key(struct entries_handle *h, int create, int trunc)
 {
     struct job *job = h->job;
     if (create && !state_has(job->state, h->name)) {
-        if (!valid_utf8(h->name))
+        if (!is_valid_utf8(h->name))
             return -EILSEQ;
         pthread_mutex_lock(&job->lock);
         intptr_t n = (intptr_t)strmap_get(job->pending, h->name);
@@ -1115,8 +1121,8 @@ static int open_key(struct entries_handle *h, int create, int trunc)
         return rc;
     }
     if (trunc) /* the old value is not needed */
-        return !state_has(job->state, h->name) && !key_pending(job, h->name) ? -ENOENT
-                                                                             : 0;
+        return state_has(job->state, h->name) || is_key_pending(job, h->name) ? 0
+                                                                              : -ENOENT;
     size_t len = 0;
     int rc = key_text(job, h->name, &h->buf, &len);
     h->len = h->cap = len;
@@ -1189,7 +1195,7 @@ static int open_entry(struct entries *e, uid_t caller, const char *path, int fla
     h->append = (flags & O_APPEND) != 0;
     /* A removed running, completed or .state.json is back with a create;
      * a .state.json created so starts empty, as with O_TRUNC. */
-    if (is_virtual(type) && hidden(job, type)) {
+    if (is_virtual(type) && is_hidden(job, type)) {
         if (!create)
             rc = -ENOENT;
         else
@@ -1347,7 +1353,8 @@ int entries_write(struct entries_handle *h, const char *data, size_t size, off_t
         struct scratch *r = h->scratch;
         if (h->append)
             off = (off_t)r->len;
-        rc = bytes_write(&r->data, &r->len, &r->cap, data, size, off, KEY_VALUE_MAX);
+        rc = bytes_write(&r->data, &r->len, &r->cap, data, size, off,
+                         value_max(E_SCRATCH));
         clock_gettime(CLOCK_REALTIME, &r->mtime);
         pthread_mutex_unlock(&h->job->lock);
         return rc;
@@ -1366,7 +1373,7 @@ int entries_write(struct entries_handle *h, const char *data, size_t size, off_t
     if (off != (off_t)h->len)
         h->sequential = 0; /* holes or overwrites: only the close can tell */
     rc = bytes_write(&h->buf, &h->len, &h->cap, data, size, off,
-                     h->type == E_STATE ? STATE_TEXT_MAX : KEY_VALUE_MAX);
+                     value_max(h->type));
     if (rc >= 0) {
         h->dirty = 1;
         json_decref(h->parsed);
@@ -1462,7 +1469,7 @@ static int truncate_entry(struct entries *e, struct job *job, const char *name,
         return -EINVAL;
     if (type == E_READOUT)
         return -EPERM;
-    if (is_virtual(type) && hidden(job, type))
+    if (is_virtual(type) && is_hidden(job, type))
         return -ENOENT;
     if (is_control(type))
         return job_upload(e->jobs, job, control_kind(type));
@@ -1471,7 +1478,7 @@ static int truncate_entry(struct entries *e, struct job *job, const char *name,
         struct scratch *r = strmap_get(job->scratch, name);
         int rc = -ENOENT;
         if (r) {
-            rc = bytes_resize(&r->data, &r->len, &r->cap, size, KEY_VALUE_MAX);
+            rc = bytes_resize(&r->data, &r->len, &r->cap, size, value_max(E_SCRATCH));
             clock_gettime(CLOCK_REALTIME, &r->mtime);
         }
         pthread_mutex_unlock(&job->lock);
@@ -1488,7 +1495,7 @@ static int truncate_entry(struct entries *e, struct job *job, const char *name,
         text[len++] = '\n'; /* over the NUL: the file's own last byte */
     size_t cap = len;
     rc = bytes_resize(&text, &len, &cap, size,
-                          type == E_STATE ? STATE_TEXT_MAX : KEY_VALUE_MAX);
+                          value_max(type));
     if (rc == 0)
         rc = type == E_STATE ? commit_state(e, job, text, len)
                              : commit_key(e, job, name, text, len, NULL);
@@ -1503,7 +1510,7 @@ static int truncate_handle(struct entries_handle *h, off_t size)
         return -EINVAL;
     pthread_mutex_lock(&h->lock);
     int rc = bytes_resize(&h->buf, &h->len, &h->cap, size,
-                          h->type == E_STATE ? STATE_TEXT_MAX : KEY_VALUE_MAX);
+                          value_max(h->type));
     if (rc == 0) {
         h->dirty = 1;
         json_decref(h->parsed);
@@ -1599,7 +1606,7 @@ static int rename_onto_virtual(struct entries *e, struct job *job, const char *f
 {
     if (!entry_exists(e, job, from))
         return -ENOENT;
-    if ((flags & RENAME_NOREPLACE) && !hidden(job, tt))
+    if ((flags & RENAME_NOREPLACE) && !is_hidden(job, tt))
         return -EEXIST;
     int rc = 0;
     if (tt == E_STATE) {
@@ -1699,7 +1706,7 @@ static int rename_in_job(struct entries *e, struct job *job, const char *from,
         return -EEXIST;
     if (strcmp(from, to) == 0)
         return 0;
-    if (!valid_utf8(to))
+    if (!is_valid_utf8(to))
         return -EILSEQ;
     int rc = 0;
     if ((tf == E_KEY || tt == E_KEY) && (rc = claim(e, job)) < 0)

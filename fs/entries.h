@@ -22,8 +22,8 @@
 #include "util/strlist.h"
 
 /* Largest value a key file may hold, and largest .state.json write. */
-#define KEY_VALUE_MAX (16u << 20)
-#define STATE_TEXT_MAX (512u << 20)
+#define ENTRIES_KEY_VALUE_MAX (16u << 20)
+#define ENTRIES_STATE_TEXT_MAX (512u << 20)
 
 struct entries;
 /* An open file. */

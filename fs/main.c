@@ -274,7 +274,7 @@ int main(int argc, char *argv[])
     struct journal *journal = NULL;
     struct leases *leases = NULL;
     struct fuse *fuse = NULL;
-    struct fsctx fc = {0};
+    struct ops_context fc = {0};
     int metrics_fd = -1;
     struct gauge_src gauges = {0};
     if (!co.mountpoint) {
@@ -351,7 +351,7 @@ int main(int argc, char *argv[])
         goto out;
     }
 
-    fuse = fuse_new(&args, &bookmarkfs_ops, sizeof bookmarkfs_ops, &fc);
+    fuse = fuse_new(&args, &ops_fuse_operations, sizeof ops_fuse_operations, &fc);
     if (!fuse) {
         status = EXIT_USAGE; /* libfuse printed which option it refused */
         goto out;

@@ -16,7 +16,7 @@
 /* The filesystem of the request's mount (fuse_new's private_data). */
 static struct entries *fs(void)
 {
-    struct fsctx *fc = fuse_get_context()->private_data;
+    struct ops_context *fc = fuse_get_context()->private_data;
     return fc->entries;
 }
 
@@ -30,7 +30,8 @@ static struct entries_handle *fh(const struct fuse_file_info *fi)
 
 /* Sizes change at close: pages are never served stale (direct_io); a file
  * whose close commits nothing needs no FLUSH (one request less). */
-static int opened(int rc, struct entries_handle *h, int noflush, struct fuse_file_info *fi)
+static int opened(int rc, struct entries_handle *h, int noflush,
+                  struct fuse_file_info *fi)
 {
     if (rc < 0)
         return rc;
@@ -231,7 +232,7 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     return fuse_get_context()->private_data;
 }
 
-const struct fuse_operations bookmarkfs_ops = {
+const struct fuse_operations ops_fuse_operations = {
     .init = op_init,
     .getattr = op_getattr,
     .opendir = op_opendir,

@@ -9,10 +9,10 @@
 
 /* fuse_new's private_data: what the operations reach through
  * fuse_get_context(). */
-struct fsctx {
+struct ops_context {
     struct entries *entries;
 };
 
-extern const struct fuse_operations bookmarkfs_ops;
+extern const struct fuse_operations ops_fuse_operations;
 
 #endif
