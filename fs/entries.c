@@ -27,7 +27,8 @@ struct entries {
     char **scratch; /* --scratch: NULL-terminated fnmatch(3) patterns */
     /* Open files: a release may never come (the request loop ends first). */
     pthread_mutex_t open_lock;
-    struct entries_handle *open_files;
+    struct entries_handle **open; /* each knows its slot */
+    size_t nopen, open_cap;
 };
 
 /* What a name inside a job directory is. */
@@ -275,7 +276,7 @@ static int scratch_copy(struct job *job, const char *name, char **text, size_t *
 /* ---- open files */
 
 struct entries_handle {
-    struct entries_handle *prev, *next; /* every open file, for the shutdown */
+    size_t slot; /* in e->open, every open file, for the shutdown */
     struct entries *e;
     enum etype type;
     struct job *job;
@@ -378,11 +379,26 @@ static int handle_new(struct entries *e, enum etype type, struct job *job,
     h->e = e;
     h->job = job;
     pthread_mutex_lock(&e->open_lock);
-    h->next = e->open_files;
-    if (e->open_files)
-        e->open_files->prev = h;
-    e->open_files = h;
+    if (e->nopen == e->open_cap) {
+        size_t cap = e->open_cap ? e->open_cap * 2 : 64;
+        struct entries_handle **v = realloc(e->open, cap * sizeof *v);
+        if (v) {
+            e->open = v;
+            e->open_cap = cap;
+        }
+    }
+    int added = e->nopen < e->open_cap;
+    if (added) {
+        h->slot = e->nopen;
+        e->open[e->nopen++] = h;
+    }
     pthread_mutex_unlock(&e->open_lock);
+    if (!added) {
+        pthread_mutex_destroy(&h->lock);
+        free(h->name);
+        free(h);
+        return -ENOMEM;
+    }
     *out = h;
     return 0;
 }
@@ -393,12 +409,9 @@ void entries_close(struct entries_handle *h)
         return;
     struct entries *e = h->e;
     pthread_mutex_lock(&e->open_lock);
-    if (h->prev)
-        h->prev->next = h->next;
-    else
-        e->open_files = h->next;
-    if (h->next)
-        h->next->prev = h->prev;
+    struct entries_handle *last = e->open[--e->nopen];
+    e->open[h->slot] = last; /* the last one takes its slot */
+    last->slot = h->slot;
     pthread_mutex_unlock(&e->open_lock);
     /* A new key that no close or fsync committed (the loop ended first)
      * holds null, as its close would have made it. */
@@ -423,7 +436,7 @@ void entries_close_all(struct entries *e)
 {
     for (;;) {
         pthread_mutex_lock(&e->open_lock);
-        struct entries_handle *h = e->open_files;
+        struct entries_handle *h = e->nopen ? e->open[e->nopen - 1] : NULL;
         pthread_mutex_unlock(&e->open_lock);
         if (!h)
             break;
@@ -436,6 +449,7 @@ void entries_free(struct entries *e)
     if (!e)
         return;
     entries_close_all(e);
+    free(e->open);
     pthread_mutex_destroy(&e->open_lock);
     history_free(e->history);
     patterns_free(e->scratch);

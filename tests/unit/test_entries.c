@@ -235,12 +235,26 @@ static void test_close_all(void)
 {
     struct entries_handle *h = NULL;
     int noflush = 0;
+    struct entries_handle *more[3] = {NULL};
     REQUIRE(entries_create(fs, OWNER, "/job/open", O_WRONLY | O_CREAT, &h, &noflush) ==
             0);
-    /* The loop ends before its release: closed as its close would be. */
+    REQUIRE(entries_create(fs, OWNER, "/job/open2", O_WRONLY | O_CREAT, &more[0],
+                           &noflush) == 0);
+    REQUIRE(entries_open(fs, OWNER, "/job/x", O_RDONLY, &more[1], &noflush) == 0);
+    REQUIRE(entries_create(fs, OWNER, "/job/open3", O_WRONLY | O_CREAT, &more[2],
+                           &noflush) == 0);
+    entries_close(more[1]); /* one in the middle goes first */
+    /* The loop ends before the others' release: each closed as its close
+     * would be (a new key holds null). */
     entries_close_all(fs);
     char buf[64];
     CHECK(get("/job/open", buf, sizeof buf) == 5 && strcmp(buf, "null\n") == 0);
+    CHECK(get("/job/open2", buf, sizeof buf) == 5 && strcmp(buf, "null\n") == 0);
+    CHECK(get("/job/open3", buf, sizeof buf) == 5 && strcmp(buf, "null\n") == 0);
+    struct job *job = jobs_find_loaded(jobs, "job");
+    REQUIRE(job != NULL);
+    CHECK(state_has(job->state, "open") && state_has(job->state, "open3"));
+    job_unref(jobs, job);
 }
 
 static int rm_one(const char *p, const struct stat *st, int type, struct FTW *f)
