@@ -50,8 +50,8 @@ int main(int argc, char **argv)
     }
     struct store_s3_options o = {.endpoint = argv[1], .path_style = 1};
     char err[512];
-    struct store *st = store_s3_new(&o, err, sizeof err);
-    if (!st) {
+    struct store *st = NULL;
+    if (store_s3_new(&o, &st, err, sizeof err) < 0) {
         fprintf(stderr, "rawput: %s\n", err);
         return 1;
     }

@@ -25,13 +25,15 @@
 
 #define EXIT_USAGE 2
 
-static struct store *open_store(const struct options *o, char *err, size_t errlen)
+/* 0 with the store in *out, or a negative errno with a sentence in err. */
+static int open_store(const struct options *o, struct store **out, char *err,
+                      size_t errlen)
 {
     if (!o->is_s3) {
-        struct store *st = store_dir_new(o->dir_root, err, errlen);
-        if (st)
-            st->list_no_etags = 1; /* listings serve names and dates only */
-        return st;
+        int rc = store_dir_new(o->dir_root, out, err, errlen);
+        if (rc == 0)
+            (*out)->list_no_etags = 1; /* listings serve names and dates only */
+        return rc;
     }
     struct store_s3_options so = {
         .endpoint = o->endpoint,
@@ -44,7 +46,7 @@ static struct store *open_store(const struct options *o, char *err, size_t errle
         .max_attempts = (int)o->max_attempts,
         .max_retry_ms = o->max_retry_ms,
     };
-    return store_s3_new(&so, err, errlen);
+    return store_s3_new(&so, out, err, errlen);
 }
 
 /* Both buckets reachable with these credentials, before mounting. 0 or a
@@ -305,8 +307,7 @@ int main(int argc, char *argv[])
     }
     /* A file-size limit makes a journal write fail (EFBIG), not the daemon. */
     signal(SIGXFSZ, SIG_IGN);
-    st = open_store(&o, err, sizeof err);
-    if (!st) {
+    if (open_store(&o, &st, err, sizeof err) < 0) {
         fprintf(stderr, "bookmarkfs: %s\n", err);
         goto out;
     }

@@ -738,8 +738,10 @@ out:
     return rc;
 }
 
-struct store *store_s3_new(const struct store_s3_options *opts, char *err, size_t errlen)
+int store_s3_new(const struct store_s3_options *opts, struct store **out, char *err,
+                 size_t errlen)
 {
+    *out = NULL;
     if (!err)
         errlen = 0; /* snprintf(NULL, 0, ...) writes nothing */
     if (errlen)
@@ -750,8 +752,9 @@ struct store *store_s3_new(const struct store_s3_options *opts, char *err, size_
     struct s3_store *s = calloc(1, sizeof *s);
     if (!s) {
         snprintf(err, errlen, "Out of memory.");
-        return NULL;
+        return -ENOMEM;
     }
+    int rc = -ENOMEM;
     s->base.ops = &s3_ops;
     s->base.kind = "s3";
     s->path_style = o.path_style != 0;
@@ -780,6 +783,7 @@ struct store *store_s3_new(const struct store_s3_options *opts, char *err, size_
         if (!isalnum((unsigned char)*p) && *p != '-') {
             snprintf(err, errlen, "The region \"%s\" is not a valid AWS region name.",
                      s->region);
+            rc = -EINVAL;
             goto fail;
         }
     }
@@ -793,8 +797,9 @@ struct store *store_s3_new(const struct store_s3_options *opts, char *err, size_
         snprintf(err, errlen, "Out of memory.");
         goto fail;
     }
-    if (parse_endpoint(s, s->endpoint, err, errlen) < 0)
+    if ((rc = parse_endpoint(s, s->endpoint, err, errlen)) < 0)
         goto fail;
+    rc = -ENOMEM;
 
     const char *bundle_from;
     if (aws_ca_bundle(profile, &s->ca_bundle, &bundle_from) < 0) {
@@ -806,8 +811,9 @@ struct store *store_s3_new(const struct store_s3_options *opts, char *err, size_
          * before anything is mounted. */
         FILE *f = fopen(s->ca_bundle, "re");
         if (!f) {
+            rc = -errno;
             snprintf(err, errlen, "The CA bundle %s (from %s) cannot be read: %s.",
-                     s->ca_bundle, bundle_from, strerror(errno));
+                     s->ca_bundle, bundle_from, strerror(-rc));
             goto fail;
         }
         fclose(f);
@@ -843,8 +849,9 @@ struct store *store_s3_new(const struct store_s3_options *opts, char *err, size_
     }
     log_debug("S3 endpoint %s, region %s, %s addressing", s->endpoint, s->region,
               s->path_style || !s->is_aws ? "path-style" : "virtual-hosted");
-    return &s->base;
+    *out = &s->base;
+    return 0;
 fail:
     s3_destroy(&s->base);
-    return NULL;
+    return rc;
 }

@@ -23,7 +23,9 @@ struct store_s3_options {
  * which store_s3_new derives from the region. */
 const char *store_s3_endpoint_given(const char *option);
 
-/* Returns NULL with one plain sentence in err on a configuration error. */
-struct store *store_s3_new(const struct store_s3_options *opts, char *err, size_t errlen);
+/* 0 with the store in *out, or a negative errno (-EINVAL for a
+ * configuration error) with one plain sentence in err. */
+int store_s3_new(const struct store_s3_options *opts, struct store **out, char *err,
+                 size_t errlen);
 
 #endif

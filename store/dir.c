@@ -116,44 +116,47 @@ static int errno_to_store(int e)
     }
 }
 
+/* The hex MD5 of body. 0 or -EIO. */
 static int md5_buf(const void *body, size_t len, char out[STORE_ETAG_MAX])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned n = 0;
     if (!EVP_Digest(body, len, md, &n, EVP_md5(), NULL))
-        return -1;
+        return -EIO;
     hex_encode(md, n, out);
     return 0;
 }
 
-/* MD5 of a file's content, streamed. 0 or -1. */
+/* MD5 of a file's content, streamed. 0 or a negative errno (-EIO when
+ * the digest itself fails). */
 static int md5_file(int dirfd, const char *name, char out[STORE_ETAG_MAX])
 {
     int fd =
         openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
-        return -1;
+        return -errno;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
+    int rc = ctx && EVP_DigestInit_ex(ctx, EVP_md5(), NULL) ? 0 : -EIO;
     unsigned char buf[65536];
-    while (ok) {
+    while (rc == 0) {
         ssize_t r = read(fd, buf, sizeof buf);
         if (r < 0 && errno == EINTR)
             continue;
-        if (r <= 0) {
-            ok = r == 0;
+        if (r < 0)
+            rc = -errno;
+        else if (r == 0)
             break;
-        }
-        ok = EVP_DigestUpdate(ctx, buf, (size_t)r);
+        else if (!EVP_DigestUpdate(ctx, buf, (size_t)r))
+            rc = -EIO;
     }
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned n = 0;
-    if (ok)
-        ok = EVP_DigestFinal_ex(ctx, md, &n);
+    if (rc == 0 && !EVP_DigestFinal_ex(ctx, md, &n))
+        rc = -EIO;
     EVP_MD_CTX_free(ctx);
     close(fd);
-    if (!ok)
-        return -1;
+    if (rc < 0)
+        return rc;
     hex_encode(md, n, out);
     return 0;
 }
@@ -249,6 +252,7 @@ static int dir_get(struct store *st, const char *bucket, const char *key,
 
 /* ---- put ---- */
 
+/* 0 or a negative errno (errno is left set too, for dir_put's message). */
 static int write_all(int fd, const char *p, size_t len)
 {
     while (len > 0) {
@@ -256,7 +260,7 @@ static int write_all(int fd, const char *p, size_t len)
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            return -1;
+            return -errno;
         }
         p += w;
         len -= (size_t)w;
@@ -360,7 +364,8 @@ out:
 
 /* Conditional writes and deletes of all processes that share this store
  * serialize on one flock in ROOT/.tmp: the check of the precondition and
- * the rename that follows are one step for every other such writer. */
+ * the rename that follows are one step for every other such writer. The
+ * lock's fd, or -EIO (told in err). */
 static int cond_lock(struct dir_store *d, struct store_error *err)
 {
     char *tmpdir = path_join(d->root, TMP_DIR);
@@ -381,8 +386,8 @@ static int cond_lock(struct dir_store *d, struct store_error *err)
         }
     }
     if (fd < 0)
-        store_fail(err, -EIO, "cannot lock %s: %s", lockp ? lockp : TMP_DIR,
-                   strerror(errno));
+        fd = store_fail(err, -EIO, "cannot lock %s: %s", lockp ? lockp : TMP_DIR,
+                        strerror(errno));
     free(tmpdir);
     free(lockp);
     return fd;
@@ -406,10 +411,8 @@ static int cond_begin(struct dir_store *d, const char *bucket, const char *key,
     if (asprintf(path, "%s/%s/%s", d->root, bucket, key) < 0)
         return -ENOMEM;
     int lfd = cond_lock(d, err);
-    if (lfd < 0) {
+    if (lfd < 0)
         free(*path);
-        return -EIO;
-    }
     return lfd;
 }
 
@@ -434,8 +437,9 @@ static int dir_put_if(struct store *st, const char *bucket, const char *key,
         return lfd;
     int rc = 0;
     char etag[STORE_ETAG_MAX];
-    if (md5_file(AT_FDCWD, path, etag) != 0) {
-        int e = errno;
+    int m = md5_file(AT_FDCWD, path, etag);
+    if (m < 0) {
+        int e = -m;
         if (e == ENOENT || e == ENOTDIR)
             rc = strcmp(if_match, STORE_IF_ABSENT) == 0
                      ? 0 : store_fail(err, -ENOENT, "%s does not exist", path);
@@ -1069,16 +1073,17 @@ uint64_t store_dir_reads(struct store *st)
     return n;
 }
 
-struct store *store_dir_new(const char *root, char *err, size_t errlen)
+int store_dir_new(const char *root, struct store **out, char *err, size_t errlen)
 {
+    *out = NULL;
     if (!root || !*root) {
         put_msg(err, errlen, "The directory store needs a path.");
-        return NULL;
+        return -EINVAL;
     }
     struct dir_store *d = calloc(1, sizeof *d);
     if (!d) {
         put_msg(err, errlen, "Out of memory.");
-        return NULL;
+        return -ENOMEM;
     }
     /* Absolute, because the daemon changes its working directory. */
     if (root[0] == '/') {
@@ -1086,10 +1091,11 @@ struct store *store_dir_new(const char *root, char *err, size_t errlen)
     } else {
         char *cwd = getcwd(NULL, 0);
         if (!cwd) {
+            int e = errno;
             put_msg(err, errlen, "Cannot resolve the store path %s: %s.", root,
-                    strerror(errno));
+                    strerror(e));
             free(d);
-            return NULL;
+            return -e;
         }
         d->root = path_join(cwd, root);
         free(cwd);
@@ -1097,7 +1103,7 @@ struct store *store_dir_new(const char *root, char *err, size_t errlen)
     if (!d->root) {
         put_msg(err, errlen, "Out of memory.");
         free(d);
-        return NULL;
+        return -ENOMEM;
     }
     d->dirs = strmap_new();
     d->etags = strmap_new();
@@ -1107,7 +1113,7 @@ struct store *store_dir_new(const char *root, char *err, size_t errlen)
         strmap_free(d->etags, NULL);
         free(d->root);
         free(d);
-        return NULL;
+        return -ENOMEM;
     }
     size_t n = strlen(d->root);
     while (n > 1 && d->root[n - 1] == '/')
@@ -1115,5 +1121,6 @@ struct store *store_dir_new(const char *root, char *err, size_t errlen)
     d->base.ops = &dir_ops;
     d->base.kind = "dir";
     d->base.max_segment = 255; /* one file name */
-    return &d->base;
+    *out = &d->base;
+    return 0;
 }

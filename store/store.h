@@ -180,8 +180,9 @@ static inline void store_destroy(struct store *st)
 }
 
 /* The local directory store: objects at ROOT/<bucket>/<key>. Bucket
- * directories are created when missing. Returns NULL with a message in err. */
-struct store *store_dir_new(const char *root, char *err, size_t errlen);
+ * directories are created when missing. 0 with the store in *out, or a
+ * negative errno with a message in err. */
+int store_dir_new(const char *root, struct store **out, char *err, size_t errlen);
 
 /* How many directories the directory store's listings have read so far
  * (each is read once and kept while it is unchanged): for the tests. */

@@ -243,9 +243,9 @@ int main(int argc, char **argv)
     }
 
     char err[512];
-    struct store *st = dir_root ? store_dir_new(dir_root, err, sizeof err)
-                                : store_s3_new(&o, err, sizeof err);
-    if (!st) {
+    struct store *st = NULL;
+    if ((dir_root ? store_dir_new(dir_root, &st, err, sizeof err)
+                  : store_s3_new(&o, &st, err, sizeof err)) < 0) {
         fprintf(stderr, "store_cli: %s\n", err);
         return 1;
     }

@@ -271,8 +271,8 @@ int main(void)
     snprintf(root, sizeof root, "entries-test-%ld", (long)getpid());
     REQUIRE(mkdir(root, 0700) == 0);
     char err[512] = "";
-    struct store *st = store_dir_new(root, err, sizeof err);
-    if (!st)
+    struct store *st = NULL;
+    if (store_dir_new(root, &st, err, sizeof err) < 0)
         fprintf(stderr, "store_dir_new: %s\n", err);
     REQUIRE(st != NULL);
     REQUIRE(store_check_bucket(st, "lz", err, sizeof err) == 0);

@@ -55,8 +55,8 @@ static void env_open_at(struct env *e, const char *store, const char *cache,
     snprintf(e->store_dir, sizeof e->store_dir, "%s/%s-store", top, store);
     snprintf(e->cache_dir, sizeof e->cache_dir, "%s/%s-cache", top, cache);
     char err[512] = "";
-    struct store *dir = store_dir_new(e->store_dir, err, sizeof err);
-    if (!dir)
+    struct store *dir = NULL;
+    if (store_dir_new(e->store_dir, &dir, err, sizeof err) < 0)
         fprintf(stderr, "store_dir_new: %s\n", err);
     REQUIRE(dir != NULL);
     dir->list_no_etags = 1; /* as the daemon sets it */
@@ -1040,8 +1040,8 @@ static void check_image(struct committer *c)
     snprintf(img.cache_dir, sizeof img.cache_dir, "%s/%s-cache", top, name);
     copy_journal(c->e, img.cache_dir);
     char err[512] = "";
-    struct store *dir = store_dir_new(c->e->store_dir, err, sizeof err);
-    REQUIRE(dir != NULL);
+    struct store *dir = NULL;
+    REQUIRE(store_dir_new(c->e->store_dir, &dir, err, sizeof err) == 0 && dir != NULL);
     REQUIRE(faulty_new(dir, &img.st) == 0);
     img.jn = journal_open(img.cache_dir, IDENTITY, err, sizeof err);
     REQUIRE(img.jn != NULL);

@@ -553,9 +553,9 @@ int main(void)
     REQUIRE(atexit(cleanup) == 0);
 
     char err[300];
-    REQUIRE(store_dir_new(NULL, err, sizeof err) == NULL);
-    struct store *st = store_dir_new(root, err, sizeof err);
-    REQUIRE(st);
+    struct store *st = NULL;
+    REQUIRE(store_dir_new(NULL, &st, err, sizeof err) == -EINVAL && st == NULL);
+    REQUIRE(store_dir_new(root, &st, err, sizeof err) == 0 && st);
     CHECK(strcmp(st->kind, "dir") == 0);
     /* Creating the store creates nothing. */
     CHECK(get_rc(st, "bkt", "k") == -ENXIO);
