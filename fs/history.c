@@ -52,8 +52,7 @@ int history_new(struct store *store, struct index *index, struct history **out)
         return -ENOMEM;
     h->store = store;
     h->index = index;
-    h->cache = strmap_new();
-    if (!h->cache || pthread_mutex_init(&h->lock, NULL) != 0) {
+    if (strmap_new(&h->cache) < 0 || pthread_mutex_init(&h->lock, NULL) != 0) {
         strmap_free(h->cache, NULL);
         free(h);
         return -ENOMEM;

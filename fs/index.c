@@ -126,8 +126,7 @@ struct index *index_new(struct store *store, const struct layout *layout,
     ix->b[1].name = lz_bucket;
     ix->nb = strcmp(lz_bucket, dlz_bucket) == 0 ? 1 : 2;
     ix->window_s = 900;
-    ix->jobs = strmap_new();
-    if (!ix->jobs || pthread_mutex_init(&ix->lock, NULL) != 0) {
+    if (strmap_new(&ix->jobs) < 0 || pthread_mutex_init(&ix->lock, NULL) != 0) {
         strmap_free(ix->jobs, NULL);
         free(ix);
         return NULL;
@@ -289,8 +288,8 @@ static void reset_locked(struct index *ix)
 {
     for (int i = 0; i < ix->nb; i++)
         runs_clear(&ix->b[i]);
-    struct strmap *fresh = strmap_new();
-    if (fresh) {
+    struct strmap *fresh;
+    if (strmap_new(&fresh) == 0) {
         strmap_free(ix->jobs, ix_job_free);
         ix->jobs = fresh;
     }

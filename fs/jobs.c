@@ -68,8 +68,7 @@ struct jobs *jobs_new(struct store *store, const struct layout *layout,
     j->layout = *layout;
     j->lz_bucket = strdup(lz_bucket);
     j->dlz_bucket = strdup(dlz_bucket);
-    j->table = strmap_new();
-    if (!j->lz_bucket || !j->dlz_bucket || !j->table ||
+    if (strmap_new(&j->table) < 0 || !j->lz_bucket || !j->dlz_bucket ||
         pthread_mutex_init(&j->lock, NULL) != 0) {
         free(j->lz_bucket);
         free(j->dlz_bucket);
@@ -164,16 +163,17 @@ static struct job *job_new(const char *name)
     }
     job->name = strdup(name);
     job->state = state_new();
-    job->scratch = strmap_new();
-    job->pending = strmap_new();
-    job->moved = strmap_new();
+    int maps = strmap_new(&job->scratch);
+    if (maps == 0)
+        maps = strmap_new(&job->pending);
+    if (maps == 0)
+        maps = strmap_new(&job->moved);
     job->loaded = json_object();
     job->last_upload[0] = json_object();
     job->last_upload[1] = json_object();
     clock_gettime(CLOCK_REALTIME, &job->mtime);
     job->lease_date = -1;
-    if (!job->name || !job->state || !job->scratch || !job->pending || !job->moved ||
-        !job->loaded || !job->last_upload[0] || !job->last_upload[1]) {
+    if (maps < 0 || !job->name || !job->state || !job->loaded || !job->last_upload[0] || !job->last_upload[1]) {
         job_destroy(job);
         return NULL;
     }

@@ -990,10 +990,10 @@ int journal_jobs(struct journal *jn, int (*fn)(const char *job, size_t n, void *
                  void *arg)
 {
     /* Collected under the lock, reported outside it: fn may use the journal. */
-    struct strmap *seen = strmap_new();
+    struct strmap *seen;
     struct job_count *list = NULL;
     size_t count = 0;
-    int rc = seen ? 0 : -ENOMEM;
+    int rc = strmap_new(&seen);
     pthread_mutex_lock(&jn->lock);
     if (rc == 0 && jn->n && !(list = calloc(jn->n, sizeof *list)))
         rc = -ENOMEM;

@@ -1075,10 +1075,10 @@ struct leases *leases_new(const struct lease_config *cfg)
     ls->host = strdup(host);
     if (cfg->state_dir && asprintf(&ls->state_path, "%s/%s", cfg->state_dir, STATE_FILE) < 0)
         ls->state_path = NULL;
-    ls->map = strmap_new();
+    int made = strmap_new(&ls->map);
     int locks = pthread_mutex_init(&ls->lock, NULL) == 0;
     int cond = locks && pthread_cond_init(&ls->wake, NULL) == 0;
-    if (!ls->bucket || !ls->prefix || !ls->mount || !ls->host || !ls->map ||
+    if (made < 0 || !ls->bucket || !ls->prefix || !ls->mount || !ls->host ||
         (cfg->state_dir && !ls->state_path) || !cond) {
         if (cond)
             pthread_cond_destroy(&ls->wake);

@@ -51,7 +51,7 @@ static void *gauges_arg;
 /* The job's counters, created on first use. Caller holds lock. */
 static struct job_metrics *job_get(const char *job)
 {
-    if (!jobs && !(jobs = strmap_new())) {
+    if (!jobs && strmap_new(&jobs) < 0) {
         dropped++;
         return NULL;
     }

@@ -243,12 +243,13 @@ static void want_free(struct ini_want *w)
     }
 }
 
-/* Reads the profile's values from one file. Returns 1 when the file exists
- * and was read, 0 when it does not exist (or cannot be read: logged), or
- * -ENOMEM. */
+/* Reads the profile's values from one file; *was_read is 1 when the file
+ * exists and was read, 0 when it does not exist (or cannot be read:
+ * logged). Returns 0 or -ENOMEM. */
 static int read_profile(const char *path, int config, const char *profile,
-                        struct ini_want *w)
+                        struct ini_want *w, int *was_read)
 {
+    *was_read = 0;
     static atomic_int warned_mode;
     memset(w, 0, sizeof *w);
     w->config = config;
@@ -283,13 +284,14 @@ static int read_profile(const char *path, int config, const char *profile,
     }
     if (perr > 0)
         log_warn("%s: syntax error on line %d", path, perr);
-    return 1;
+    *was_read = 1;
+    return 0;
 }
 
-static char *file_path(const char *env, const char *dflt)
+static int file_path(const char *env, const char *dflt, char **out)
 {
     const char *v = env_nonempty(env);
-    return cred_expand_home(v ? v : dflt);
+    return cred_expand_home(v ? v : dflt, out);
 }
 
 /* One profile as both files have it. */
@@ -313,17 +315,16 @@ static int profile_load(const char *name, struct profile *pr, char *note,
 {
     memset(pr, 0, sizeof *pr);
     pr->name = name;
-    pr->paths[0] = file_path("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials");
-    pr->paths[1] = file_path("AWS_CONFIG_FILE", "~/.aws/config");
-    if (!pr->paths[0] || !pr->paths[1]) {
+    if (file_path("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials", &pr->paths[0]) < 0 ||
+        file_path("AWS_CONFIG_FILE", "~/.aws/config", &pr->paths[1]) < 0) {
         snprintf(note, notelen, "cannot locate the shared files (no home directory)");
         return -ENOMEM;
     }
     for (int i = 0; i < 2; i++) {
-        pr->read[i] = read_profile(pr->paths[i], i == 1, name, &pr->w[i]);
-        if (pr->read[i] < 0) {
+        int rc = read_profile(pr->paths[i], i == 1, name, &pr->w[i], &pr->read[i]);
+        if (rc < 0) {
             snprintf(note, notelen, "Out of memory reading %s.", pr->paths[i]);
-            return pr->read[i];
+            return rc;
         }
     }
     return 0;
@@ -341,7 +342,7 @@ static const char *pval(const struct profile *pr, int k)
 
 /* Static keys from file i of the profile: 0 filled, CRED_ABSENT none,
  * -EACCES half a pair. */
-static int static_keys(const struct profile *pr, int i, struct aws_credentials *out,
+static int static_keys(const struct profile *pr, int i, struct cred_keys *out,
                        char *note, size_t notelen)
 {
     const char *ak = pr->w[i].vals[K_ACCESS], *sk = pr->w[i].vals[K_SECRET];
@@ -364,12 +365,12 @@ static int static_keys(const struct profile *pr, int i, struct aws_credentials *
 
 static int resolve_profile(const struct cred_options *o, const char *name,
                            const char *root, int named, int depth,
-                           struct aws_credentials *out, char *note, size_t notelen);
+                           struct cred_keys *out, char *note, size_t notelen);
 
 /* The credentials a role profile assumes the role with: credential_source
  * or source_profile. */
 static int role_source(const struct cred_options *o, const struct profile *pr,
-                       const char *root, int depth, struct aws_credentials *src, char *note,
+                       const char *root, int depth, struct cred_keys *src, char *note,
                        size_t notelen)
 {
     const char *sp = pval(pr, K_SOURCE_PROFILE), *cs = pval(pr, K_CRED_SOURCE);
@@ -431,7 +432,7 @@ static int role_source(const struct cred_options *o, const struct profile *pr,
 /* root: the profile the chain started from, whose region every STS call
  * of the chain uses (as the AWS CLI does). */
 static int assume_role(const struct cred_options *o, const struct profile *pr,
-                       const char *root, int depth, struct aws_credentials *out, char *note,
+                       const char *root, int depth, struct cred_keys *out, char *note,
                        size_t notelen)
 {
     const char *arn = pval(pr, K_ROLE_ARN);
@@ -443,12 +444,14 @@ static int assume_role(const struct cred_options *o, const struct profile *pr,
     }
     const char *web = pval(pr, K_WEB_TOKEN_FILE);
     if (web) {
-        char *path = cred_expand_home(web);
-        if (!path) {
-            snprintf(note, notelen, "Out of memory.");
-            return -ENOMEM;
+        char *path;
+        int rc = cred_expand_home(web, &path);
+        if (rc < 0) {
+            snprintf(note, notelen, rc == -ENOMEM ? "Out of memory." :
+                     "Cannot expand %s: no home directory.", web);
+            return rc == -ENOMEM ? rc : -EACCES;
         }
-        int rc = cred_sts_web_identity(o, path, arn, pval(pr, K_SESSION_NAME),
+        rc = cred_sts_web_identity(o, path, arn, pval(pr, K_SESSION_NAME),
                                        root, out, note, notelen);
         free(path);
         return rc;
@@ -479,7 +482,7 @@ static int assume_role(const struct cred_options *o, const struct profile *pr,
                  "than %d profiles or loops.", pr->name, ROLE_CHAIN_MAX);
         return -EACCES;
     }
-    struct aws_credentials src;
+    struct cred_keys src;
     memset(&src, 0, sizeof src);
     int rc = role_source(o, pr, root, depth, &src, note, notelen);
     if (rc < 0)
@@ -487,7 +490,7 @@ static int assume_role(const struct cred_options *o, const struct profile *pr,
     log_debug("profile '%s': assuming role %s with credentials from %s",
               pr->name, arn, src.source);
     rc = cred_sts_assume_role(o, &src, &ar, out, note, notelen);
-    aws_credentials_clear(&src);
+    cred_keys_clear(&src);
     return rc;
 }
 
@@ -496,7 +499,7 @@ static int assume_role(const struct cred_options *o, const struct profile *pr,
  * file's keys. */
 static int resolve_profile(const struct cred_options *o, const char *name,
                            const char *root, int named, int depth,
-                           struct aws_credentials *out, char *note, size_t notelen)
+                           struct cred_keys *out, char *note, size_t notelen)
 {
     struct profile pr;
     int rc = profile_load(name, &pr, note, notelen);
@@ -547,7 +550,7 @@ out:
 }
 
 int cred_files_get(const struct cred_options *o, const char *profile, int named,
-                   struct aws_credentials *out, char *note, size_t notelen)
+                   struct cred_keys *out, char *note, size_t notelen)
 {
     return resolve_profile(o, profile, profile, named, 0, out, note, notelen);
 }
@@ -561,15 +564,17 @@ static int config_value(const char *profile, int k, char **out)
         profile = env_nonempty("AWS_PROFILE");
     if (!profile)
         profile = "default";
-    char *path = file_path("AWS_CONFIG_FILE", "~/.aws/config");
-    if (!path)
-        return -ENOMEM;
+    char *path;
+    int rc = file_path("AWS_CONFIG_FILE", "~/.aws/config", &path);
+    if (rc < 0)
+        return rc == -ENOENT ? 0 : rc; /* no home: no config file */
     struct ini_want w;
-    int rc = read_profile(path, 1, profile, &w);
+    int was_read;
+    rc = read_profile(path, 1, profile, &w, &was_read);
     free(path);
     if (rc < 0)
         return rc;
-    if (rc > 0) {
+    if (was_read) {
         if (w.vals[k] && *w.vals[k] && !(*out = strdup(w.vals[k])))
             rc = -ENOMEM;
         want_free(&w);
@@ -577,13 +582,12 @@ static int config_value(const char *profile, int k, char **out)
     return rc < 0 ? rc : 0;
 }
 
-char *aws_config_region(const char *profile)
+int cred_config_region(const char *profile, char **out)
 {
-    char *v;
-    return config_value(profile, K_REGION, &v) < 0 ? NULL : v;
+    return config_value(profile, K_REGION, out);
 }
 
-int aws_ca_bundle(const char *profile, char **out, const char **from)
+int cred_ca_bundle(const char *profile, char **out, const char **from)
 {
     *out = NULL;
     *from = NULL;
@@ -596,9 +600,9 @@ int aws_ca_bundle(const char *profile, char **out, const char **from)
         if (!v)
             return 0;
     }
-    *out = cred_expand_home(env ? env : v);
+    int rc = cred_expand_home(env ? env : v, out);
     free(v);
-    if (!*out)
+    if (rc < 0)
         return -ENOMEM;
     *from = env ? "AWS_CA_BUNDLE" : "the profile's ca_bundle";
     return 0;

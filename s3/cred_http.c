@@ -132,7 +132,7 @@ static void wipe_json_string(json_t *v)
 }
 
 int cred_parse_json(const char *body, size_t len, const char *source,
-                    const char *where, struct aws_credentials *out,
+                    const char *where, struct cred_keys *out,
                     char *note, size_t notelen)
 {
     json_error_t jerr;
@@ -299,7 +299,7 @@ static int container_auth_header(char **hdr, char *note, size_t notelen)
     return 0;
 }
 
-int cred_container_get(const struct cred_options *o, struct aws_credentials *out,
+int cred_container_get(const struct cred_options *o, struct cred_keys *out,
                        char *note, size_t notelen)
 {
     const char *rel = env_nonempty("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
@@ -381,7 +381,7 @@ static int env_true(const char *name)
     return v && strcasecmp(v, "true") == 0;
 }
 
-int cred_imds_get(const struct cred_options *o, struct aws_credentials *out,
+int cred_imds_get(const struct cred_options *o, struct cred_keys *out,
                   char *note, size_t notelen)
 {
     if (env_true("AWS_EC2_METADATA_DISABLED")) {

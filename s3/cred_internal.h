@@ -1,37 +1,39 @@
-/* Internals of the credential chain (s3/credentials.c and s3/cred_*.c).
- * Not for use outside s3/cred*.c.
+/* Internals of the credential chain (s3/cred.c and s3/cred_*.c, which
+ * share the cred_ prefix). Not for use outside s3/cred*.c.
  *
- * Every provider returns 0 with *out filled, CRED_ABSENT when its source is
- * not configured or holds nothing (note: a short phrase saying why, for the
- * "nothing found" message), or a negative errno when the source is
- * configured but failed (note: one plain sentence, the error message).
- * Notes and log lines never contain a secret. */
+ * Every provider returns 0 with *out filled, CRED_ABSENT (a negative errno
+ * no source fails with) when its source is not configured or holds nothing
+ * (note: a short phrase saying why, for the "nothing found" message), or
+ * another negative errno when the source is configured but failed (note:
+ * one plain sentence, the error message). Notes and log lines never
+ * contain a secret. */
 #ifndef BOOKMARKFS_S3_CRED_INTERNAL_H
 #define BOOKMARKFS_S3_CRED_INTERNAL_H
 
-#include "s3/credentials.h"
+#include "s3/cred.h"
 #include "util/env.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
 
-#define CRED_ABSENT 1
+#define CRED_ABSENT (-ENODATA)
 
 /* ---- providers ---- */
-int cred_env_get(struct aws_credentials *out, char *note, size_t notelen);
+int cred_env_get(struct cred_keys *out, char *note, size_t notelen);
 /* profile: the resolved profile name; named: 1 when the user named it (option
  * or AWS_PROFILE), so a profile found in neither file is an error. Resolves
  * static keys, role_arn (AssumeRole with source_profile or
  * credential_source; AssumeRoleWithWebIdentity with web_identity_token_file)
  * and credential_process. */
 int cred_files_get(const struct cred_options *o, const char *profile, int named,
-                   struct aws_credentials *out, char *note, size_t notelen);
-int cred_container_get(const struct cred_options *o, struct aws_credentials *out,
+                   struct cred_keys *out, char *note, size_t notelen);
+int cred_container_get(const struct cred_options *o, struct cred_keys *out,
                        char *note, size_t notelen);
 int cred_web_identity_get(const struct cred_options *o, const char *profile,
-                          struct aws_credentials *out, char *note, size_t notelen);
-int cred_imds_get(const struct cred_options *o, struct aws_credentials *out,
+                          struct cred_keys *out, char *note, size_t notelen);
+int cred_imds_get(const struct cred_options *o, struct cred_keys *out,
                   char *note, size_t notelen);
 
 /* STS AssumeRole, signed (SigV4) with src. */
@@ -43,25 +45,25 @@ struct cred_assume_role {
     const char *profile;       /* for the STS region */
 };
 int cred_sts_assume_role(const struct cred_options *o,
-                         const struct aws_credentials *src,
+                         const struct cred_keys *src,
                          const struct cred_assume_role *ar,
-                         struct aws_credentials *out, char *note, size_t notelen);
+                         struct cred_keys *out, char *note, size_t notelen);
 /* STS AssumeRoleWithWebIdentity with the token in token_file (re-read every
  * time). session_name may be NULL. */
 int cred_sts_web_identity(const struct cred_options *o, const char *token_file,
                           const char *role_arn, const char *session_name,
-                          const char *profile, struct aws_credentials *out,
+                          const char *profile, struct cred_keys *out,
                           char *note, size_t notelen);
 /* credential_process: runs command with /bin/sh -c and reads the JSON it
  * prints (Version 1). */
 int cred_process_get(const struct cred_options *o, const char *command,
-                     const char *profile, struct aws_credentials *out,
+                     const char *profile, struct cred_keys *out,
                      char *note, size_t notelen);
 
-/* ---- helpers (credentials.c) ---- */
+/* ---- helpers (cred.c) ---- */
 /* Fills out (source and copies of the strings; tok may be NULL or "").
  * Returns 0 or -ENOMEM (out left cleared). */
-int cred_fill(struct aws_credentials *out, const char *source, const char *ak,
+int cred_fill(struct cred_keys *out, const char *source, const char *ak,
               const char *sk, const char *tok, int64_t expiration);
 /* Wipes and frees a string that may hold a secret (NULL is fine). */
 void cred_free_secret(char *s);
@@ -75,8 +77,9 @@ int cred_parse_expiration(const char *s, int64_t *out);
  * (-EFBIG when larger than max). Free with cred_free_buf(buf, len + 1). */
 int cred_read_file(const char *path, size_t max, char **buf, size_t *len,
                    struct stat *st);
-/* "~/..." expanded with the home directory; malloc'd, NULL on failure. */
-char *cred_expand_home(const char *path);
+/* "~/..." expanded with the home directory into *out (malloc'd). 0, or
+ * -ENOENT (no home directory) or -ENOMEM. */
+int cred_expand_home(const char *path, char **out);
 
 /* ---- HTTP (cred_http.c) ---- */
 struct cred_http_req {
@@ -109,7 +112,7 @@ void cred_http_resp_free(struct cred_http_resp *rs);
  * (AccessKeyId, SecretAccessKey, Token, Expiration). Returns 0, -EIO (note
  * says what is wrong, where names the endpoint) or -ENOMEM. */
 int cred_parse_json(const char *body, size_t len, const char *source,
-                    const char *where, struct aws_credentials *out,
+                    const char *where, struct cred_keys *out,
                     char *note, size_t notelen);
 
 /* Per-request time-out from the options. */

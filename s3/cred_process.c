@@ -143,7 +143,7 @@ static void wipe_json_string(json_t *v)
 }
 
 static int parse_output(const char *body, size_t len, const char *profile,
-                        struct aws_credentials *out, char *note, size_t notelen)
+                        struct cred_keys *out, char *note, size_t notelen)
 {
     json_error_t jerr;
     json_t *doc = json_loadb(body, len, 0, &jerr);
@@ -190,7 +190,7 @@ static int parse_output(const char *body, size_t len, const char *profile,
 }
 
 int cred_process_get(const struct cred_options *o, const char *command,
-                     const char *profile, struct aws_credentials *out,
+                     const char *profile, struct cred_keys *out,
                      char *note, size_t notelen)
 {
     (void)o;

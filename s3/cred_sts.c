@@ -88,7 +88,9 @@ static int sts_target(const char *profile, char **url, char **region)
     const char *r = env_nonempty("AWS_REGION");
     if (!r)
         r = env_nonempty("AWS_DEFAULT_REGION");
-    char *cfg = r ? NULL : aws_config_region(profile);
+    char *cfg = NULL;
+    if (!r && cred_config_region(profile, &cfg) < 0)
+        cfg = NULL; /* unreadable: as if none were set */
     if (cfg)
         r = cfg;
     const char *ep = env_nonempty("AWS_ENDPOINT_URL_STS");
@@ -159,7 +161,7 @@ static int sts_error(const struct cred_http_resp *rs, const char *action,
         "AccessDenied", "InvalidIdentityToken", "ExpiredTokenException",
         "ExpiredToken", "SignatureDoesNotMatch", "InvalidClientTokenId",
     };
-    struct s3_error_doc doc;
+    struct s3_xml_error doc;
     int parsed = s3_xml_parse_error(rs->body, rs->len, &doc) == 0;
     const char *code = parsed && doc.code[0] ? doc.code : NULL;
     const char *m = parsed ? doc.message : "";
@@ -178,7 +180,7 @@ static int sts_error(const struct cred_http_resp *rs, const char *action,
 }
 
 static int sts_answer(const struct cred_http_resp *rs, const char *source,
-                      struct aws_credentials *out, char *note, size_t notelen)
+                      struct cred_keys *out, char *note, size_t notelen)
 {
     xmlDocPtr doc = parse_xml(rs);
     if (!doc) {
@@ -219,7 +221,7 @@ static int sts_answer(const struct cred_http_resp *rs, const char *source,
 static int sts_call(const struct cred_options *o, const char *url,
                     const char *const *headers, const char *body, size_t blen,
                     const char *action, const char *token, const char *source,
-                    struct aws_credentials *out, char *note, size_t notelen)
+                    struct cred_keys *out, char *note, size_t notelen)
 {
     struct cred_http_req rq = {
         .method = "POST",
@@ -257,7 +259,7 @@ static const char *session_name(const char *given, char *buf, size_t len)
 
 int cred_sts_web_identity(const struct cred_options *o, const char *file,
                           const char *arn, const char *sname, const char *profile,
-                          struct aws_credentials *out, char *note, size_t notelen)
+                          struct cred_keys *out, char *note, size_t notelen)
 {
     char *token = NULL, *body = NULL, *url = NULL, *region = NULL;
     size_t tlen = 0, blen = 0;
@@ -312,7 +314,7 @@ out:
 }
 
 int cred_web_identity_get(const struct cred_options *o, const char *profile,
-                          struct aws_credentials *out, char *note, size_t notelen)
+                          struct cred_keys *out, char *note, size_t notelen)
 {
     const char *file = env_nonempty("AWS_WEB_IDENTITY_TOKEN_FILE");
     const char *arn = env_nonempty("AWS_ROLE_ARN");
@@ -367,9 +369,9 @@ out:
 }
 
 int cred_sts_assume_role(const struct cred_options *o,
-                         const struct aws_credentials *src,
+                         const struct cred_keys *src,
                          const struct cred_assume_role *ar,
-                         struct aws_credentials *out, char *note, size_t notelen)
+                         struct cred_keys *out, char *note, size_t notelen)
 {
     char *body = NULL, *url = NULL, *region = NULL, *host = NULL, *path = NULL;
     size_t blen = 0;

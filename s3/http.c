@@ -44,13 +44,15 @@ int s3_http_global_init(void)
     return curl_init_rc == CURLE_OK ? 0 : -EIO;
 }
 
-struct s3_http *s3_http_new(const struct s3_http_options *opts)
+int s3_http_new(const struct s3_http_options *opts, struct s3_http **out)
 {
-    if (s3_http_global_init() < 0)
-        return NULL;
+    *out = NULL;
+    int rc = s3_http_global_init();
+    if (rc < 0)
+        return rc;
     struct s3_http *h = calloc(1, sizeof *h);
     if (!h)
-        return NULL;
+        return -ENOMEM;
     if (opts)
         h->o = *opts;
     if (h->o.connect_timeout_ms <= 0)
@@ -73,15 +75,16 @@ struct s3_http *s3_http_new(const struct s3_http_options *opts)
          !(h->ca_bundle = strdup(opts->ca_bundle)))) {
         free(h->ca_file);
         free(h);
-        return NULL;
+        return -ENOMEM;
     }
     if (pthread_mutex_init(&h->lock, NULL) != 0) {
         free(h->ca_file);
         free(h->ca_bundle);
         free(h);
-        return NULL;
+        return -ENOMEM;
     }
-    return h;
+    *out = h;
+    return 0;
 }
 
 void s3_http_free(struct s3_http *h)

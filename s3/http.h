@@ -82,8 +82,9 @@ struct s3_http_response {
 
 struct s3_http;
 
-/* Returns NULL on allocation failure. */
-struct s3_http *s3_http_new(const struct s3_http_options *opts);
+/* Creates the transport in *out. 0, or -ENOMEM or -EIO (libcurl could not
+ * be initialised). */
+int s3_http_new(const struct s3_http_options *opts, struct s3_http **out);
 void s3_http_free(struct s3_http *h);
 
 /* Performs req with retries. Returns 0 when an HTTP answer arrived (look at

@@ -17,50 +17,34 @@
 #include <openssl/params.h>
 
 #include "util/hex.h"
+#include "util/textbuf.h"
 
 #define SIGV4_ALGORITHM "AWS4-HMAC-SHA256"
 #define SHA256_LEN 32
 
-/* ---- growable string ---------------------------------------------------- */
+/* ---- growing string: a textbuf that remembers its first failure ------ */
 
 struct sb {
-    char *p;
-    size_t len, cap;
-    int oom;
+    struct textbuf t;
+    int rc; /* 0, or the first error: later additions are dropped */
 };
+
+static void sb_init(struct sb *b)
+{
+    textbuf_init(&b->t);
+    b->rc = 0;
+}
 
 static void sb_reserve(struct sb *b, size_t extra)
 {
-    if (b->oom)
-        return;
-    if (extra > SIZE_MAX - b->len - 1) {
-        b->oom = 1;
-        return;
-    }
-    size_t need = b->len + extra + 1;
-    if (need <= b->cap)
-        return;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < need)
-        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    char *p = realloc(b->p, cap);
-    if (!p) {
-        b->oom = 1;
-        return;
-    }
-    b->p = p;
-    b->cap = cap;
+    if (!b->rc)
+        b->rc = textbuf_reserve(&b->t, extra);
 }
 
 static void sb_addn(struct sb *b, const char *s, size_t n)
 {
-    sb_reserve(b, n);
-    if (b->oom)
-        return;
-    if (n)
-        memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
+    if (!b->rc)
+        b->rc = textbuf_put(s, n, &b->t);
 }
 
 static void sb_adds(struct sb *b, const char *s)
@@ -73,32 +57,25 @@ static void sb_addc(struct sb *b, char c)
     sb_addn(b, &c, 1);
 }
 
-/* Returns the string (never NULL on success, "" when empty) and resets b;
- * NULL when an allocation failed (b's memory is released either way). */
-static char *sb_take(struct sb *b)
+/* Hands the string over in *out ("" when empty) and leaves b empty and
+ * usable. 0, or -ENOMEM when an addition or the hand-over failed (*out
+ * NULL). */
+static int sb_take(struct sb *b, char **out)
 {
-    char *p = NULL;
-    if (!b->oom) {
-        sb_reserve(b, 0);
-        if (!b->oom) {
-            p = b->p;
-            p[b->len] = '\0';
-        }
-    }
-    if (!p)
-        free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
-    b->oom = 0;
-    return p;
+    int rc = b->rc;
+    *out = NULL;
+    if (rc)
+        textbuf_free(&b->t);
+    else
+        rc = textbuf_take(&b->t, 0, out);
+    b->rc = 0;
+    return rc;
 }
 
 static void sb_discard(struct sb *b)
 {
-    free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
-    b->oom = 0;
+    textbuf_free(&b->t);
+    b->rc = 0;
 }
 
 /* ---- encoding ----------------------------------------------------------- */
@@ -125,14 +102,16 @@ static void sb_add_encoded(struct sb *b, const char *s, size_t len,
     }
 }
 
-char *sigv4_uri_encode(const char *s, size_t len, int keep_slash)
+int sigv4_uri_encode(const char *s, size_t len, int keep_slash, char **out)
 {
+    *out = NULL;
     if (!s && len)
-        return NULL;
-    struct sb b = { 0 };
+        return -EINVAL;
+    struct sb b;
+    sb_init(&b);
     sb_reserve(&b, len); /* common case: little to encode */
     sb_add_encoded(&b, s ? s : "", len, keep_slash);
-    return sb_take(&b);
+    return sb_take(&b, out);
 }
 
 /* ---- hashing ------------------------------------------------------------ */
@@ -142,18 +121,20 @@ static int sha256(const void *data, size_t len, unsigned char md[SHA256_LEN])
     unsigned int mdlen = 0;
     if (!EVP_Digest(data ? data : "", data ? len : 0, md, &mdlen,
                     EVP_sha256(), NULL) || mdlen != SHA256_LEN)
-        return -1;
+        return -EIO;
     return 0;
 }
 
-void sigv4_sha256_hex(const void *data, size_t len, char out[65])
+int sigv4_sha256_hex(const void *data, size_t len, char out[65])
 {
     unsigned char md[SHA256_LEN];
-    if (sha256(data, len, md) != 0) {
+    int rc = sha256(data, len, md);
+    if (rc < 0) {
         memset(out, 0, 65);
-        return;
+        return rc;
     }
     hex_encode(md, sizeof md, out);
+    return 0;
 }
 
 static int hmac_sha256(EVP_MAC *mac, const void *key, size_t keylen,
@@ -167,14 +148,14 @@ static int hmac_sha256(EVP_MAC *mac, const void *key, size_t keylen,
     };
     EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(mac);
     if (!ctx)
-        return -1;
+        return -ENOMEM;
     size_t outlen = 0;
     int ok = EVP_MAC_init(ctx, key, keylen, params) &&
              EVP_MAC_update(ctx, data, len) &&
              EVP_MAC_final(ctx, out, &outlen, SHA256_LEN) &&
              outlen == SHA256_LEN;
     EVP_MAC_CTX_free(ctx);
-    return ok ? 0 : -1;
+    return ok ? 0 : -EIO;
 }
 
 /* signature = hex(HMAC(kSigning, sts)), with
@@ -445,17 +426,16 @@ static int build_query(const struct sigv4_request *req, char **out)
     }
     for (size_t i = 0; i < req->nquery; i++) {
         const struct sigv4_pair *p = &req->query[i];
-        q[i].name = sigv4_uri_encode(p->name, strlen(p->name), 0);
-        q[i].value = sigv4_uri_encode(p->value, strlen(p->value), 0);
-        if (!q[i].name || !q[i].value) {
+        if (sigv4_uri_encode(p->name, strlen(p->name), 0, &q[i].name) < 0 ||
+            sigv4_uri_encode(p->value, strlen(p->value), 0, &q[i].value) < 0) {
             free_qpairs(q, req->nquery);
             return -ENOMEM;
         }
     }
     if (req->nquery > 1)
         qsort(q, req->nquery, sizeof *q, qpair_cmp);
-    struct sb b = { 0 };
-    sb_reserve(&b, 0);
+    struct sb b;
+    sb_init(&b);
     for (size_t i = 0; i < req->nquery; i++) {
         if (i)
             sb_addc(&b, '&');
@@ -464,8 +444,7 @@ static int build_query(const struct sigv4_request *req, char **out)
         sb_adds(&b, q[i].value);
     }
     free_qpairs(q, req->nquery);
-    *out = sb_take(&b);
-    return *out ? 0 : -ENOMEM;
+    return sb_take(&b, out);
 }
 
 /* The signed headers, sorted by lowercase name. */
@@ -532,15 +511,14 @@ int sigv4_sign(const struct sigv4_request *req,
 
     struct hdr *h = NULL;
     size_t nh = 0;
-    struct sb b = { 0 };
+    struct sb b;
+    sb_init(&b);
     char *signed_headers = NULL;
     char cr_hash[65];
 
-    out->encoded_path = sigv4_uri_encode(req->path, strlen(req->path), 1);
-    if (!out->encoded_path) {
-        rc = -ENOMEM;
+    rc = sigv4_uri_encode(req->path, strlen(req->path), 1, &out->encoded_path);
+    if (rc < 0)
         goto fail;
-    }
     rc = build_query(req, &out->encoded_query);
     if (rc)
         goto fail;
@@ -554,11 +532,9 @@ int sigv4_sign(const struct sigv4_request *req,
             sb_addc(&b, ';');
         sb_adds(&b, h[i].name);
     }
-    signed_headers = sb_take(&b);
-    if (!signed_headers) {
-        rc = -ENOMEM;
+    rc = sb_take(&b, &signed_headers);
+    if (rc < 0)
         goto fail;
-    }
 
     /* CanonicalRequest */
     sb_adds(&b, req->method);
@@ -577,19 +553,15 @@ int sigv4_sign(const struct sigv4_request *req,
     sb_adds(&b, signed_headers);
     sb_addc(&b, '\n');
     sb_adds(&b, req->payload_hash);
-    out->canonical_request = sb_take(&b);
-    if (!out->canonical_request) {
-        rc = -ENOMEM;
+    rc = sb_take(&b, &out->canonical_request);
+    if (rc < 0)
         goto fail;
-    }
 
     /* StringToSign */
-    sigv4_sha256_hex(out->canonical_request, strlen(out->canonical_request),
-                     cr_hash);
-    if (!cr_hash[0]) {
-        rc = -ENOMEM;
+    rc = sigv4_sha256_hex(out->canonical_request, strlen(out->canonical_request),
+                          cr_hash);
+    if (rc < 0)
         goto fail;
-    }
     sb_adds(&b, SIGV4_ALGORITHM "\n");
     sb_adds(&b, out->amz_date);
     sb_addc(&b, '\n');
@@ -600,11 +572,9 @@ int sigv4_sign(const struct sigv4_request *req,
     sb_adds(&b, service);
     sb_adds(&b, "/aws4_request\n");
     sb_adds(&b, cr_hash);
-    out->string_to_sign = sb_take(&b);
-    if (!out->string_to_sign) {
-        rc = -ENOMEM;
+    rc = sb_take(&b, &out->string_to_sign);
+    if (rc < 0)
         goto fail;
-    }
 
     rc = compute_signature(creds->secret_key, date8, req->region, service,
                            out->string_to_sign, out->signature);
@@ -624,11 +594,9 @@ int sigv4_sign(const struct sigv4_request *req,
     sb_adds(&b, signed_headers);
     sb_adds(&b, ",Signature=");
     sb_adds(&b, out->signature);
-    out->authorization = sb_take(&b);
-    if (!out->authorization) {
-        rc = -ENOMEM;
+    rc = sb_take(&b, &out->authorization);
+    if (rc < 0)
         goto fail;
-    }
 
     /* Headers to send: the signed ones in canonical order, then
      * Authorization. */
@@ -641,20 +609,16 @@ int sigv4_sign(const struct sigv4_request *req,
         sb_adds(&b, h[i].name);
         sb_adds(&b, ": ");
         sb_adds(&b, h[i].value);
-        out->send_headers[i] = sb_take(&b);
-        if (!out->send_headers[i]) {
-            rc = -ENOMEM;
+        rc = sb_take(&b, &out->send_headers[i]);
+        if (rc < 0)
             goto fail;
-        }
         out->nsend_headers = i + 1;
     }
     sb_adds(&b, "Authorization: ");
     sb_adds(&b, out->authorization);
-    out->send_headers[nh] = sb_take(&b);
-    if (!out->send_headers[nh]) {
-        rc = -ENOMEM;
+    rc = sb_take(&b, &out->send_headers[nh]);
+    if (rc < 0)
         goto fail;
-    }
     out->nsend_headers = nh + 1;
 
     free(signed_headers);

@@ -51,11 +51,13 @@ struct sigv4_signed {
 };
 
 /* Percent-encode every byte outside A-Z a-z 0-9 - . _ ~ (uppercase hex);
- * keep_slash keeps '/' as is (for paths). Returns malloc'd string or NULL. */
-char *sigv4_uri_encode(const char *s, size_t len, int keep_slash);
+ * keep_slash keeps '/' as is (for paths). 0 with *out malloc'd, or
+ * -ENOMEM, or -EINVAL (s NULL and len not 0). */
+int sigv4_uri_encode(const char *s, size_t len, int keep_slash, char **out);
 
-/* Lowercase hex SHA-256 of data into out (65 bytes with NUL). */
-void sigv4_sha256_hex(const void *data, size_t len, char out[65]);
+/* Lowercase hex SHA-256 of data into out (65 bytes with NUL). 0, or -EIO
+ * (OpenSSL failed; out is then all NULs). */
+int sigv4_sha256_hex(const void *data, size_t len, char out[65]);
 
 /* Signs req with creds. Returns 0, or -ENOMEM / -EINVAL. */
 int sigv4_sign(const struct sigv4_request *req,

@@ -13,7 +13,7 @@
 #include <curl/curl.h>
 #include <openssl/evp.h>
 
-#include "s3/credentials.h"
+#include "s3/cred.h"
 #include "s3/http.h"
 #include "s3/sigv4.h"
 #include "s3/xml.h"
@@ -122,7 +122,7 @@ static int build_request(void *arg, int force_refresh, char **url, char ***hdrs,
     *hdrs = NULL;
     *nhdrs = 0;
 
-    struct aws_credentials cr;
+    struct cred_keys cr;
     memset(&cr, 0, sizeof cr);
     x->cred_msg[0] = '\0';
     int rc = cred_provider_get(s->creds, &cr, force_refresh, x->cred_msg,
@@ -131,7 +131,7 @@ static int build_request(void *arg, int force_refresh, char **url, char ***hdrs,
         if (!x->cred_msg[0])
             snprintf(x->cred_msg, sizeof x->cred_msg, "No AWS credentials were found.");
         store_fail(x->err, rc, "%s", x->cred_msg);
-        aws_credentials_clear(&cr);
+        cred_keys_clear(&cr);
         return rc;
     }
 
@@ -198,7 +198,7 @@ static int build_request(void *arg, int force_refresh, char **url, char ***hdrs,
     }
 out:
     sigv4_signed_free(&sg);
-    aws_credentials_clear(&cr);
+    cred_keys_clear(&cr);
     free(host);
     free(path);
     return rc; /* on failure the transport frees what was filled */
@@ -231,7 +231,7 @@ static const char *plural(int n) { return n == 1 ? "" : "s"; }
 
 /* Maps an error answer to errno and fills err (code, request id, message). */
 static int answer_error(const char *key, const struct s3_http_response *r,
-                        struct s3_error_doc *doc, struct store_error *err)
+                        struct s3_xml_error *doc, struct store_error *err)
 {
     if (s3_xml_parse_error(r->body, r->body_len, doc) < 0) {
         memset(doc, 0, sizeof *doc);
@@ -278,7 +278,7 @@ static enum s3_http_verdict judge_answer(void *arg, const struct s3_http_respons
                                          char *reason, size_t reason_len)
 {
     (void)arg;
-    struct s3_error_doc doc;
+    struct s3_xml_error doc;
     const char *code = s3_xml_parse_error(r->body, r->body_len, &doc) == 0 && doc.code[0]
                            ? doc.code : NULL;
     snprintf(reason, reason_len, "HTTP %ld%s%s", r->status, code ? " " : "",
@@ -349,7 +349,7 @@ static int s3_list_from(struct store *st, const char *bucket, const char *prefix
     if (rc < 0) {
         transport_error(&r, rc, err);
     } else if (r.status != 200) {
-        struct s3_error_doc doc;
+        struct s3_xml_error doc;
         rc = answer_error(NULL, &r, &doc, err);
     } else {
         rc = s3_xml_parse_list(r.body, r.body_len, out);
@@ -402,7 +402,7 @@ static int s3_get_info(struct store *st, const char *bucket, const char *key,
     if (rc < 0) {
         transport_error(&r, rc, err);
     } else if (r.status != 200) {
-        struct s3_error_doc doc;
+        struct s3_xml_error doc;
         rc = answer_error(key, &r, &doc, err);
         if (rc == -ENOENT)
             log_debug("GetObject s3://%s/%s: no such key", bucket, key);
@@ -474,7 +474,7 @@ static int put_common(struct s3_store *s, const char *bucket, const char *key,
         log_debug("conditional PutObject s3://%s/%s: precondition failed (%d attempts)",
                   bucket, key, r.attempts);
     } else if (r.status != 200) {
-        struct s3_error_doc doc;
+        struct s3_xml_error doc;
         rc = answer_error(key, &r, &doc, err);
         if (if_match && r.status == 404 && strcmp(doc.code, "NoSuchKey") == 0 &&
             strcmp(if_match, STORE_IF_ABSENT) != 0) {
@@ -526,7 +526,7 @@ static int s3_del(struct store *st, const char *bucket, const char *key,
     if (rc < 0) {
         transport_error(&r, rc, err);
     } else if (r.status != 204 && r.status != 200) {
-        struct s3_error_doc doc;
+        struct s3_xml_error doc;
         rc = answer_error(key, &r, &doc, err);
         if (rc == -ENOENT) {
             rc = 0;
@@ -582,7 +582,7 @@ static int s3_check_bucket(struct store *st, const char *bucket, char *msg,
                          r.error[0] ? r.error : strerror(-rc));
         }
     } else if (r.status != 200) {
-        struct s3_error_doc doc;
+        struct s3_xml_error doc;
         rc = answer_error(NULL, &r, &doc, &err);
         const char *c = doc.code;
         if (strcmp(c, "NoSuchBucket") == 0 || (!c[0] && r.status == 404)) {
@@ -771,7 +771,9 @@ int store_s3_new(const struct store_s3_options *opts, struct store **out, char *
     if (region) {
         s->region = strdup(region);
     } else {
-        char *cfg = aws_config_region(profile);
+        char *cfg = NULL;
+        if (cred_config_region(profile, &cfg) < 0)
+            cfg = NULL; /* unreadable: as if none were set */
         s->region = cfg && cfg[0] ? strdup(cfg) : strdup("us-east-1");
         free(cfg);
     }
@@ -802,7 +804,7 @@ int store_s3_new(const struct store_s3_options *opts, struct store **out, char *
     rc = -ENOMEM;
 
     const char *bundle_from;
-    if (aws_ca_bundle(profile, &s->ca_bundle, &bundle_from) < 0) {
+    if (cred_ca_bundle(profile, &s->ca_bundle, &bundle_from) < 0) {
         snprintf(err, errlen, "Out of memory.");
         goto fail;
     }
@@ -834,16 +836,14 @@ int store_s3_new(const struct store_s3_options *opts, struct store **out, char *
     /* A whole listing, all its pages: ten times the bound on one operation
      * (README, "Retries"). */
     s->base.list_bound_ms = 10 * (ho.max_retry_ms + ho.timeout_ms);
-    s->http = s3_http_new(&ho);
-    if (!s->http) {
+    if (s3_http_new(&ho, &s->http) < 0) {
         snprintf(err, errlen, "The HTTP client could not be set up.");
         goto fail;
     }
     struct cred_options co = {.profile = o.profile, .ca_file = o.ca_file,
                               .ca_bundle = s->ca_bundle,
                               .timeout_ms = ho.connect_timeout_ms};
-    s->creds = cred_provider_new(&co);
-    if (!s->creds) {
+    if (cred_provider_new(&co, &s->creds) < 0) {
         snprintf(err, errlen, "The AWS credential chain could not be set up.");
         goto fail;
     }

@@ -105,7 +105,7 @@ static void wipe_text(xmlNode *n)
     }
 }
 
-int s3_xml_parse_error(const char *body, size_t len, struct s3_error_doc *out)
+int s3_xml_parse_error(const char *body, size_t len, struct s3_xml_error *out)
 {
     memset(out, 0, sizeof *out);
     xmlDocPtr doc = parse_doc(body, len);
@@ -156,6 +156,9 @@ static void copy_etag(char *dst, size_t dstlen, const char *src)
     dst[n] = '\0';
 }
 
+/* An object of a listing whose key cannot be told: skipped, not an error. */
+#define KEY_UNTOLD (-EILSEQ)
+
 static int hex_digit(char c)
 {
     if (c >= '0' && c <= '9')
@@ -169,8 +172,8 @@ static int hex_digit(char c)
 
 /* A key of a listing with encoding-type=url, decoded in place as S3's SDKs
  * do (botocore's unquote_plus): "%XX" is the byte XX and "+" a space (S3
- * writes a '+' of the key as %2B). -EINVAL for a broken escape; 1 for a
- * key holding a NUL byte, which no name can carry. */
+ * writes a '+' of the key as %2B). -EINVAL for a broken escape; KEY_UNTOLD
+ * for a key holding a NUL byte, which no name can carry. */
 static int url_decode(char *s)
 {
     char *out = s;
@@ -182,7 +185,7 @@ static int url_decode(char *s)
             if (lo < 0)
                 return -EINVAL;
             if (hi == 0 && lo == 0)
-                return 1;
+                return KEY_UNTOLD;
             *out++ = (char)(hi * 16 + lo);
             p += 2;
         } else {
@@ -203,8 +206,8 @@ static int key_may_be_altered(const char *key, int scrubbed)
     return strchr(key, '\n') || (scrubbed && strstr(key, REPLACEMENT));
 }
 
-/* 0, 1 when the object is to be skipped (its key cannot be told), or a
- * negative errno. */
+/* 0, KEY_UNTOLD when the object is to be skipped (its key cannot be
+ * told), or another negative errno. */
 static int parse_object(const xmlNode *c, int encoded, int scrubbed,
                         struct store_object *o)
 {
@@ -219,11 +222,11 @@ static int parse_object(const xmlNode *c, int encoded, int scrubbed,
     if (!lms || !szs || !o->key)
         rc = -ENOMEM;
     else if (encoded && scrubbed && strstr(o->key, REPLACEMENT))
-        rc = 1; /* a raw control byte in an encoded key: not S3's encoding */
+        rc = KEY_UNTOLD; /* a raw control byte in an encoded key: not S3's encoding */
     else if (encoded)
         rc = url_decode(o->key);
     else if (key_may_be_altered(o->key, scrubbed))
-        rc = 1;
+        rc = KEY_UNTOLD;
     if (rc == 0 && (o->key[0] == '\0' || iso8601_parse_ms(lms, &o->last_modified_ms) < 0 ||
                     parse_u64(szs, &o->size) < 0))
         rc = -EINVAL;
@@ -331,7 +334,7 @@ int s3_xml_parse_list(const char *body, size_t len, struct store_page *out)
         rc = parse_object(c, encoded, scrubbed, &out->objects[out->count]);
         if (rc == 0)
             out->count++;
-        else if (rc == 1) {
+        else if (rc == KEY_UNTOLD) {
             out->skipped++;
             rc = 0;
         }

@@ -8,7 +8,7 @@
 
 #include "store/store.h"
 
-struct s3_error_doc {
+struct s3_xml_error {
     char code[64];        /* e.g. "NoSuchBucket"; "" when absent */
     char message[512];
     char request_id[128];
@@ -21,7 +21,7 @@ void s3_xml_init(void);
  * (STS); the document's text is wiped before it is freed (an STS message
  * may quote the caller's token). Returns 0, or -EINVAL when body is not
  * one. */
-int s3_xml_parse_error(const char *body, size_t len, struct s3_error_doc *out);
+int s3_xml_parse_error(const char *body, size_t len, struct s3_xml_error *out);
 
 /* Parses a <ListBucketResult> (ListObjectsV2) into out (objects, count,
  * next_token when IsTruncated). Returns 0, -EINVAL on a malformed or

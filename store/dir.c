@@ -1105,9 +1105,10 @@ int store_dir_new(const char *root, struct store **out, char *err, size_t errlen
         free(d);
         return -ENOMEM;
     }
-    d->dirs = strmap_new();
-    d->etags = strmap_new();
-    if (!d->dirs || !d->etags || pthread_mutex_init(&d->list_lock, NULL) != 0) {
+    int maps = strmap_new(&d->dirs);
+    if (maps == 0)
+        maps = strmap_new(&d->etags);
+    if (maps < 0 || pthread_mutex_init(&d->list_lock, NULL) != 0) {
         put_msg(err, errlen, "Out of memory.");
         strmap_free(d->dirs, NULL);
         strmap_free(d->etags, NULL);

@@ -24,18 +24,20 @@ static uint64_t hash_str(const char *s)
     return hash_fnv1a(s, strlen(s));
 }
 
-struct strmap *strmap_new(void)
+int strmap_new(struct strmap **out)
 {
+    *out = NULL;
     struct strmap *m = calloc(1, sizeof *m);
     if (!m)
-        return NULL;
+        return -ENOMEM;
     m->nbuckets = 16;
     m->buckets = calloc(m->nbuckets, sizeof *m->buckets);
     if (!m->buckets) {
         free(m);
-        return NULL;
+        return -ENOMEM;
     }
-    return m;
+    *out = m;
+    return 0;
 }
 
 void strmap_free(struct strmap *m, void (*free_value)(void *))

@@ -7,7 +7,8 @@
 
 struct strmap;
 
-struct strmap *strmap_new(void);
+/* An empty map in *out. 0 or -ENOMEM (*out NULL). */
+int strmap_new(struct strmap **out);
 /* Frees the map; calls free_value on each value when not NULL. */
 void strmap_free(struct strmap *m, void (*free_value)(void *));
 void *strmap_get(const struct strmap *m, const char *key);

@@ -13,7 +13,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct s3_error_doc doc;
+    struct s3_xml_error doc;
     memset(&doc, 0xa5, sizeof doc); /* the parser must reset it */
     int rc = s3_xml_parse_error((const char *)data, size, &doc);
     FUZZ_CHECK(rc == 0 || rc == -EINVAL);

@@ -148,7 +148,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* 1. the encoder, on every byte (NULs included) */
     int keep_slash = flags & 1;
-    char *enc = sigv4_uri_encode((const char *)s, n, keep_slash);
+    char *enc;
+    FUZZ_CHECK(sigv4_uri_encode((const char *)s, n, keep_slash, &enc) == 0);
     check_encoding(enc, s, n, keep_slash);
     free(enc);
 

@@ -1,4 +1,4 @@
-"""The AWS credential chain (s3/credentials.c), driven through tests/creds_cli.
+"""The AWS credential chain (s3/cred.c), driven through tests/creds_cli.
 
 Every endpoint is a loopback stand-in (standins.py); IMDS is pointed at a
 closed loopback port unless a test serves it, so nothing leaves 127.0.0.1.

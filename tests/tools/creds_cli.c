@@ -13,7 +13,7 @@
  * --force passes force_refresh to every call; --threads T runs the loop in
  * T threads at once on one provider. Exit status: 0, 1 when a get failed
  * (the message on stderr), 2 for usage errors. */
-#include "s3/credentials.h"
+#include "s3/cred.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -48,7 +48,7 @@ static int sha256_hex(const char *s, char out[65])
     return 0;
 }
 
-static int print_creds(const struct aws_credentials *c)
+static int print_creds(const struct cred_keys *c)
 {
     char sk[65], tok[65];
     if (sha256_hex(c->secret_key, sk) < 0 ||
@@ -88,7 +88,7 @@ static void *run_loop(void *arg)
     for (long i = 0; i < r->loops; i++) {
         if (i && r->sleep_ms > 0)
             sleep_ms(r->sleep_ms);
-        struct aws_credentials c;
+        struct cred_keys c;
         char msg[2048];
         int rc = cred_provider_get(r->p, &c, r->force, msg, sizeof msg);
         if (rc < 0) {
@@ -100,7 +100,7 @@ static void *run_loop(void *arg)
             fprintf(stderr, "creds_cli: cannot print the result\n");
             r->failed = 1;
         }
-        aws_credentials_clear(&c);
+        cred_keys_clear(&c);
         if (r->failed)
             return NULL;
     }
@@ -158,7 +158,9 @@ int main(int argc, char **argv)
     }
 
     if (config_region) {
-        char *region = aws_config_region(opts.profile);
+        char *region = NULL;
+        if (cred_config_region(opts.profile, &region) < 0)
+            return 1;
         json_t *o = json_pack("{s:o}", "region",
                               region ? json_string(region) : json_null());
         free(region);
@@ -174,14 +176,14 @@ int main(int argc, char **argv)
     /* As the store does (s3/store_s3.c): AWS_CA_BUNDLE or ca_bundle. */
     char *bundle = NULL;
     const char *bundle_from;
-    if (aws_ca_bundle(opts.profile, &bundle, &bundle_from) < 0) {
+    if (cred_ca_bundle(opts.profile, &bundle, &bundle_from) < 0) {
         fprintf(stderr, "creds_cli: out of memory\n");
         return 1;
     }
     opts.ca_bundle = bundle;
-    run.p = cred_provider_new(&opts);
+    int made = cred_provider_new(&opts, &run.p);
     free(bundle);
-    if (!run.p) {
+    if (made < 0) {
         fprintf(stderr, "creds_cli: cannot create the provider\n");
         return 1;
     }

@@ -239,7 +239,7 @@ static void test_run_bound(void)
 
 static void test_error_doc(void)
 {
-    struct s3_error_doc d;
+    struct s3_xml_error d;
     const char *s3 = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code>"
                      "<Message>Reduce your rate.</Message><RequestId>R1</RequestId></Error>";
     CHECK(s3_xml_parse_error(s3, strlen(s3), &d) == 0);

@@ -3,13 +3,13 @@
  * AssumeRoleWithWebIdentity), EC2 instance metadata (IMDSv2). Temporary
  * credentials are refreshed before they expire. Thread-safe. Never logs a
  * secret. */
-#ifndef BOOKMARKFS_S3_CREDENTIALS_H
-#define BOOKMARKFS_S3_CREDENTIALS_H
+#ifndef BOOKMARKFS_S3_CRED_H
+#define BOOKMARKFS_S3_CRED_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-struct aws_credentials {
+struct cred_keys {
     char *access_key;
     char *secret_key;
     char *session_token; /* NULL when not temporary */
@@ -27,30 +27,31 @@ struct cred_options {
     long timeout_ms;       /* per request to a credential endpoint */
 };
 
-/* Creates the chain. Nothing is fetched yet. */
-struct cred_provider *cred_provider_new(const struct cred_options *opts);
+/* Creates the chain in *out. Nothing is fetched yet. 0 or -ENOMEM. */
+int cred_provider_new(const struct cred_options *opts, struct cred_provider **out);
 
 /* Copies the current credentials into out (caller clears them with
- * aws_credentials_clear). Resolves the chain on first use and refreshes
+ * cred_keys_clear). Resolves the chain on first use and refreshes
  * temporary credentials within 5 minutes of expiry; force_refresh refreshes
  * now (after an ExpiredToken answer). Returns 0, or -EACCES when no provider
  * has credentials (msg says why, one plain sentence), -EIO/-ETIMEDOUT. */
-int cred_provider_get(struct cred_provider *p, struct aws_credentials *out,
+int cred_provider_get(struct cred_provider *p, struct cred_keys *out,
                       int force_refresh, char *msg, size_t msglen);
 
 void cred_provider_free(struct cred_provider *p);
 
 /* Wipes the secrets and frees the strings. */
-void aws_credentials_clear(struct aws_credentials *c);
+void cred_keys_clear(struct cred_keys *c);
 
 /* The CA bundle the AWS SDKs use in place of the system's: AWS_CA_BUNDLE,
  * else the profile's ca_bundle in the config file ("~/" expanded). Returns
  * 0 with *out malloc'd (or NULL when neither is set) and *from naming
  * where it came from, or -ENOMEM. */
-int aws_ca_bundle(const char *profile, char **out, const char **from);
+int cred_ca_bundle(const char *profile, char **out, const char **from);
 
 /* Region from the config file for the profile (AWS_CONFIG_FILE or
- * ~/.aws/config, section "profile NAME" or "default"); malloc'd or NULL. */
-char *aws_config_region(const char *profile);
+ * ~/.aws/config, section "profile NAME" or "default"): 0 with *out
+ * malloc'd, or NULL when none is set, or -ENOMEM. */
+int cred_config_region(const char *profile, char **out);
 
 #endif

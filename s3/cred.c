@@ -33,7 +33,7 @@ struct cred_provider {
     pthread_cond_t done;      /* signalled when a refresh ends */
     int refreshing;
     int have;
-    struct aws_credentials cur;
+    struct cred_keys cur;
     char *profile;            /* from the options, or NULL */
     char *ca_file;
     char *ca_bundle;
@@ -69,7 +69,7 @@ void cred_free_buf(void *p, size_t len)
     free(p);
 }
 
-void aws_credentials_clear(struct aws_credentials *c)
+void cred_keys_clear(struct cred_keys *c)
 {
     if (!c)
         return;
@@ -81,7 +81,7 @@ void aws_credentials_clear(struct aws_credentials *c)
     memset(c->source, 0, sizeof c->source);
 }
 
-int cred_fill(struct aws_credentials *out, const char *source, const char *ak,
+int cred_fill(struct cred_keys *out, const char *source, const char *ak,
               const char *sk, const char *tok, int64_t expiration)
 {
     memset(out, 0, sizeof *out);
@@ -91,7 +91,7 @@ int cred_fill(struct aws_credentials *out, const char *source, const char *ak,
         out->session_token = strdup(tok);
     if (!out->access_key || !out->secret_key ||
         (tok && *tok && !out->session_token)) {
-        aws_credentials_clear(out);
+        cred_keys_clear(out);
         return -ENOMEM;
     }
     out->expiration = expiration;
@@ -99,8 +99,8 @@ int cred_fill(struct aws_credentials *out, const char *source, const char *ak,
     return 0;
 }
 
-static int copy_credentials(struct aws_credentials *dst,
-                            const struct aws_credentials *src)
+static int copy_credentials(struct cred_keys *dst,
+                            const struct cred_keys *src)
 {
     int rc = cred_fill(dst, src->source, src->access_key, src->secret_key,
                        src->session_token, src->expiration);
@@ -189,26 +189,28 @@ out:
     return rc;
 }
 
-char *cred_expand_home(const char *path)
+int cred_expand_home(const char *path, char **out)
 {
     if (path[0] != '~' || (path[1] != '/' && path[1] != '\0'))
-        return strdup(path);
+        return (*out = strdup(path)) ? 0 : -ENOMEM;
+    *out = NULL;
     const char *home = env_nonempty("HOME");
     char pwbuf[4096];
     struct passwd pw, *res = NULL;
     if (!home) {
         if (getpwuid_r(getuid(), &pw, pwbuf, sizeof pwbuf, &res) != 0 || !res ||
             !res->pw_dir)
-            return NULL;
+            return -ENOENT;
         home = res->pw_dir;
     }
     size_t hl = strlen(home), rl = strlen(path + 1);
     char *s = malloc(hl + rl + 1);
     if (!s)
-        return NULL;
+        return -ENOMEM;
     memcpy(s, home, hl);
     memcpy(s + hl, path + 1, rl + 1);
-    return s;
+    *out = s;
+    return 0;
 }
 
 long cred_timeout_ms(const struct cred_options *o)
@@ -219,7 +221,7 @@ long cred_timeout_ms(const struct cred_options *o)
 /* ------------------------------------------------------------------ */
 /* environment                                                         */
 
-int cred_env_get(struct aws_credentials *out, char *note, size_t notelen)
+int cred_env_get(struct cred_keys *out, char *note, size_t notelen)
 {
     const char *ak = env_nonempty("AWS_ACCESS_KEY_ID");
     const char *sk = env_nonempty("AWS_SECRET_ACCESS_KEY");
@@ -243,7 +245,7 @@ int cred_env_get(struct aws_credentials *out, char *note, size_t notelen)
 /* ------------------------------------------------------------------ */
 /* the chain                                                           */
 
-static int resolve(struct cred_provider *p, struct aws_credentials *out,
+static int resolve(struct cred_provider *p, struct cred_keys *out,
                    char *msg, size_t msglen)
 {
     char notes[5][320];
@@ -299,7 +301,7 @@ static int resolve(struct cred_provider *p, struct aws_credentials *out,
     return 0;
 }
 
-static void describe_expiry(const struct aws_credentials *c, char *buf,
+static void describe_expiry(const struct cred_keys *c, char *buf,
                             size_t len)
 {
     if (!c->expiration) {
@@ -312,12 +314,13 @@ static void describe_expiry(const struct aws_credentials *c, char *buf,
         snprintf(buf, len, "expire at %lld", (long long)c->expiration);
 }
 
-struct cred_provider *cred_provider_new(const struct cred_options *opts)
+int cred_provider_new(const struct cred_options *opts, struct cred_provider **out)
 {
+    *out = NULL;
     cred_global_init();
     struct cred_provider *p = calloc(1, sizeof *p);
     if (!p)
-        return NULL;
+        return -ENOMEM;
     if (opts) {
         if (opts->profile && *opts->profile && !(p->profile = strdup(opts->profile)))
             goto fail;
@@ -337,20 +340,21 @@ struct cred_provider *cred_provider_new(const struct cred_options *opts)
         pthread_mutex_destroy(&p->lock);
         goto fail;
     }
-    return p;
+    *out = p;
+    return 0;
 fail:
     free(p->profile);
     free(p->ca_file);
     free(p->ca_bundle);
     free(p);
-    return NULL;
+    return -ENOMEM;
 }
 
 void cred_provider_free(struct cred_provider *p)
 {
     if (!p)
         return;
-    aws_credentials_clear(&p->cur);
+    cred_keys_clear(&p->cur);
     pthread_cond_destroy(&p->done);
     pthread_mutex_destroy(&p->lock);
     free(p->profile);
@@ -370,7 +374,7 @@ static int still_valid(const struct cred_provider *p, time_t now)
     return p->have && (!p->cur.expiration || (int64_t)now < p->cur.expiration);
 }
 
-int cred_provider_get(struct cred_provider *p, struct aws_credentials *out,
+int cred_provider_get(struct cred_provider *p, struct cred_keys *out,
                       int force_refresh, char *msg, size_t msglen)
 {
     char dummy[8];
@@ -406,7 +410,7 @@ int cred_provider_get(struct cred_provider *p, struct aws_credentials *out,
         p->refreshing = 1;
         pthread_mutex_unlock(&p->lock);
 
-        struct aws_credentials fresh;
+        struct cred_keys fresh;
         char why[1536];
         why[0] = '\0';
         memset(&fresh, 0, sizeof fresh);
@@ -425,7 +429,7 @@ int cred_provider_get(struct cred_provider *p, struct aws_credentials *out,
             if (fresh.expiration && fresh.expiration <= (int64_t)now)
                 log_warn("the AWS credentials from %s have already expired",
                          fresh.source);
-            aws_credentials_clear(&p->cur);
+            cred_keys_clear(&p->cur);
             p->cur = fresh;
             p->have = 1;
         } else if (still_valid(p, now)) {
