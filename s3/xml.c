@@ -81,12 +81,16 @@ static void copy_text(const xmlNode *parent, const char *name, char *dst,
 }
 
 /* The first element named name at or under n and its siblings, depth
- * first. */
+ * first. Only elements are descended into: an entity reference's children
+ * are the entity's shared content (a document may nest references to blow
+ * a walk up exponentially), and libxml2 bounds the elements' depth. */
 static const xmlNode *find_elem(const xmlNode *n, const char *name)
 {
     for (; n; n = n->next) {
         if (name_is(n, name))
             return n;
+        if (n->type != XML_ELEMENT_NODE)
+            continue;
         const xmlNode *c = find_elem(n->children, name);
         if (c)
             return c;
@@ -94,14 +98,16 @@ static const xmlNode *find_elem(const xmlNode *n, const char *name)
     return NULL;
 }
 
-/* Wipes every text node: an error's message may quote a token. */
+/* Wipes every text node of the elements (an error's message may quote a
+ * token); descends as find_elem does. */
 static void wipe_text(xmlNode *n)
 {
     for (; n; n = n->next) {
         if ((n->type == XML_TEXT_NODE || n->type == XML_CDATA_SECTION_NODE) &&
             n->content)
             explicit_bzero(n->content, (size_t)xmlStrlen(n->content));
-        wipe_text(n->children);
+        else if (n->type == XML_ELEMENT_NODE)
+            wipe_text(n->children);
     }
 }
 
