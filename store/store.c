@@ -93,8 +93,9 @@ int store_put(struct store *st, const char *bucket, const char *key, const void 
     struct store_error local;
     struct store_put_result dummy;
     err = error_init(err, &local);
-    return error_done(err, st->ops->put(st, bucket, key, body, len, res ? res : &dummy,
-                                        err));
+    res = res ? res : &dummy;
+    memset(res, 0, sizeof *res); /* what a store leaves unset reads as nothing */
+    return error_done(err, st->ops->put(st, bucket, key, body, len, res, err));
 }
 
 int store_put_if(struct store *st, const char *bucket, const char *key,
@@ -104,8 +105,10 @@ int store_put_if(struct store *st, const char *bucket, const char *key,
     struct store_error local;
     struct store_put_result dummy;
     err = error_init(err, &local);
+    res = res ? res : &dummy;
+    memset(res, 0, sizeof *res);
     return error_done(err, st->ops->put_if(st, bucket, key, body, len, if_match,
-                                           res ? res : &dummy, err));
+                                           res, err));
 }
 
 int store_del(struct store *st, const char *bucket, const char *key,

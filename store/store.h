@@ -58,7 +58,7 @@ struct store_page {
     size_t skipped;               /* objects left out: their keys could not be told */
 };
 
-struct store_put_result {
+struct store_put_result {     /* zeroed by store_put and store_put_if first */
     char etag[STORE_ETAG_MAX];    /* without quotes */
     int attempts;                 /* requests sent, retries included */
     int64_t server_ms;            /* the store's clock at its answer (Date), 0: unknown */
