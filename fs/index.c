@@ -335,9 +335,26 @@ static int copy_best(const struct ix_job *e, struct candidate *out)
     return 1;
 }
 
+/* The start of every call that lists: err (may be NULL) tells nothing yet. */
+static void untold(struct store_error *err)
+{
+    if (err)
+        memset(err, 0, sizeof *err);
+}
+
+/* Its end: a failure the store did not tell (memory, say) is told with
+ * rc's own words, so err always describes rc. */
+static int told(int rc, struct store_error *err)
+{
+    if (err && rc < 0 && err->err == 0)
+        store_fail(err, rc, "%s", strerror(-rc));
+    return rc;
+}
+
 int index_newest(struct index *ix, const char *job, struct candidate *best,
                  struct store_error *err)
 {
+    untold(err);
     memset(best, 0, sizeof *best);
     pthread_mutex_lock(&ix->lock);
     int rc = update_locked(ix, err);
@@ -346,7 +363,7 @@ int index_newest(struct index *ix, const char *job, struct candidate *best,
         rc = e && e->has_best ? copy_best(e, best) : 0;
     }
     pthread_mutex_unlock(&ix->lock);
-    return rc;
+    return told(rc, err);
 }
 
 int index_has_job(struct index *ix, const char *job)
@@ -359,19 +376,21 @@ int index_has_job(struct index *ix, const char *job)
 
 int index_rebuild(struct index *ix, struct store_error *err)
 {
+    untold(err);
     pthread_mutex_lock(&ix->lock);
     reset_locked(ix);
     int rc = build_locked(ix, err);
     pthread_mutex_unlock(&ix->lock);
-    return rc;
+    return told(rc, err);
 }
 
 int index_rebuild_gone(struct index *ix, const char *bucket, const char *key,
                        struct store_error *err)
 {
+    untold(err);
     char *gone;
     if (asprintf(&gone, "%s/%s", bucket, key) < 0)
-        return -ENOMEM;
+        return told(-ENOMEM, err);
     pthread_mutex_lock(&ix->lock);
     int rc = 0;
     if (ix->built && ix->gone && strcmp(ix->gone, gone) == 0) {
@@ -384,7 +403,7 @@ int index_rebuild_gone(struct index *ix, const char *bucket, const char *key,
         rc = build_locked(ix, err);
     }
     pthread_mutex_unlock(&ix->lock);
-    return rc;
+    return told(rc, err);
 }
 
 static int add_job_name(const char *name, void *value, void *arg)
@@ -400,12 +419,13 @@ static int add_job_name(const char *name, void *value, void *arg)
 
 int index_job_names(struct index *ix, json_t *set, struct store_error *err)
 {
+    untold(err);
     pthread_mutex_lock(&ix->lock);
     int rc = update_locked(ix, err);
     if (rc == 0)
         strmap_each(ix->jobs, add_job_name, set);
     pthread_mutex_unlock(&ix->lock);
-    return rc;
+    return told(rc, err);
 }
 
 struct history_ctx {
@@ -453,11 +473,12 @@ static int object_cmp(const void *a, const void *b)
 int index_history(struct index *ix, const char *job, struct index_object **out, size_t *n,
                   struct store_error *err)
 {
+    untold(err);
     *out = NULL;
     *n = 0;
     char *prefix = layout_dataset_prefix(ix->layout);
     if (!prefix)
-        return -ENOMEM;
+        return told(-ENOMEM, err);
     struct history_ctx h = {.ix = ix, .job = job};
     int rc = 0;
     pthread_mutex_lock(&ix->lock);
@@ -470,7 +491,7 @@ int index_history(struct index *ix, const char *job, struct index_object **out, 
     free(prefix);
     if (rc < 0) {
         index_objects_free(h.v, h.n);
-        return rc;
+        return told(rc, err);
     }
     if (h.n > 1)
         qsort(h.v, h.n, sizeof *h.v, object_cmp);
