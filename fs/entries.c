@@ -362,20 +362,15 @@ static void pending_leave(struct entries_handle *h)
 static int handle_new(struct entries *e, enum etype type, struct job *job,
                       const char *name, struct entries_handle **out)
 {
-    struct entries_handle *h = calloc(1, sizeof *h);
-    if (!h)
-        return -ENOMEM;
-    if (pthread_mutex_init(&h->lock, NULL) != 0) {
+    char *copy = strdup(name);
+    struct entries_handle *h = copy ? calloc(1, sizeof *h) : NULL;
+    if (!h || pthread_mutex_init(&h->lock, NULL) != 0) {
+        free(copy);
         free(h);
         return -ENOMEM;
     }
+    h->name = copy;
     h->type = type;
-    h->name = strdup(name);
-    if (!h->name) {
-        pthread_mutex_destroy(&h->lock);
-        free(h);
-        return -ENOMEM;
-    }
     h->e = e;
     h->job = job;
     pthread_mutex_lock(&e->open_lock);
@@ -401,6 +396,30 @@ static int handle_new(struct entries *e, enum etype type, struct job *job,
     }
     *out = h;
     return 0;
+}
+
+void entries_close_all(struct entries *e)
+{
+    for (;;) {
+        pthread_mutex_lock(&e->open_lock);
+        struct entries_handle *h = e->nopen ? e->open[e->nopen - 1] : NULL;
+        pthread_mutex_unlock(&e->open_lock);
+        if (!h)
+            break;
+        entries_close(h); /* as its release would have */
+    }
+}
+
+void entries_free(struct entries *e)
+{
+    if (!e)
+        return;
+    entries_close_all(e);
+    free(e->open);
+    pthread_mutex_destroy(&e->open_lock);
+    history_free(e->history);
+    patterns_free(e->scratch);
+    free(e);
 }
 
 void entries_close(struct entries_handle *h)
@@ -430,30 +449,6 @@ void entries_close(struct entries_handle *h)
     free(h->name);
     free(h->buf);
     free(h);
-}
-
-void entries_close_all(struct entries *e)
-{
-    for (;;) {
-        pthread_mutex_lock(&e->open_lock);
-        struct entries_handle *h = e->nopen ? e->open[e->nopen - 1] : NULL;
-        pthread_mutex_unlock(&e->open_lock);
-        if (!h)
-            break;
-        entries_close(h); /* as its release would have */
-    }
-}
-
-void entries_free(struct entries *e)
-{
-    if (!e)
-        return;
-    entries_close_all(e);
-    free(e->open);
-    pthread_mutex_destroy(&e->open_lock);
-    history_free(e->history);
-    patterns_free(e->scratch);
-    free(e);
 }
 
 /* ---- commits: what close() of a key or .state.json does */

@@ -45,22 +45,6 @@ static void hist_free(void *p)
     free(h);
 }
 
-int history_new(struct store *store, struct index *index, struct history **out)
-{
-    struct history *h = calloc(1, sizeof *h);
-    if (!h)
-        return -ENOMEM;
-    h->store = store;
-    h->index = index;
-    if (strmap_new(&h->cache) < 0 || pthread_mutex_init(&h->lock, NULL) != 0) {
-        strmap_free(h->cache, NULL);
-        free(h);
-        return -ENOMEM;
-    }
-    *out = h;
-    return 0;
-}
-
 void history_free(struct history *h)
 {
     if (!h)
@@ -68,6 +52,26 @@ void history_free(struct history *h)
     strmap_free(h->cache, hist_free);
     pthread_mutex_destroy(&h->lock);
     free(h);
+}
+
+int history_new(struct store *store, struct index *index, struct history **out)
+{
+    struct history *h = calloc(1, sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    if (pthread_mutex_init(&h->lock, NULL) != 0) {
+        free(h);
+        return -ENOMEM;
+    }
+    h->store = store;
+    h->index = index;
+    int rc = strmap_new(&h->cache);
+    if (rc < 0) {
+        history_free(h);
+        return rc;
+    }
+    *out = h;
+    return 0;
 }
 
 int history_path(const char *path, char job[256], char entry[256])
