@@ -167,6 +167,37 @@ static int set_up_leases(const struct options *o, struct store *st, struct journ
     return 0;
 }
 
+/* The store, both buckets checked, and the jobs over it (*st and *jobs:
+ * what was made, for the caller to free). 0 or a negative errno (the
+ * reason printed). */
+static int set_up_jobs(const struct options *o, struct store **st, struct jobs **jobs)
+{
+    char err[512];
+    int rc = open_store(o, st, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "bookmarkfs: %s\n", err);
+        return rc;
+    }
+    if ((rc = check_store(*st, o)) < 0)
+        return rc;
+    struct layout layout = {
+        .domain = o->domain,
+        .dataset = o->dataset,
+        .user = o->user,
+        .file_type = o->file_type,
+        .resume_running = o->resume_running,
+    };
+    *jobs = jobs_new(*st, &layout, o->lz_bucket, o->dlz_bucket);
+    if (!*jobs) {
+        fprintf(stderr, "bookmarkfs: out of memory\n");
+        return -ENOMEM;
+    }
+    (*jobs)->success_trigger = o->success_trigger;
+    index_set_window((*jobs)->index, o->relist_window_s);
+    clock_gettime(CLOCK_REALTIME, &(*jobs)->mounted);
+    return 0;
+}
+
 /* Logs always go somewhere: the file asked for; in the background syslog,
  * or, without a syslog socket (containers), a file in the cache dir, said
  * here while stderr still reaches someone. *to_file: logs go to a file.
@@ -307,27 +338,8 @@ int main(int argc, char *argv[])
     }
     /* A file-size limit makes a journal write fail (EFBIG), not the daemon. */
     signal(SIGXFSZ, SIG_IGN);
-    if (open_store(&o, &st, err, sizeof err) < 0) {
-        fprintf(stderr, "bookmarkfs: %s\n", err);
+    if (set_up_jobs(&o, &st, &jobs) < 0)
         goto out;
-    }
-    if (check_store(st, &o) < 0)
-        goto out;
-    struct layout layout = {
-        .domain = o.domain,
-        .dataset = o.dataset,
-        .user = o.user,
-        .file_type = o.file_type,
-        .resume_running = o.resume_running,
-    };
-    jobs = jobs_new(st, &layout, o.lz_bucket, o.dlz_bucket);
-    if (!jobs) {
-        fprintf(stderr, "bookmarkfs: out of memory\n");
-        goto out;
-    }
-    jobs->success_trigger = o.success_trigger;
-    index_set_window(jobs->index, o.relist_window_s);
-    clock_gettime(CLOCK_REALTIME, &jobs->mounted);
     char *identity = journal_identity(&o);
     if (!identity) {
         fprintf(stderr, "bookmarkfs: out of memory\n");
