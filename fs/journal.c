@@ -215,54 +215,12 @@ static uint32_t get_le32(const unsigned char *p)
 
 static int pwrite_all(int fd, const void *buf, size_t n, off_t off)
 {
-    const char *p = buf;
     size_t torn = crash_point("pwrite", n, off);
     if (torn <= n && crash_tearing()) {
-        n = torn;
-        while (n > 0) {
-            ssize_t w = pwrite(fd, p, n, off);
-            if (w <= 0)
-                break;
-            p += w;
-            n -= (size_t)w;
-            off += w;
-        }
-        crash_torn();
+        (void)files_write_all(fd, buf, torn, off); /* the first bytes only */
+        crash_torn(); /* exits */
     }
-    while (n > 0) {
-        ssize_t w = pwrite(fd, p, n, off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (w == 0)
-            return -EIO;
-        p += w;
-        n -= (size_t)w;
-        off += w;
-    }
-    return 0;
-}
-
-/* 0, or -EIO at end of file, or -errno. */
-static int pread_all(int fd, void *buf, size_t n, off_t off)
-{
-    char *p = buf;
-    while (n > 0) {
-        ssize_t r = pread(fd, p, n, off);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (r == 0)
-            return -EIO;
-        p += r;
-        n -= (size_t)r;
-        off += r;
-    }
-    return 0;
+    return files_write_all(fd, buf, n, off);
 }
 
 static char *path_join(const char *a, const char *b)
@@ -426,7 +384,7 @@ static int read_record(int fd, off_t off, off_t size, json_t **out, size_t *rsiz
         return 1;
     }
     unsigned char head[JOURNAL_RECORD_HEAD];
-    int rc = pread_all(fd, head, sizeof head, off);
+    int rc = files_read_all(fd, head, sizeof head, off);
     if (rc < 0)
         return rc;
     uint32_t len = get_le32(head);
@@ -445,7 +403,7 @@ static int read_record(int fd, off_t off, off_t size, json_t **out, size_t *rsiz
     char *payload = malloc(len);
     if (!payload)
         return -ENOMEM;
-    rc = pread_all(fd, payload, len, off + JOURNAL_RECORD_HEAD);
+    rc = files_read_all(fd, payload, len, off + JOURNAL_RECORD_HEAD);
     unsigned char sum[8];
     if (rc == 0)
         rc = checksum(NULL, head, payload, len, sum);
@@ -565,7 +523,7 @@ static int open_file(struct journal *jn, off_t *size, char *err, size_t errlen)
         return -errno;
     char head[JOURNAL_HEADER_LEN];
     if (st.st_size >= JOURNAL_HEADER_LEN) {
-        rc = pread_all(jn->fd, head, sizeof head, 0);
+        rc = files_read_all(jn->fd, head, sizeof head, 0);
         if (rc < 0)
             return rc;
         if (memcmp(head, JOURNAL_HEADER, JOURNAL_HEADER_LEN) == 0) {
@@ -1044,7 +1002,7 @@ static int copy_records(struct journal *jn, const struct jrec *from, size_t n, i
         if (r->off < 0)
             memcpy(*buf, base, r->size);
         else
-            rc = pread_all(jn->fd, *buf, r->size, r->off);
+            rc = files_read_all(jn->fd, *buf, r->size, r->off);
         if (rc == 0)
             rc = pwrite_all(fd, *buf, r->size, *off);
         if (rc < 0)

@@ -221,21 +221,31 @@ long cred_timeout_ms(const struct cred_options *o)
 /* ------------------------------------------------------------------ */
 /* environment                                                         */
 
-int cred_env_get(struct cred_keys *out, char *note, size_t notelen)
+int cred_env_pair(const char *first, const char *second, const char **v1,
+                  const char **v2, char *note, size_t notelen)
 {
-    const char *ak = env_nonempty("AWS_ACCESS_KEY_ID");
-    const char *sk = env_nonempty("AWS_SECRET_ACCESS_KEY");
-    if (!ak && !sk) {
-        snprintf(note, notelen, "AWS_ACCESS_KEY_ID is not set");
+    *v1 = env_nonempty(first);
+    *v2 = env_nonempty(second);
+    if (!*v1 && !*v2) {
+        snprintf(note, notelen, "%s is not set", first);
         return CRED_ABSENT;
     }
-    if (!ak || !sk) {
-        snprintf(note, notelen, "%s is set in the environment but %s is not",
-                 ak ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY",
-                 ak ? "AWS_SECRET_ACCESS_KEY" : "AWS_ACCESS_KEY_ID");
+    if (!*v1 || !*v2) {
+        snprintf(note, notelen, "%s is set in the environment but %s is not.",
+                 *v1 ? first : second, *v1 ? second : first);
         return -EACCES;
     }
-    int rc = cred_fill(out, "environment", ak, sk,
+    return 0;
+}
+
+int cred_env_get(struct cred_keys *out, char *note, size_t notelen)
+{
+    const char *ak, *sk;
+    int rc = cred_env_pair("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", &ak, &sk,
+                           note, notelen);
+    if (rc < 0)
+        return rc;
+    rc = cred_fill(out, "environment", ak, sk,
                        env_nonempty("AWS_SESSION_TOKEN"), 0);
     if (rc < 0)
         snprintf(note, notelen, "out of memory");

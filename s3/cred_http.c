@@ -113,6 +113,34 @@ out:
     return rc;
 }
 
+void cred_http_req_init(struct cred_http_req *rq, const struct cred_options *o,
+                        const char *method, const char *url,
+                        const char *const *headers)
+{
+    long t = cred_timeout_ms(o);
+    *rq = (struct cred_http_req){
+        .method = method,
+        .url = url,
+        .headers = headers,
+        .connect_timeout_ms = t,
+        .timeout_ms = t,
+        .ca_file = o ? o->ca_file : NULL,
+        .ca_bundle = o ? o->ca_bundle : NULL,
+    };
+}
+
+/* An answer other than 200: note says who answered which status (what:
+ * to which request), and the errno is -EACCES for 401 and 403, else -EIO.
+ * Frees rs. */
+static int refused(struct cred_http_resp *rs, const char *who, const char *what,
+                   char *note, size_t notelen)
+{
+    snprintf(note, notelen, "%s answered HTTP %ld%s.", who, rs->status, what);
+    int rc = rs->status == 401 || rs->status == 403 ? -EACCES : -EIO;
+    cred_http_resp_free(rs);
+    return rc;
+}
+
 void cred_http_resp_free(struct cred_http_resp *rs)
 {
     if (!rs)
@@ -335,16 +363,10 @@ int cred_container_get(const struct cred_options *o, struct cred_keys *out,
         return rc;
     }
     const char *headers[] = {"Accept: application/json", auth, NULL};
-    struct cred_http_req rq = {
-        .method = "GET",
-        .url = url,
-        .headers = headers,
-        .connect_timeout_ms = S3_DEFAULT_CRED_CONNECT_TIMEOUT_MS,
-        .timeout_ms = cred_timeout_ms(o),
-        .ca_file = o ? o->ca_file : NULL,
-        .ca_bundle = o ? o->ca_bundle : NULL,
-        .no_proxy = rel != NULL,
-    };
+    struct cred_http_req rq;
+    cred_http_req_init(&rq, o, "GET", url, headers);
+    rq.connect_timeout_ms = S3_DEFAULT_CRED_CONNECT_TIMEOUT_MS;
+    rq.no_proxy = rel != NULL;
     struct cred_http_resp rs;
     char err[CURL_ERROR_SIZE + 64];
     log_debug("fetching container credentials from %s", rel ? rel : "AWS_CONTAINER_CREDENTIALS_FULL_URI");
@@ -358,10 +380,7 @@ int cred_container_get(const struct cred_options *o, struct cred_keys *out,
         goto out;
     }
     if (rs.status != 200) {
-        snprintf(note, notelen, "The container credentials endpoint answered "
-                 "HTTP %ld.", rs.status);
-        rc = rs.status == 401 || rs.status == 403 ? -EACCES : -EIO;
-        cred_http_resp_free(&rs);
+        rc = refused(&rs, "The container credentials endpoint", "", note, notelen);
         goto out;
     }
     rc = cred_parse_json(rs.body, rs.len, "container",
@@ -379,6 +398,17 @@ static int env_true(const char *name)
 {
     const char *v = env_nonempty(name);
     return v && strcasecmp(v, "true") == 0;
+}
+
+/* A request after the token's: "stopped answering" when it fails. */
+static int imds_call(const struct cred_http_req *rq, struct cred_http_resp *rs,
+                     char *note, size_t notelen)
+{
+    char err[CURL_ERROR_SIZE + 64];
+    int rc = cred_http(rq, rs, err, sizeof err);
+    if (rc < 0 && rc != -ENOMEM)
+        snprintf(note, notelen, "EC2 instance metadata stopped answering: %s.", err);
+    return rc;
 }
 
 int cred_imds_get(const struct cred_options *o, struct cred_keys *out,
@@ -409,14 +439,12 @@ int cred_imds_get(const struct cred_options *o, struct cred_keys *out,
     }
     const char *put_headers[] = {
         "X-aws-ec2-metadata-token-ttl-seconds: " IMDS_TOKEN_TTL, NULL};
-    struct cred_http_req rq = {
-        .method = "PUT",
-        .url = url,
-        .headers = put_headers,
-        .connect_timeout_ms = S3_DEFAULT_CRED_CONNECT_TIMEOUT_MS,
-        .timeout_ms = timeout,
-        .no_proxy = 1,
-    };
+    /* Link-local, plain HTTP: no proxy, no CA bundle. */
+    struct cred_http_req rq;
+    cred_http_req_init(&rq, NULL, "PUT", url, put_headers);
+    rq.connect_timeout_ms = S3_DEFAULT_CRED_CONNECT_TIMEOUT_MS;
+    rq.timeout_ms = timeout;
+    rq.no_proxy = 1;
     log_debug("asking EC2 instance metadata at %.*s for a session token",
               (int)epl, ep);
     rc = cred_http(&rq, &rs, err, sizeof err);
@@ -452,13 +480,11 @@ int cred_imds_get(const struct cred_options *o, struct cred_keys *out,
     rq.method = "GET";
     rq.url = url;
     rq.headers = get_headers;
-    rc = cred_http(&rq, &rs, err, sizeof err);
+    rc = imds_call(&rq, &rs, note, notelen);
     if (rc == -ENOMEM)
         goto oom;
-    if (rc < 0) {
-        snprintf(note, notelen, "EC2 instance metadata stopped answering: %s.", err);
+    if (rc < 0)
         goto out;
-    }
     if (rs.status == 404) {
         snprintf(note, notelen, "no IAM role is attached to this instance");
         rc = CRED_ABSENT;
@@ -466,10 +492,7 @@ int cred_imds_get(const struct cred_options *o, struct cred_keys *out,
         goto out;
     }
     if (rs.status != 200) {
-        snprintf(note, notelen, "EC2 instance metadata answered HTTP %ld to the "
-                 "role request.", rs.status);
-        rc = rs.status == 401 || rs.status == 403 ? -EACCES : -EIO;
-        cred_http_resp_free(&rs);
+        rc = refused(&rs, "EC2 instance metadata", " to the role request", note, notelen);
         goto out;
     }
     size_t rl = strcspn(rs.body, "\r\n");
@@ -494,18 +517,15 @@ int cred_imds_get(const struct cred_options *o, struct cred_keys *out,
     }
     rq.url = url;
     log_debug("fetching the credentials of instance role %s", role);
-    rc = cred_http(&rq, &rs, err, sizeof err);
+    rc = imds_call(&rq, &rs, note, notelen);
     if (rc == -ENOMEM)
         goto oom;
-    if (rc < 0) {
-        snprintf(note, notelen, "EC2 instance metadata stopped answering: %s.", err);
+    if (rc < 0)
         goto out;
-    }
     if (rs.status != 200) {
-        snprintf(note, notelen, "EC2 instance metadata answered HTTP %ld for the "
-                 "credentials of role %s.", rs.status, role);
-        rc = rs.status == 401 || rs.status == 403 ? -EACCES : -EIO;
-        cred_http_resp_free(&rs);
+        char what[300];
+        snprintf(what, sizeof what, " for the credentials of role %s", role);
+        rc = refused(&rs, "EC2 instance metadata", what, note, notelen);
         goto out;
     }
     rc = cred_parse_json(rs.body, rs.len, "imds", "EC2 instance metadata", out,

@@ -61,6 +61,11 @@ int cred_process_get(const struct cred_options *o, const char *command,
                      char *note, size_t notelen);
 
 /* ---- helpers (cred.c) ---- */
+/* Two variables that go together (a key and its secret, a token file and
+ * its role): 0 with both set, CRED_ABSENT with neither (note says so), or
+ * -EACCES with one (note names the missing one). */
+int cred_env_pair(const char *first, const char *second, const char **v1,
+                  const char **v2, char *note, size_t notelen);
 /* Fills out (source and copies of the strings; tok may be NULL or "").
  * Returns 0 or -ENOMEM (out left cleared). */
 int cred_fill(struct cred_keys *out, const char *source, const char *ak,
@@ -107,6 +112,11 @@ struct cred_http_resp {
 int cred_http(const struct cred_http_req *rq, struct cred_http_resp *rs,
               char *err, size_t errlen);
 void cred_http_resp_free(struct cred_http_resp *rs);
+/* A request to a credential endpoint with the options' time-out (connect
+ * and whole request) and CA bundles; no body, through proxies. */
+void cred_http_req_init(struct cred_http_req *rq, const struct cred_options *o,
+                        const char *method, const char *url,
+                        const char *const *headers);
 
 /* Parses the JSON document served by the container and IMDS endpoints
  * (AccessKeyId, SecretAccessKey, Token, Expiration). Returns 0, -EIO (note

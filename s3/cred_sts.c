@@ -223,17 +223,10 @@ static int sts_call(const struct cred_options *o, const char *url,
                     const char *action, const char *token, const char *source,
                     struct cred_keys *out, char *note, size_t notelen)
 {
-    struct cred_http_req rq = {
-        .method = "POST",
-        .url = url,
-        .headers = headers,
-        .body = body,
-        .body_len = blen,
-        .connect_timeout_ms = cred_timeout_ms(o),
-        .timeout_ms = cred_timeout_ms(o),
-        .ca_file = o ? o->ca_file : NULL,
-        .ca_bundle = o ? o->ca_bundle : NULL,
-    };
+    struct cred_http_req rq;
+    cred_http_req_init(&rq, o, "POST", url, headers);
+    rq.body = body;
+    rq.body_len = blen;
     struct cred_http_resp rs;
     char err[CURL_ERROR_SIZE + 64];
     int rc = cred_http(&rq, &rs, err, sizeof err);
@@ -316,18 +309,11 @@ out:
 int cred_web_identity_get(const struct cred_options *o, const char *profile,
                           struct cred_keys *out, char *note, size_t notelen)
 {
-    const char *file = env_nonempty("AWS_WEB_IDENTITY_TOKEN_FILE");
-    const char *arn = env_nonempty("AWS_ROLE_ARN");
-    if (!file && !arn) {
-        snprintf(note, notelen, "AWS_WEB_IDENTITY_TOKEN_FILE is not set");
-        return CRED_ABSENT;
-    }
-    if (!file || !arn) {
-        snprintf(note, notelen, "%s is set but %s is not.",
-                 file ? "AWS_WEB_IDENTITY_TOKEN_FILE" : "AWS_ROLE_ARN",
-                 file ? "AWS_ROLE_ARN" : "AWS_WEB_IDENTITY_TOKEN_FILE");
-        return -EACCES;
-    }
+    const char *file, *arn;
+    int rc = cred_env_pair("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", &file, &arn,
+                           note, notelen);
+    if (rc < 0)
+        return rc;
     return cred_sts_web_identity(o, file, arn, env_nonempty("AWS_ROLE_SESSION_NAME"),
                                  profile, out, note, notelen);
 }

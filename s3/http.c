@@ -14,6 +14,7 @@
 #include <curl/curl.h>
 #include <openssl/rand.h>
 
+#include "s3/xml.h"
 #include "util/log.h"
 
 #define POOL_MAX 32
@@ -44,6 +45,13 @@ int s3_http_global_init(void)
     return curl_init_rc == CURLE_OK ? 0 : -EIO;
 }
 
+/* A number of the options that is not set (<= 0) takes its default. */
+static void or_default(long *v, long dflt)
+{
+    if (*v <= 0)
+        *v = dflt;
+}
+
 int s3_http_new(const struct s3_http_options *opts, struct s3_http **out)
 {
     *out = NULL;
@@ -55,30 +63,21 @@ int s3_http_new(const struct s3_http_options *opts, struct s3_http **out)
         return -ENOMEM;
     if (opts)
         h->o = *opts;
-    if (h->o.connect_timeout_ms <= 0)
-        h->o.connect_timeout_ms = S3_DEFAULT_CONNECT_TIMEOUT_MS;
-    if (h->o.timeout_ms <= 0)
-        h->o.timeout_ms = S3_DEFAULT_TIMEOUT_MS;
+    or_default(&h->o.connect_timeout_ms, S3_DEFAULT_CONNECT_TIMEOUT_MS);
+    or_default(&h->o.timeout_ms, S3_DEFAULT_TIMEOUT_MS);
+    or_default(&h->o.max_retry_ms, S3_DEFAULT_RETRY_TIME_MS);
+    or_default(&h->o.backoff_base_ms, S3_DEFAULT_BACKOFF_BASE_MS);
+    or_default(&h->o.backoff_cap_ms, S3_DEFAULT_BACKOFF_CAP_MS);
     if (h->o.max_attempts <= 0)
         h->o.max_attempts = S3_DEFAULT_MAX_ATTEMPTS;
-    if (h->o.max_retry_ms <= 0)
-        h->o.max_retry_ms = S3_DEFAULT_RETRY_TIME_MS;
-    if (h->o.backoff_base_ms <= 0)
-        h->o.backoff_base_ms = S3_DEFAULT_BACKOFF_BASE_MS;
-    if (h->o.backoff_cap_ms <= 0)
-        h->o.backoff_cap_ms = S3_DEFAULT_BACKOFF_CAP_MS;
     h->o.ca_file = NULL;
     h->o.ca_bundle = NULL;
     if ((opts && opts->ca_file && opts->ca_file[0] &&
          !(h->ca_file = strdup(opts->ca_file))) ||
         (opts && opts->ca_bundle && opts->ca_bundle[0] &&
-         !(h->ca_bundle = strdup(opts->ca_bundle)))) {
-        free(h->ca_file);
-        free(h);
-        return -ENOMEM;
-    }
-    if (pthread_mutex_init(&h->lock, NULL) != 0) {
-        free(h->ca_file);
+         !(h->ca_bundle = strdup(opts->ca_bundle))) ||
+        pthread_mutex_init(&h->lock, NULL) != 0) {
+        free(h->ca_file); /* the mutex was not made: nothing after it failed */
         free(h->ca_bundle);
         free(h);
         return -ENOMEM;
@@ -398,16 +397,10 @@ static void copy_header(CURL *c, const char *name, char *dst, size_t dstlen, int
     if (curl_easy_header(c, name, 0, CURLH_HEADER, -1, &hd) != CURLHE_OK || !hd ||
         !hd->value)
         return;
-    const char *v = hd->value;
-    size_t n = strlen(v);
-    if (unquote && n >= 2 && v[0] == '"' && v[n - 1] == '"') {
-        v++;
-        n -= 2;
-    }
-    if (n >= dstlen)
-        n = dstlen - 1;
-    memcpy(dst, v, n);
-    dst[n] = '\0';
+    if (unquote)
+        s3_xml_etag_copy(dst, dstlen, hd->value);
+    else
+        snprintf(dst, dstlen, "%s", hd->value);
 }
 
 /* One try. Returns 0 when the try ran (resp->fail tells how), or a

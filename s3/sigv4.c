@@ -7,6 +7,7 @@
 #include "s3/sigv4.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,16 @@ static void sb_addn(struct sb *b, const char *s, size_t n)
 static void sb_adds(struct sb *b, const char *s)
 {
     sb_addn(b, s, strlen(s));
+}
+
+/* Appends each string up to the NULL that ends the list. */
+static void sb_addv(struct sb *b, ...)
+{
+    va_list ap;
+    va_start(ap, b);
+    for (const char *s; (s = va_arg(ap, const char *)) != NULL;)
+        sb_adds(b, s);
+    va_end(ap);
 }
 
 static void sb_addc(struct sb *b, char c)
@@ -205,63 +216,50 @@ static int is_tchar(unsigned char c)
     return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-static int valid_token(const char *s)
-{
-    if (!s || !*s)
-        return 0;
-    for (; *s; s++)
-        if (!is_tchar((unsigned char)*s))
-            return 0;
-    return 1;
-}
-
 /* A header value: no control characters except horizontal tab (no CR/LF
  * injection). */
-static int valid_field_value(const char *s)
+static int is_field_char(unsigned char c)
 {
-    if (!s)
-        return 0;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
-            return 0;
-    }
-    return 1;
+    return !((c < 0x20 && c != '\t') || c == 0x7f);
 }
 
-/* Non-empty, printable ASCII without spaces, and without the characters
- * that separate fields of the credential scope or Authorization header. */
-static int valid_scope_part(const char *s)
+/* Printable ASCII without spaces, and without the characters that separate
+ * fields of the credential scope or Authorization header. */
+static int is_scope_char(unsigned char c)
 {
-    if (!s || !*s)
-        return 0;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c <= 0x20 || c >= 0x7f || c == '/' || c == ',' || c == ';' ||
-            c == '=')
-            return 0;
-    }
-    return 1;
+    return c > 0x20 && c < 0x7f && c != '/' && c != ',' && c != ';' && c != '=';
 }
 
 /* Printable, no spaces: method, host, payload hash. */
-static int valid_word(const char *s)
+static int is_word_char(unsigned char c)
 {
-    if (!s || !*s)
+    return c > 0x20 && c != 0x7f;
+}
+
+/* s is not NULL, not empty unless may_be_empty, and every byte of it is
+ * one that ok() takes. */
+static int valid_text(const char *s, int may_be_empty, int (*ok)(unsigned char))
+{
+    if (!s || (!may_be_empty && !*s))
         return 0;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c <= 0x20 || c == 0x7f)
+    for (; *s; s++)
+        if (!ok((unsigned char)*s))
             return 0;
-    }
     return 1;
 }
 
+static int valid_token(const char *s) { return valid_text(s, 0, is_tchar); }
+static int valid_field_value(const char *s) { return valid_text(s, 1, is_field_char); }
+static int valid_scope_part(const char *s) { return valid_text(s, 0, is_scope_char); }
+static int valid_word(const char *s) { return valid_text(s, 0, is_word_char); }
+
 /* ---- canonical parts ---------------------------------------------------- */
 
-struct hdr {
-    char *name;  /* lowercase */
-    char *value; /* trimmed, inner runs of blanks collapsed to one space */
+/* A header (name lowercase; value trimmed, inner runs of blanks collapsed
+ * to one space) or a query parameter (name and value encoded). */
+struct pair {
+    char *name;
+    char *value;
 };
 
 static char *lowercase_dup(const char *s)
@@ -307,17 +305,13 @@ static char *trimall_dup(const char *s)
 
 static int hdr_cmp(const void *a, const void *b)
 {
-    return strcmp(((const struct hdr *)a)->name, ((const struct hdr *)b)->name);
+    return strcmp(((const struct pair *)a)->name, ((const struct pair *)b)->name);
 }
 
-struct qpair {
-    char *name;  /* encoded */
-    char *value; /* encoded */
-};
 
 static int qpair_cmp(const void *a, const void *b)
 {
-    const struct qpair *x = a, *y = b;
+    const struct pair *x = a, *y = b;
     int c = strcmp(x->name, y->name);
     return c ? c : strcmp(x->value, y->value);
 }
@@ -334,7 +328,7 @@ static int is_reserved_header(const char *lname)
     return 0;
 }
 
-static void free_hdrs(struct hdr *h, size_t n)
+static void free_pairs(struct pair *h, size_t n)
 {
     if (!h)
         return;
@@ -345,18 +339,7 @@ static void free_hdrs(struct hdr *h, size_t n)
     free(h);
 }
 
-static void free_qpairs(struct qpair *q, size_t n)
-{
-    if (!q)
-        return;
-    for (size_t i = 0; i < n; i++) {
-        free(q[i].name);
-        free(q[i].value);
-    }
-    free(q);
-}
-
-static int add_hdr(struct hdr *h, size_t *n, const char *name,
+static int add_hdr(struct pair *h, size_t *n, const char *name,
                    const char *value)
 {
     h[*n].name = lowercase_dup(name);
@@ -416,7 +399,7 @@ static int format_amz_date(time_t now, char out[17])
 static int build_query(const struct sigv4_request *req, char **out)
 {
     *out = NULL;
-    struct qpair *q = NULL;
+    struct pair *q = NULL;
     if (req->nquery) {
         if (req->nquery > SIZE_MAX / sizeof *q)
             return -ENOMEM;
@@ -428,7 +411,7 @@ static int build_query(const struct sigv4_request *req, char **out)
         const struct sigv4_pair *p = &req->query[i];
         if (sigv4_uri_encode(p->name, strlen(p->name), 0, &q[i].name) < 0 ||
             sigv4_uri_encode(p->value, strlen(p->value), 0, &q[i].value) < 0) {
-            free_qpairs(q, req->nquery);
+            free_pairs(q, req->nquery);
             return -ENOMEM;
         }
     }
@@ -443,22 +426,22 @@ static int build_query(const struct sigv4_request *req, char **out)
         sb_addc(&b, '=');
         sb_adds(&b, q[i].value);
     }
-    free_qpairs(q, req->nquery);
+    free_pairs(q, req->nquery);
     return sb_take(&b, out);
 }
 
 /* The signed headers, sorted by lowercase name. */
 static int build_headers(const struct sigv4_request *req,
                          const struct sigv4_credentials *creds,
-                         const char *amz_date, struct hdr **out, size_t *nout)
+                         const char *amz_date, struct pair **out, size_t *nout)
 {
     *out = NULL;
     *nout = 0;
     int token = creds->session_token && creds->session_token[0];
-    if (req->nheaders > SIZE_MAX / sizeof(struct hdr) - 4)
+    if (req->nheaders > SIZE_MAX / sizeof(struct pair) - 4)
         return -ENOMEM;
     size_t cap = req->nheaders + 4;
-    struct hdr *h = calloc(cap, sizeof *h);
+    struct pair *h = calloc(cap, sizeof *h);
     if (!h)
         return -ENOMEM;
     size_t n = 0;
@@ -481,7 +464,7 @@ static int build_headers(const struct sigv4_request *req,
                 rc = -EINVAL; /* the same header twice */
     }
     if (rc) {
-        free_hdrs(h, n);
+        free_pairs(h, n);
         return rc;
     }
     *out = h;
@@ -509,7 +492,7 @@ int sigv4_sign(const struct sigv4_request *req,
     memcpy(date8, out->amz_date, 8);
     date8[8] = '\0';
 
-    struct hdr *h = NULL;
+    struct pair *h = NULL;
     size_t nh = 0;
     struct sb b;
     sb_init(&b);
@@ -537,22 +520,11 @@ int sigv4_sign(const struct sigv4_request *req,
         goto fail;
 
     /* CanonicalRequest */
-    sb_adds(&b, req->method);
-    sb_addc(&b, '\n');
-    sb_adds(&b, out->encoded_path);
-    sb_addc(&b, '\n');
-    sb_adds(&b, out->encoded_query);
-    sb_addc(&b, '\n');
-    for (size_t i = 0; i < nh; i++) {
-        sb_adds(&b, h[i].name);
-        sb_addc(&b, ':');
-        sb_adds(&b, h[i].value);
-        sb_addc(&b, '\n');
-    }
-    sb_addc(&b, '\n');
-    sb_adds(&b, signed_headers);
-    sb_addc(&b, '\n');
-    sb_adds(&b, req->payload_hash);
+    sb_addv(&b, req->method, "\n", out->encoded_path, "\n", out->encoded_query, "\n",
+            (const char *)NULL);
+    for (size_t i = 0; i < nh; i++)
+        sb_addv(&b, h[i].name, ":", h[i].value, "\n", (const char *)NULL);
+    sb_addv(&b, "\n", signed_headers, "\n", req->payload_hash, (const char *)NULL);
     rc = sb_take(&b, &out->canonical_request);
     if (rc < 0)
         goto fail;
@@ -562,16 +534,8 @@ int sigv4_sign(const struct sigv4_request *req,
                           cr_hash);
     if (rc < 0)
         goto fail;
-    sb_adds(&b, SIGV4_ALGORITHM "\n");
-    sb_adds(&b, out->amz_date);
-    sb_addc(&b, '\n');
-    sb_adds(&b, date8);
-    sb_addc(&b, '/');
-    sb_adds(&b, req->region);
-    sb_addc(&b, '/');
-    sb_adds(&b, service);
-    sb_adds(&b, "/aws4_request\n");
-    sb_adds(&b, cr_hash);
+    sb_addv(&b, SIGV4_ALGORITHM "\n", out->amz_date, "\n", date8, "/", req->region, "/",
+            service, "/aws4_request\n", cr_hash, (const char *)NULL);
     rc = sb_take(&b, &out->string_to_sign);
     if (rc < 0)
         goto fail;
@@ -582,18 +546,9 @@ int sigv4_sign(const struct sigv4_request *req,
         goto fail;
 
     /* Authorization */
-    sb_adds(&b, SIGV4_ALGORITHM " Credential=");
-    sb_adds(&b, creds->access_key);
-    sb_addc(&b, '/');
-    sb_adds(&b, date8);
-    sb_addc(&b, '/');
-    sb_adds(&b, req->region);
-    sb_addc(&b, '/');
-    sb_adds(&b, service);
-    sb_adds(&b, "/aws4_request,SignedHeaders=");
-    sb_adds(&b, signed_headers);
-    sb_adds(&b, ",Signature=");
-    sb_adds(&b, out->signature);
+    sb_addv(&b, SIGV4_ALGORITHM " Credential=", creds->access_key, "/", date8, "/",
+            req->region, "/", service, "/aws4_request,SignedHeaders=", signed_headers,
+            ",Signature=", out->signature, (const char *)NULL);
     rc = sb_take(&b, &out->authorization);
     if (rc < 0)
         goto fail;
@@ -606,29 +561,26 @@ int sigv4_sign(const struct sigv4_request *req,
         goto fail;
     }
     for (size_t i = 0; i < nh; i++) {
-        sb_adds(&b, h[i].name);
-        sb_adds(&b, ": ");
-        sb_adds(&b, h[i].value);
+        sb_addv(&b, h[i].name, ": ", h[i].value, (const char *)NULL);
         rc = sb_take(&b, &out->send_headers[i]);
         if (rc < 0)
             goto fail;
         out->nsend_headers = i + 1;
     }
-    sb_adds(&b, "Authorization: ");
-    sb_adds(&b, out->authorization);
+    sb_addv(&b, "Authorization: ", out->authorization, (const char *)NULL);
     rc = sb_take(&b, &out->send_headers[nh]);
     if (rc < 0)
         goto fail;
     out->nsend_headers = nh + 1;
 
     free(signed_headers);
-    free_hdrs(h, nh);
+    free_pairs(h, nh);
     return 0;
 
 fail:
     free(signed_headers);
     sb_discard(&b);
-    free_hdrs(h, nh);
+    free_pairs(h, nh);
     sigv4_signed_free(out);
     return rc;
 }

@@ -148,8 +148,7 @@ static int parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
-/* Strips surrounding quotes (also the &quot; form, already decoded). */
-static void copy_etag(char *dst, size_t dstlen, const char *src)
+void s3_xml_etag_copy(char *dst, size_t dstlen, const char *src)
 {
     size_t n = strlen(src);
     if (n >= 2 && src[0] == '"' && src[n - 1] == '"') {
@@ -242,7 +241,7 @@ static int parse_object(const xmlNode *c, int encoded, int scrubbed,
         if (!ets)
             rc = -ENOMEM;
         else
-            copy_etag(o->etag, sizeof o->etag, ets);
+            s3_xml_etag_copy(o->etag, sizeof o->etag, ets);
         free(ets);
     }
     free(lms);

@@ -23,6 +23,11 @@ void s3_xml_init(void);
  * one. */
 int s3_xml_parse_error(const char *body, size_t len, struct s3_xml_error *out);
 
+/* An ETag into dst (dstlen bytes, cut to fit), without its surrounding
+ * quotes (from a listing, also the &quot; form, already decoded; from a
+ * response header). */
+void s3_xml_etag_copy(char *dst, size_t dstlen, const char *src);
+
 /* Parses a <ListBucketResult> (ListObjectsV2) into out (objects, count,
  * next_token when IsTruncated). Returns 0, -EINVAL on a malformed or
  * inconsistent document, -ENOMEM. On error out is left empty. */

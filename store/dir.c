@@ -252,22 +252,6 @@ static int dir_get(struct store *st, const char *bucket, const char *key,
 
 /* ---- put ---- */
 
-/* 0 or a negative errno (errno is left set too, for dir_put's message). */
-static int write_all(int fd, const char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 static int dir_put(struct store *st, const char *bucket, const char *key,
                    const void *body, size_t len, struct store_put_result *res,
                    struct store_error *err)
@@ -308,7 +292,7 @@ static int dir_put(struct store *st, const char *bucket, const char *key,
         what = "create temp file";
         goto fail;
     }
-    if (fchmod(fd, FILE_MODE) != 0 || write_all(fd, body, len) != 0 ||
+    if (fchmod(fd, FILE_MODE) != 0 || files_write_all(fd, body, len, -1) != 0 ||
         fsync(fd) != 0) {
         what = "write temp file";
         goto fail_unlink;

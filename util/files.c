@@ -32,6 +32,39 @@ static int sync_parent(char *p)
     return rc;
 }
 
+/* One loop for both directions. */
+static int transfer(int fd, char *p, size_t n, off_t off, int writing)
+{
+    while (n > 0) {
+        ssize_t r = writing ? (off < 0 ? write(fd, p, n) : pwrite(fd, p, n, off))
+                            : (off < 0 ? read(fd, p, n) : pread(fd, p, n, off));
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (r == 0) {
+            errno = EIO;
+            return -EIO;
+        }
+        p += r;
+        n -= (size_t)r;
+        if (off >= 0)
+            off += r;
+    }
+    return 0;
+}
+
+int files_write_all(int fd, const void *buf, size_t n, off_t off)
+{
+    return transfer(fd, (char *)buf, n, off, 1);
+}
+
+int files_read_all(int fd, void *buf, size_t n, off_t off)
+{
+    return transfer(fd, buf, n, off, 0);
+}
+
 int files_mkdir_p(const char *path, mode_t mode, int durable)
 {
     if (!path[0])

@@ -15,4 +15,14 @@ int files_fsync_dir(const char *path);
  * -ENOENT for ""). */
 int files_mkdir_p(const char *path, mode_t mode, int durable);
 
+/* Writes all n bytes of buf to fd: at off with pwrite(2), or at the file
+ * position with write(2) when off is negative; short writes and EINTR are
+ * retried. 0, or a negative errno (-EIO when the disk takes nothing),
+ * which errno holds too (the dir store's messages read it). */
+int files_write_all(int fd, const void *buf, size_t n, off_t off);
+
+/* Reads exactly n bytes into buf, as files_write_all writes them. 0, or
+ * -EIO at the end of the file, or a negative errno. */
+int files_read_all(int fd, void *buf, size_t n, off_t off);
+
 #endif

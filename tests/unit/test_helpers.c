@@ -1,5 +1,5 @@
 /* The small helpers of util/: FNV-1a (its published test vectors), hex,
- * env_nonempty, mkdir -p and vec_reserve. */
+ * env_nonempty, mkdir -p, the read and write loops, and vec_reserve. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tests/unit/check.h"
@@ -82,6 +83,42 @@ static void test_mkdir_p(void)
     }
 }
 
+/* files_write_all and files_read_all, at an offset and at the position,
+ * in pieces bigger than a pipe takes at once; the end of a file is -EIO. */
+static void test_read_write_all(void)
+{
+    char path[] = "/tmp/bookmarkfs-rw-XXXXXX";
+    int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    static char out[200000], in[200000];
+    for (size_t i = 0; i < sizeof out; i++)
+        out[i] = (char)(i * 31 + 7);
+    CHECK(files_write_all(fd, out, 1000, -1) == 0);             /* at the position */
+    CHECK(files_write_all(fd, out + 1000, sizeof out - 1000, 1000) == 0); /* at 1000 */
+    CHECK(files_read_all(fd, in, sizeof in, 0) == 0 && memcmp(in, out, sizeof in) == 0);
+    CHECK(files_read_all(fd, in, 10, (off_t)sizeof out - 5) == -EIO); /* past the end */
+    CHECK(lseek(fd, 500, SEEK_SET) == 500);
+    CHECK(files_read_all(fd, in, 100, -1) == 0 && memcmp(in, out + 500, 100) == 0);
+    close(fd);
+    unlink(path);
+    CHECK(files_write_all(fd, out, 1, 0) == -EBADF && errno == EBADF);
+    /* Through a pipe: write(2) takes at most its buffer at once. */
+    int p[2];
+    REQUIRE(pipe(p) == 0);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        close(p[0]);
+        _exit(files_write_all(p[1], out, sizeof out, -1) == 0 ? 0 : 1);
+    }
+    close(p[1]);
+    CHECK(files_read_all(p[0], in, sizeof in, -1) == 0 && memcmp(in, out, sizeof in) == 0);
+    CHECK(files_read_all(p[0], in, 1, -1) == -EIO);
+    close(p[0]);
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 static void test_vec(void)
 {
     uint32_t *v = NULL;
@@ -108,6 +145,7 @@ int main(void)
     test_hex();
     test_env();
     test_mkdir_p();
+    test_read_write_all();
     test_vec();
     return failures != 0;
 }
