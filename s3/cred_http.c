@@ -411,6 +411,61 @@ static int imds_call(const struct cred_http_req *rq, struct cred_http_resp *rs,
     return rc;
 }
 
+/* A request to the instance metadata service: link-local, plain HTTP, so
+ * no proxy and no CA bundle. */
+static void imds_req(struct cred_http_req *rq, const char *method, const char *url,
+                     const char *const *headers, long timeout)
+{
+    cred_http_req_init(rq, NULL, method, url, headers);
+    rq->connect_timeout_ms = S3_DEFAULT_CRED_CONNECT_TIMEOUT_MS;
+    rq->timeout_ms = timeout;
+    rq->no_proxy = 1;
+}
+
+/* IMDSv2's session token, as the header that sends it, in *hdr: 0,
+ * CRED_ABSENT when the service does not answer or hands out none (note
+ * says so), or -ENOMEM. */
+static int imds_token(const char *ep, size_t epl, long timeout, char **hdr,
+                      char *note, size_t notelen)
+{
+    *hdr = NULL;
+    char *url;
+    if (asprintf(&url, "%.*s/latest/api/token", (int)epl, ep) < 0) {
+        snprintf(note, notelen, "Out of memory.");
+        return -ENOMEM;
+    }
+    const char *put_headers[] = {
+        "X-aws-ec2-metadata-token-ttl-seconds: " IMDS_TOKEN_TTL, NULL};
+    struct cred_http_req rq;
+    imds_req(&rq, "PUT", url, put_headers, timeout);
+    log_debug("asking EC2 instance metadata at %.*s for a session token",
+              (int)epl, ep);
+    struct cred_http_resp rs;
+    char err[CURL_ERROR_SIZE + 64];
+    int rc = cred_http(&rq, &rs, err, sizeof err);
+    free(url);
+    if (rc == -ENOMEM) {
+        snprintf(note, notelen, "Out of memory.");
+        return rc;
+    }
+    if (rc < 0) {
+        snprintf(note, notelen, "no answer from %.*s: %s", (int)epl, ep, err);
+        return CRED_ABSENT;
+    }
+    if (rs.status != 200 || rs.len == 0 || strpbrk(rs.body, "\r\n") ||
+        strlen(rs.body) != rs.len) {
+        snprintf(note, notelen, "%.*s answered HTTP %ld to the token request",
+                 (int)epl, ep, rs.status);
+        rc = CRED_ABSENT;
+    } else if (asprintf(hdr, "X-aws-ec2-metadata-token: %s", rs.body) < 0) {
+        *hdr = NULL;
+        snprintf(note, notelen, "Out of memory.");
+        rc = -ENOMEM;
+    }
+    cred_http_resp_free(&rs);
+    return rc;
+}
+
 int cred_imds_get(const struct cred_options *o, struct cred_keys *out,
                   char *note, size_t notelen)
 {
@@ -429,57 +484,20 @@ int cred_imds_get(const struct cred_options *o, struct cred_keys *out,
 
     char *url = NULL, *token_hdr = NULL, *role = NULL;
     struct cred_http_resp rs = {0};
-    char err[CURL_ERROR_SIZE + 64];
     long timeout = cred_timeout_ms(o);
-    int rc;
-
-    if (asprintf(&url, "%.*s/latest/api/token", (int)epl, ep) < 0) {
-        url = NULL;
-        goto oom;
-    }
-    const char *put_headers[] = {
-        "X-aws-ec2-metadata-token-ttl-seconds: " IMDS_TOKEN_TTL, NULL};
-    /* Link-local, plain HTTP: no proxy, no CA bundle. */
-    struct cred_http_req rq;
-    cred_http_req_init(&rq, NULL, "PUT", url, put_headers);
-    rq.connect_timeout_ms = S3_DEFAULT_CRED_CONNECT_TIMEOUT_MS;
-    rq.timeout_ms = timeout;
-    rq.no_proxy = 1;
-    log_debug("asking EC2 instance metadata at %.*s for a session token",
-              (int)epl, ep);
-    rc = cred_http(&rq, &rs, err, sizeof err);
-    if (rc == -ENOMEM)
-        goto oom;
-    if (rc < 0) {
-        snprintf(note, notelen, "no answer from %.*s: %s", (int)epl, ep, err);
-        rc = CRED_ABSENT;
-        goto out;
-    }
-    if (rs.status != 200 || rs.len == 0 || strpbrk(rs.body, "\r\n") ||
-        strlen(rs.body) != rs.len) {
-        snprintf(note, notelen, "%.*s answered HTTP %ld to the token request",
-                 (int)epl, ep, rs.status);
-        cred_http_resp_free(&rs);
-        rc = CRED_ABSENT;
-        goto out;
-    }
-    if (asprintf(&token_hdr, "X-aws-ec2-metadata-token: %s", rs.body) < 0) {
-        token_hdr = NULL;
-        goto oom;
-    }
-    cred_http_resp_free(&rs);
+    int rc = imds_token(ep, epl, timeout, &token_hdr, note, notelen);
+    if (rc < 0)
+        return rc;
 
     /* The role attached to the instance. */
-    free(url);
     if (asprintf(&url, "%.*s/latest/meta-data/iam/security-credentials/",
                  (int)epl, ep) < 0) {
         url = NULL;
         goto oom;
     }
     const char *get_headers[] = {token_hdr, NULL};
-    rq.method = "GET";
-    rq.url = url;
-    rq.headers = get_headers;
+    struct cred_http_req rq;
+    imds_req(&rq, "GET", url, get_headers, timeout);
     rc = imds_call(&rq, &rs, note, notelen);
     if (rc == -ENOMEM)
         goto oom;
