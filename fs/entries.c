@@ -231,11 +231,11 @@ static int get_job(struct entries *e, const char *name, struct job **job)
     return jobs_get(e->jobs, name, 0, job);
 }
 
-static void put_job(struct entries *e, struct job *job) { job_unref(e->jobs, job); }
+static void put_job(struct entries *e, struct job *job) { jobs_unref(e->jobs, job); }
 
 /* The first change to a job takes this mount's lease on it (README,
  * "Leases"): EBUSY when another mount holds it. */
-static int claim(struct entries *e, struct job *job) { return job_claim(e->jobs, job); }
+static int claim(struct entries *e, struct job *job) { return jobs_claim(e->jobs, job); }
 
 /* ---- scratch files (fs/scratch.h) */
 
@@ -453,7 +453,7 @@ void entries_close(struct entries_handle *h)
 
 /* ---- commits: what close() of a key or .state.json does */
 
-/* A change the journal refused (job_set and the like): -ENOSPC for a full
+/* A change the journal refused (jobs_set_key and the like): -ENOSPC for a full
  * disk, -EIO for the rest (fs/jobs.h). */
 static int journal_refused(int rc) { return rc == -EIO || rc == -ENOSPC; }
 
@@ -499,9 +499,9 @@ static int commit_key(struct entries *e, struct job *job, const char *key,
             return -EINVAL;
         }
     }
-    int rc = job_set(e->jobs, job, key, v); /* journaled, then applied */
+    int rc = jobs_set_key(e->jobs, job, key, v); /* journaled, then applied */
     if (rc == 0)
-        job_written(job, key); /* and touched */
+        jobs_key_written(job, key); /* and touched */
     else if (journal_refused(rc))
         log_error("job '%s' key '%s': the journal cannot take the change; old value "
                   "kept",
@@ -516,9 +516,9 @@ static int commit_key(struct entries *e, struct job *job, const char *key,
  * meanwhile. It stops being pending either way. */
 static int commit_created(struct entries_handle *h)
 {
-    int rc = job_create(h->e->jobs, h->job, h->name, &h->made);
+    int rc = jobs_create_key(h->e->jobs, h->job, h->name, &h->made);
     if (rc == 0)
-        job_written(h->job, h->name); /* and touched */
+        jobs_key_written(h->job, h->name); /* and touched */
     else
         log_error("job '%s' key '%s': the journal cannot take the new key; it is not "
                   "created",
@@ -534,7 +534,7 @@ static void uncreate(struct entries_handle *h)
 {
     if (h->made.tv_sec == 0 && h->made.tv_nsec == 0)
         return;
-    if (job_uncreate(h->e->jobs, h->job, h->name, &h->made) < 0)
+    if (jobs_uncreate_key(h->e->jobs, h->job, h->name, &h->made) < 0)
         log_error("job '%s' key '%s': the journal cannot take back the new key; it "
                   "stays null",
                   h->job->name, h->name);
@@ -544,7 +544,7 @@ static void uncreate(struct entries_handle *h)
 static int commit_state(struct entries *e, struct job *job, const char *buf, size_t len)
 {
     char why[160] = "";
-    int rc = job_replace(e->jobs, job, buf, len, why, sizeof why);
+    int rc = jobs_replace_state(e->jobs, job, buf, len, why, sizeof why);
     if (journal_refused(rc))
         log_error("job '%s' .state.json: the journal cannot take the change; state "
                   "kept",
@@ -554,7 +554,7 @@ static int commit_state(struct entries *e, struct job *job, const char *buf, siz
     if (journal_refused(rc))
         metrics_refused(job->name, METRICS_REFUSED_JOURNAL);
     if (rc == 0)
-        job_touch(job);
+        jobs_touch(job);
     return rc;
 }
 
@@ -619,7 +619,7 @@ static int entry_size(struct entries *e, struct job *job, const char *name, enum
     case E_STATUS:
         return -ENOENT; /* never inside a job */
     case E_READOUT: {
-        char *text = job_readout_text(e->jobs, job, &len);
+        char *text = jobs_readout_text(e->jobs, job, &len);
         if (!text)
             return -ENOMEM;
         free(text);
@@ -692,11 +692,11 @@ static int histdir_getattr(struct entries *e, const char *jobname, const char *e
     t.tv_nsec = (long)(o.c.last_modified_ms % 1000) * 1000000;
     fill_file(e, st, (off_t)o.size, &t);
     st->st_mode = S_IFREG | 0444;
-    candidate_clear(&o.c);
+    layout_candidate_clear(&o.c);
     return 0;
 }
 
-/* Upload order (the order of candidate_cmp), which is also the names'. */
+/* Upload order (the order of layout_candidate_cmp), which is also the names'. */
 static int histdir_list(struct entries *e, const char *jobname, struct strlist *names)
 {
     struct job *job;
@@ -726,13 +726,13 @@ static int histdir_open(struct entries *e, const char *jobname, const char *entr
     }
     struct entries_handle *h;
     if ((rc = handle_new(e, E_READOUT, job, entry, &h)) < 0) { /* read-only bytes */
-        candidate_clear(&o.c);
+        layout_candidate_clear(&o.c);
         put_job(e, job);
         return rc;
     }
     size_t len = 0;
     rc = history_fetch(e->history, jobname, &o, &h->buf, &len);
-    candidate_clear(&o.c);
+    layout_candidate_clear(&o.c);
     if (rc < 0) {
         entries_close(h);
         return rc;
@@ -813,7 +813,7 @@ int entries_getattr(struct entries *e, const char *path, struct entries_handle *
     struct job *job;
     if (h) {
         job = h->job;
-        job_ref(e->jobs, job);
+        jobs_ref(e->jobs, job);
     } else if ((rc = get_job(e, p.job, &job)) < 0) {
         return rc;
     }
@@ -1089,7 +1089,7 @@ static int open_readout(struct entries_handle *h, int acc, int create)
     if (acc != O_RDONLY)
         return -EACCES;
     size_t len = 0;
-    h->buf = job_readout_text(h->e->jobs, h->job, &len);
+    h->buf = jobs_readout_text(h->e->jobs, h->job, &len);
     h->len = h->cap = len;
     return h->buf ? 0 : -ENOMEM;
 }
@@ -1352,7 +1352,7 @@ int entries_write(struct entries_handle *h, const char *data, size_t size, off_t
     case E_RUNNING:
     case E_COMPLETED:
         /* update()/complete(): the bytes do not matter, the upload does. */
-        rc = job_upload(h->e->jobs, h->job, control_kind(h->type));
+        rc = jobs_upload(h->e->jobs, h->job, control_kind(h->type));
         return rc < 0 ? rc : (int)size;
     case E_STATUS:
     case E_READOUT:
@@ -1481,7 +1481,7 @@ static int truncate_entry(struct entries *e, struct job *job, const char *name,
     if (is_virtual(type) && is_hidden(job, type))
         return -ENOENT;
     if (is_control(type))
-        return job_upload(e->jobs, job, control_kind(type));
+        return jobs_upload(e->jobs, job, control_kind(type));
     if (type == E_SCRATCH) {
         pthread_mutex_lock(&job->lock);
         struct scratch *r = strmap_get(job->scratch, name);
@@ -1579,7 +1579,7 @@ int entries_unlink(struct entries *e, uid_t caller, const char *path)
     case E_KEY:
         if (state_has(job->state, p.name) && (rc = claim(e, job)) < 0)
             break;
-        rc = job_remove(e->jobs, job, p.name);
+        rc = jobs_remove_key(e->jobs, job, p.name);
         if (rc == -ENOENT) {
             pthread_mutex_lock(&job->lock);
             if (strmap_get(job->pending, p.name))
@@ -1600,7 +1600,7 @@ int entries_unlink(struct entries *e, uid_t caller, const char *path)
      * mtime, which .state.json shows, as it was (vim's probe and swap
      * files would otherwise make every save of .state.json a conflict). */
     if (rc == 0 && type != E_SCRATCH)
-        job_touch(job);
+        jobs_touch(job);
     put_job(e, job);
     return rc;
 }
@@ -1637,7 +1637,7 @@ static int rename_onto_virtual(struct entries *e, struct job *job, const char *f
     }
     if (rc == 0) {
         set_hidden(job, tt, 0);
-        job_touch(job);
+        jobs_touch(job);
     }
     return rc;
 }
@@ -1662,11 +1662,11 @@ static int rename_key_to_scratch(struct entries *e, struct job *job, const char 
     r->len = r->cap = len;
     /* The key leaves the state first (journaled); then its text is
      * installed as the scratch file. */
-    if (job_moved(job, from) < 0) {
+    if (jobs_key_moved(job, from) < 0) {
         scratch_unref(r);
         return -ENOMEM;
     }
-    rc = job_remove(e->jobs, job, from);
+    rc = jobs_remove_key(e->jobs, job, from);
     pthread_mutex_lock(&job->lock);
     if (rc == 0)
         rc = scratch_install(job, to, r);
@@ -1674,7 +1674,7 @@ static int rename_key_to_scratch(struct entries *e, struct job *job, const char 
         scratch_unref(r);
     pthread_mutex_unlock(&job->lock);
     if (rc < 0)
-        job_written(job, from); /* not moved after all */
+        jobs_key_written(job, from); /* not moved after all */
     return rc;
 }
 
@@ -1721,9 +1721,9 @@ static int rename_in_job(struct entries *e, struct job *job, const char *from,
     if ((tf == E_KEY || tt == E_KEY) && (rc = claim(e, job)) < 0)
         return rc;
     if (tf == E_KEY && tt == E_KEY) {
-        rc = job_rename(e->jobs, job, from, to);
+        rc = jobs_rename_key(e->jobs, job, from, to);
         if (rc == 0)
-            job_written(job, to);
+            jobs_key_written(job, to);
     } else if (tf == E_KEY) {
         rc = rename_key_to_scratch(e, job, from, to);
     } else if (tt == E_KEY) {
@@ -1739,7 +1739,7 @@ static int rename_in_job(struct entries *e, struct job *job, const char *from,
         pthread_mutex_unlock(&job->lock);
     }
     if (rc == 0 && (tf == E_KEY || tt == E_KEY)) /* scratch to scratch: no change */
-        job_touch(job);
+        jobs_touch(job);
     return rc;
 }
 
@@ -1790,7 +1790,7 @@ static int utimens_entry(struct entries *e, struct job *job, const char *name,
          * times, as cp -a, tar -x and rsync -a set them when they
          * restore a copy, are not (README, "Control files"). */
         if (tv[1].tv_nsec == UTIME_NOW)
-            rc = job_upload(e->jobs, job, control_kind(t));
+            rc = jobs_upload(e->jobs, job, control_kind(t));
     } else if (tv[1].tv_nsec == UTIME_OMIT) {
         /* the access time only: not kept */
     } else if (t == E_KEY) {

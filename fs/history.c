@@ -40,7 +40,7 @@ static void hist_free(void *p)
     if (!h)
         return;
     for (size_t i = 0; i < h->n; i++)
-        candidate_clear(&h->v[i].o.c);
+        layout_candidate_clear(&h->v[i].o.c);
     free(h->v);
     free(h);
 }
@@ -159,7 +159,7 @@ static void hist_name(struct hist *h)
     }
     for (size_t i = 0; i < h->n; i++) {
         if (!h->v[i].name[0]) {
-            candidate_clear(&h->v[i].o.c);
+            layout_candidate_clear(&h->v[i].o.c);
             continue;
         }
         if (out != i)
@@ -247,7 +247,7 @@ int history_find(struct history *hs, const char *job, const char *name,
             o->c.upload_date = strdup(h->v[i].o.c.upload_date);
             rc = o->c.bucket && o->c.key && o->c.upload_date ? 0 : -ENOMEM;
             if (rc < 0)
-                candidate_clear(&o->c);
+                layout_candidate_clear(&o->c);
             break;
         }
         /* Just listed: listing again would find no more. */

@@ -25,11 +25,11 @@ void history_free(struct history *h);
 int history_path(const char *path, char job[256], char entry[256]);
 
 /* Appends the names of the job's entries, in upload order (the order of
- * candidate_cmp, which is also the names'), listing the store afresh.
+ * layout_candidate_cmp, which is also the names'), listing the store afresh.
  * 0 or a negative errno. */
 int history_list(struct history *h, const char *job, struct strlist *names);
 
-/* Copies out the entry `name` of the job (candidate_clear it), listing the
+/* Copies out the entry `name` of the job (layout_candidate_clear it), listing the
  * store again once when it is not there. 0, -ENOENT or a negative errno. */
 int history_find(struct history *h, const char *job, const char *name,
                  struct index_object *o);

@@ -59,7 +59,7 @@ static void ix_job_free(void *p)
 {
     struct ix_job *e = p;
     if (e) {
-        candidate_clear(&e->best);
+        layout_candidate_clear(&e->best);
         free(e);
     }
 }
@@ -203,7 +203,7 @@ static int ingest_cb(const struct store_object *obj, void *arg)
     };
     if (!c.upload_date)
         return -ENOMEM;
-    if (e->has_best && candidate_cmp(&c, &e->best) <= 0) {
+    if (e->has_best && layout_candidate_cmp(&c, &e->best) <= 0) {
         free(c.upload_date);
         return 0;
     }
@@ -214,7 +214,7 @@ static int ingest_cb(const struct store_object *obj, void *arg)
         free(c.upload_date);
         return -ENOMEM;
     }
-    candidate_clear(&e->best);
+    layout_candidate_clear(&e->best);
     e->best = c;
     e->best.bucket = bucket;
     e->best.key = key;
@@ -329,7 +329,7 @@ static int copy_best(const struct ix_job *e, struct candidate *out)
     out->last_modified_ms = e->best.last_modified_ms;
     out->kind = e->best.kind;
     if (!out->bucket || !out->key || !out->upload_date) {
-        candidate_clear(out);
+        layout_candidate_clear(out);
         return -ENOMEM;
     }
     return 1;
@@ -467,7 +467,7 @@ static int history_cb(const struct store_object *obj, void *arg)
 static int object_cmp(const void *a, const void *b)
 {
     const struct index_object *x = a, *y = b;
-    return candidate_cmp(&x->c, &y->c);
+    return layout_candidate_cmp(&x->c, &y->c);
 }
 
 int index_history(struct index *ix, const char *job, struct index_object **out, size_t *n,
@@ -503,7 +503,7 @@ int index_history(struct index *ix, const char *job, struct index_object **out, 
 void index_objects_free(struct index_object *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        candidate_clear(&v[i].c);
+        layout_candidate_clear(&v[i].c);
     free(v);
 }
 

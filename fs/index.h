@@ -29,7 +29,7 @@ void index_free(struct index *ix);
 
 /* Brings the index up to date (the first call lists each bucket in full,
  * later ones list only what is new) and copies the newest candidate of
- * `job` into *best (candidate_clear it). 1: found, 0: the store has none,
+ * `job` into *best (layout_candidate_clear it). 1: found, 0: the store has none,
  * or a negative errno of the listing, told in err (may be NULL) for the
  * caller to log. The other calls that list tell err alike. */
 int index_newest(struct index *ix, const char *job, struct candidate *best,
@@ -62,7 +62,7 @@ struct index_object {
 };
 
 /* Every object of `job` in both buckets, oldest first (the order of
- * candidate_cmp), by a full listing of each bucket: for MNT/<job>/.history/.
+ * layout_candidate_cmp), by a full listing of each bucket: for MNT/<job>/.history/.
  * *out is malloc'd (index_objects_free). 0 or a negative errno. */
 int index_history(struct index *ix, const char *job, struct index_object **out, size_t *n,
                   struct store_error *err);

@@ -102,7 +102,7 @@ static void job_destroy(struct job *job)
     json_decref(job->last_upload[1]);
     free(job->base_key);
     for (int i = 0; i < 3; i++)
-        candidate_clear(&job->known[i]);
+        layout_candidate_clear(&job->known[i]);
     pthread_cond_destroy(&job->moved_cond);
     pthread_mutex_destroy(&job->lock);
     pthread_mutex_destroy(&job->upload_lock);
@@ -181,14 +181,14 @@ static struct job *job_new(const char *name)
     return job;
 }
 
-void job_ref(struct jobs *j, struct job *job)
+void jobs_ref(struct jobs *j, struct job *job)
 {
     pthread_mutex_lock(&j->lock);
     job->refs++;
     pthread_mutex_unlock(&j->lock);
 }
 
-void job_unref(struct jobs *j, struct job *job)
+void jobs_unref(struct jobs *j, struct job *job)
 {
     if (!job)
         return;
@@ -282,7 +282,7 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
     }
     struct job *job = job_new(name);
     if (!job) {
-        candidate_clear(&best);
+        layout_candidate_clear(&best);
         return -ENOMEM;
     }
     size_t len = 0;
@@ -295,7 +295,7 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
         if (r == 0) {
             log_info("job '%s': %s is gone since it was listed; listed the "
                      "store again", name, where(j, best.bucket, best.key, w));
-            candidate_clear(&best);
+            layout_candidate_clear(&best);
             r = find_newest(j, name, &best, &found);
             if (r < 0 || !found) {
                 job_destroy(job);
@@ -305,7 +305,7 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
         } else if (r != -EALREADY) {
             char why[WHY_MAX];
             log_error("job '%s': listing the store failed: %s", name, why_text(&e, why));
-            candidate_clear(&best);
+            layout_candidate_clear(&best);
             job_destroy(job);
             return r == -ENOENT ? -EIO : r;
         } /* else listed again when it went, and the listing still shows it */
@@ -314,7 +314,7 @@ static int load_from_store(struct jobs *j, const char *name, struct job **out)
         if (rc == -ENOENT)
             log_error("job '%s': reading %s failed: %s", name,
                       where(j, best.bucket, best.key, w), strerror(ENOENT));
-        candidate_clear(&best);
+        layout_candidate_clear(&best);
         job_destroy(job);
         return rc == -ENOENT ? -EIO : rc;
     }
@@ -418,7 +418,7 @@ static int load_from_base(struct jobs *j, const char *name, const struct first_r
         return rc;
     struct job *job = job_new(name);
     if (!job) {
-        candidate_clear(&best);
+        layout_candidate_clear(&best);
         return -ENOMEM;
     }
     size_t len = 0;
@@ -452,7 +452,7 @@ static int load_from_base(struct jobs *j, const char *name, const struct first_r
         }
     }
     if (rc < 0) {
-        candidate_clear(&best);
+        layout_candidate_clear(&best);
         job_destroy(job);
         return rc;
     }
@@ -590,7 +590,7 @@ static int replay_one(const char *name, size_t n, void *arg)
         log_error("job '%s': cannot load it to replay its journal entries (%s); they "
                   "stay in the journal",
                   name, strerror(-rc));
-    job_unref(arg, job);
+    jobs_unref(arg, job);
     return 0;
 }
 
@@ -655,17 +655,17 @@ static int journal_base_locked(struct jobs *j, struct job *job)
     return 0;
 }
 
-int job_set(struct jobs *j, struct job *job, const char *key, json_t *value)
+int jobs_set_key(struct jobs *j, struct job *job, const char *key, json_t *value)
 {
     if (!value)
         return -ENOMEM;
     size_t len = 0;
     char *text = state_value_compact(value, &len);
     json_decref(value);
-    return job_set_text(j, job, key, text, len);
+    return jobs_set_key_text(j, job, key, text, len);
 }
 
-int job_set_text(struct jobs *j, struct job *job, const char *key, char *text, size_t len)
+int jobs_set_key_text(struct jobs *j, struct job *job, const char *key, char *text, size_t len)
 {
     if (!text)
         return -ENOMEM;
@@ -688,7 +688,7 @@ int job_set_text(struct jobs *j, struct job *job, const char *key, char *text, s
     return rc;
 }
 
-int job_create(struct jobs *j, struct job *job, const char *key, struct timespec *made)
+int jobs_create_key(struct jobs *j, struct job *job, const char *key, struct timespec *made)
 {
     *made = (struct timespec){0};
     if (!j->journal) {
@@ -722,7 +722,7 @@ int job_create(struct jobs *j, struct job *job, const char *key, struct timespec
     return rc;
 }
 
-/* Does key hold the null job_create gave it at *made? Caller holds the
+/* Does key hold the null jobs_create_key gave it at *made? Caller holds the
  * journal lock, if any. */
 static int still_created(struct job *job, const char *key, const struct timespec *made)
 {
@@ -739,7 +739,7 @@ static int still_created(struct job *job, const char *key, const struct timespec
     return same;
 }
 
-int job_uncreate(struct jobs *j, struct job *job, const char *key,
+int jobs_uncreate_key(struct jobs *j, struct job *job, const char *key,
                  const struct timespec *made)
 {
     if (!j->journal)
@@ -761,7 +761,7 @@ int job_uncreate(struct jobs *j, struct job *job, const char *key,
     return rc;
 }
 
-int job_remove(struct jobs *j, struct job *job, const char *key)
+int jobs_remove_key(struct jobs *j, struct job *job, const char *key)
 {
     if (!j->journal)
         return state_remove(job->state, key);
@@ -779,7 +779,7 @@ int job_remove(struct jobs *j, struct job *job, const char *key)
     return rc;
 }
 
-int job_rename(struct jobs *j, struct job *job, const char *from, const char *to)
+int jobs_rename_key(struct jobs *j, struct job *job, const char *from, const char *to)
 {
     if (!j->journal)
         return state_rename(job->state, from, to);
@@ -798,7 +798,7 @@ int job_rename(struct jobs *j, struct job *job, const char *from, const char *to
     return rc;
 }
 
-int job_replace(struct jobs *j, struct job *job, const char *text, size_t len, char *why,
+int jobs_replace_state(struct jobs *j, struct job *job, const char *text, size_t len, char *why,
                 size_t whylen)
 {
     if (len > LARGE_TEXT)
@@ -1013,7 +1013,7 @@ int jobs_forget(struct jobs *j, const char *name)
         }
         rc = 0;
     }
-    job_unref(j, job);
+    jobs_unref(j, job);
     return rc;
 }
 
@@ -1065,7 +1065,7 @@ int jobs_list_names(struct jobs *j, json_t **out)
     return names ? 0 : -ENOMEM;
 }
 
-int job_moved(struct job *job, const char *key)
+int jobs_key_moved(struct job *job, const char *key)
 {
     int64_t *until = malloc(sizeof *until);
     if (!until)
@@ -1082,7 +1082,7 @@ int job_moved(struct job *job, const char *key)
     return rc;
 }
 
-void job_written(struct job *job, const char *key)
+void jobs_key_written(struct job *job, const char *key)
 {
     pthread_mutex_lock(&job->lock);
     clock_gettime(CLOCK_REALTIME, &job->mtime);
@@ -1143,7 +1143,7 @@ static int moved_since(struct job *job, uint64_t gen)
     return moved;
 }
 
-void job_touch(struct job *job)
+void jobs_touch(struct job *job)
 {
     pthread_mutex_lock(&job->lock);
     clock_gettime(CLOCK_REALTIME, &job->mtime);
@@ -1351,7 +1351,7 @@ static int reload_if_newer(struct jobs *j, struct job *job)
         char why[WHY_MAX];
         log_error("job '%s': reading %s failed: %s", job->name,
                   where(j, best.bucket, best.key, w), why_text(&e, why));
-        candidate_clear(&best);
+        layout_candidate_clear(&best);
         return rc == -ENOMEM ? rc : -EIO;
     }
     pthread_mutex_lock(&job->lock);
@@ -1361,7 +1361,7 @@ static int reload_if_newer(struct jobs *j, struct job *job)
     char *key = current ? NULL : strdup(best.key);
     if (current || !key) {
         free(body);
-        candidate_clear(&best);
+        layout_candidate_clear(&best);
         return current ? 0 : -ENOMEM;
     }
     if (len > LARGE_TEXT)
@@ -1395,14 +1395,14 @@ static int reload_if_newer(struct jobs *j, struct job *job)
         log_warn("job '%s': changed in this mount while its lease was taken; it keeps "
                  "this mount's state over %s", job->name, where(j, best.bucket, best.key, w));
         free(key);
-        candidate_clear(&best);
+        layout_candidate_clear(&best);
         return 0;
     }
     if (rc < 0) {
         log_error("job '%s': %s is not a JSON object (%s); the job keeps this "
                   "mount's state", job->name, where(j, best.bucket, best.key, w), why);
         free(key);
-        candidate_clear(&best);
+        layout_candidate_clear(&best);
         return rc == -ENOMEM ? rc : -EIO;
     }
     char when[64];
@@ -1436,7 +1436,7 @@ static int reload_if_newer(struct jobs *j, struct job *job)
         job->base_bucket = our_bucket(j, best.bucket);
     }
     pthread_mutex_lock(&job->upload_lock);
-    candidate_clear(&job->known[0]);
+    layout_candidate_clear(&job->known[0]);
     job->known[0] = best; /* taken */
     pthread_mutex_unlock(&job->upload_lock);
     return 0;
@@ -1446,7 +1446,7 @@ static int claim_locked(struct jobs *j, struct job *job);
 
 /* One claim at a time per job: a change that finds the lease held also
  * finds done the reload that taking it implied. */
-int job_claim(struct jobs *j, struct job *job)
+int jobs_claim(struct jobs *j, struct job *job)
 {
     if (!j->leases)
         return 0;
@@ -1515,7 +1515,7 @@ static int base_is(struct jobs *j, struct job *job, const char *key)
     return journal_last_base(j->journal, job->name, base_key_cb, (void *)want) != 0;
 }
 
-/* A stored snapshot (job_upload): the read-out, the stats and the log line;
+/* A stored snapshot (jobs_upload): the read-out, the stats and the log line;
  * the journal's changes it holds dropped; for completed, the success
  * trigger and the lease's release. 0 or the trigger's error. Caller holds
  * job->upload_lock. */
@@ -1557,13 +1557,13 @@ static int upload_done(struct jobs *j, struct job *job, enum upload_kind kind,
         char date[24];
         snprintf(date, sizeof date, "%lld", (long long)(wall / 1000));
         struct candidate *mine = &job->known[1 + kind];
-        candidate_clear(mine);
+        layout_candidate_clear(mine);
         mine->bucket = strdup(j->lz_bucket);
         mine->key = strdup(key);
         mine->upload_date = strdup(date);
         mine->kind = kind;
         if (!mine->bucket || !mine->key || !mine->upload_date)
-            candidate_clear(mine); /* then it is not known */
+            layout_candidate_clear(mine); /* then it is not known */
         journal_drop_upload(j, job, upto, key, !loads_back(j, job, kind, date, key));
     }
     if (kind == UPLOAD_COMPLETED && j->success_trigger)
@@ -1573,7 +1573,7 @@ static int upload_done(struct jobs *j, struct job *job, enum upload_kind kind,
     return rc;
 }
 
-/* A failed upload (job_upload): logged once, with the store's error, and
+/* A failed upload (jobs_upload): logged once, with the store's error, and
  * kept for .status (README, "Observability"). The errno the writer sees. */
 static int upload_failed(struct jobs *j, struct job *job, enum upload_kind kind,
                          const char *key, long ms, int rc, const struct store_error *err)
@@ -1589,14 +1589,14 @@ static int upload_failed(struct jobs *j, struct job *job, enum upload_kind kind,
     return rc;
 }
 
-int job_upload(struct jobs *j, struct job *job, enum upload_kind kind)
+int jobs_upload(struct jobs *j, struct job *job, enum upload_kind kind)
 {
     blocking_may_block();
 again:;
     /* a tool's backup rename and its new write: one change */
     uint64_t moves = wait_moved(job);
     /* Fenced: a mount that lost the job's lease uploads nothing more. */
-    int claimed = job_claim(j, job);
+    int claimed = jobs_claim(j, job);
     if (claimed < 0)
         return claimed;
     pthread_mutex_lock(&job->upload_lock);
@@ -1688,7 +1688,7 @@ again:;
     return rc;
 }
 
-char *job_readout_text(struct jobs *j, struct job *job, size_t *len)
+char *jobs_readout_text(struct jobs *j, struct job *job, size_t *len)
 {
     json_t *lease = j->leases ? lease_info(j->leases, job->name) : json_null();
     pthread_mutex_lock(&job->lock);

@@ -108,25 +108,25 @@ int jobs_sync(struct jobs *j);
  * applied, under the journal lock (so the journal's order is the state's).
  * When the journal cannot take it, nothing is applied and -ENOSPC (its disk
  * is full) or -EIO returned.
- * job_set steals value. job_replace: -EINVAL with the reason in why when
+ * jobs_set_key steals value. jobs_replace_state: -EINVAL with the reason in why when
  * text is not a JSON object. */
-int job_set(struct jobs *j, struct job *job, const char *key, json_t *value);
-/* job_set_text: the same with the value as its compact JSON text (from
+int jobs_set_key(struct jobs *j, struct job *job, const char *key, json_t *value);
+/* jobs_set_key_text: the same with the value as its compact JSON text (from
  * state_value_compact), which it takes. */
-int job_set_text(struct jobs *j, struct job *job, const char *key, char *text, size_t len);
-/* job_create: a key created and closed with no content (README, "Key
- * files") holds null: journaled and applied like job_set_text, unless the
- * key exists by then (another writer's value stays). 0 or as job_set;
+int jobs_set_key_text(struct jobs *j, struct job *job, const char *key, char *text, size_t len);
+/* jobs_create_key: a key created and closed with no content (README, "Key
+ * files") holds null: journaled and applied like jobs_set_key_text, unless the
+ * key exists by then (another writer's value stays). 0 or as jobs_set_key;
  * *made is the new key's mtime, or zero when the key was there. */
-int job_create(struct jobs *j, struct job *job, const char *key, struct timespec *made);
-/* job_uncreate: takes back the null of job_create (a new key whose first
+int jobs_create_key(struct jobs *j, struct job *job, const char *key, struct timespec *made);
+/* jobs_uncreate_key: takes back the null of jobs_create_key (a new key whose first
  * value is refused does not exist) if the key still holds it, unchanged
- * since *made; else does nothing. 0 or as job_remove. */
-int job_uncreate(struct jobs *j, struct job *job, const char *key,
+ * since *made; else does nothing. 0 or as jobs_remove_key. */
+int jobs_uncreate_key(struct jobs *j, struct job *job, const char *key,
                  const struct timespec *made);
-int job_remove(struct jobs *j, struct job *job, const char *key);
-int job_rename(struct jobs *j, struct job *job, const char *from, const char *to);
-int job_replace(struct jobs *j, struct job *job, const char *text, size_t len, char *why,
+int jobs_remove_key(struct jobs *j, struct job *job, const char *key);
+int jobs_rename_key(struct jobs *j, struct job *job, const char *from, const char *to);
+int jobs_replace_state(struct jobs *j, struct job *job, const char *text, size_t len, char *why,
                 size_t whylen);
 
 /* get_or_create. Finds a loaded job, or loads it from the store. When the
@@ -139,8 +139,8 @@ int jobs_get(struct jobs *j, const char *name, int create, struct job **out);
 /* Only a job that is loaded already; NULL otherwise (with a reference). */
 struct job *jobs_find_loaded(struct jobs *j, const char *name);
 
-void job_ref(struct jobs *j, struct job *job);
-void job_unref(struct jobs *j, struct job *job);
+void jobs_ref(struct jobs *j, struct job *job);
+void jobs_unref(struct jobs *j, struct job *job);
 
 /* rmdir: -ENOTEMPTY when the job has keys, scratch or pending files, unless
  * the job is fenced (its lease was taken over while it had local changes):
@@ -157,11 +157,11 @@ int jobs_list_names(struct jobs *j, json_t **out);
  * it, or when this mount's lease was taken over while it had local changes
  * (the log, .status and the read-out name the holder); -EIO etc. when the
  * store failed. 0 at once when leases are off. */
-int job_claim(struct jobs *j, struct job *job);
+int jobs_claim(struct jobs *j, struct job *job);
 
 /* update()/complete(): uploads one snapshot synchronously, under the lease
- * (job_claim); complete() then releases it. 0 or -errno. */
-int job_upload(struct jobs *j, struct job *job, enum upload_kind kind);
+ * (jobs_claim); complete() then releases it. 0 or -errno. */
+int jobs_upload(struct jobs *j, struct job *job, enum upload_kind kind);
 
 /* A value written to a key (or .state.json) that was refused: counted, and
  * the last error of .status. */
@@ -177,17 +177,17 @@ char *jobs_status_text(struct jobs *j, size_t *len);
 /* The job's read-out, MNT/<job>/.status (README, "Control files"): the
  * last upload of each kind, what get_or_create loaded and the lease.
  * malloc'd JSON text plus newline. */
-char *job_readout_text(struct jobs *j, struct job *job, size_t *len);
+char *jobs_readout_text(struct jobs *j, struct job *job, size_t *len);
 
-void job_touch(struct job *job);
+void jobs_touch(struct job *job);
 
 /* A key renamed to a scratch name (sed -i.bak, vim's and cp --backup's
  * backups rename the key first and write it again right after): uploads
  * wait up to MOVED_WAIT_MS for it to be written again, so that no snapshot
- * lacks it (README, "Scratch files"). job_moved: 0 or -ENOMEM.
- * job_written: the key has a value again (and the job is touched). */
+ * lacks it (README, "Scratch files"). jobs_key_moved: 0 or -ENOMEM.
+ * jobs_key_written: the key has a value again (and the job is touched). */
 #define MOVED_WAIT_MS 5000
-int job_moved(struct job *job, const char *key);
-void job_written(struct job *job, const char *key);
+int jobs_key_moved(struct job *job, const char *key);
+void jobs_key_written(struct job *job, const char *key);
 
 #endif

@@ -140,7 +140,7 @@ static int str_cmp(const char *a, const char *b)
     return sign(strcmp(a ? a : "", b ? b : ""));
 }
 
-int candidate_cmp(const struct candidate *a, const struct candidate *b)
+int layout_candidate_cmp(const struct candidate *a, const struct candidate *b)
 {
     int c = digits_cmp(a->upload_date, b->upload_date);
     if (c)
@@ -157,7 +157,7 @@ int candidate_cmp(const struct candidate *a, const struct candidate *b)
 
 int layout_date_cmp(const char *a, const char *b) { return digits_cmp(a, b); }
 
-void candidate_clear(struct candidate *c)
+void layout_candidate_clear(struct candidate *c)
 {
     if (!c)
         return;

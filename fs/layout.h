@@ -50,11 +50,11 @@ int layout_match(const struct layout *l, const char *key, int match_any_kind,
  * (numerically, any number of digits), then greatest LastModified, then
  * completed over running, then the greater key and bucket (byte order), so
  * the choice is deterministic. */
-int candidate_cmp(const struct candidate *a, const struct candidate *b);
+int layout_candidate_cmp(const struct candidate *a, const struct candidate *b);
 
 /* Compares two upload_date digit strings numerically: <0, 0, >0. */
 int layout_date_cmp(const char *a, const char *b);
 
-void candidate_clear(struct candidate *c);
+void layout_candidate_clear(struct candidate *c);
 
 #endif

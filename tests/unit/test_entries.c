@@ -109,7 +109,7 @@ static void test_new_key(void)
     struct job *job = jobs_find_loaded(jobs, "job");
     REQUIRE(job != NULL);
     CHECK(state_has(job->state, "k"));
-    job_unref(jobs, job);
+    jobs_unref(jobs, job);
 }
 
 static void test_refused_value(void)
@@ -254,7 +254,7 @@ static void test_close_all(void)
     struct job *job = jobs_find_loaded(jobs, "job");
     REQUIRE(job != NULL);
     CHECK(state_has(job->state, "open") && state_has(job->state, "open3"));
-    job_unref(jobs, job);
+    jobs_unref(jobs, job);
 }
 
 static int rm_one(const char *p, const struct stat *st, int type, struct FTW *f)

@@ -158,7 +158,7 @@ static void set(struct env *e, struct job *job, const char *key, const char *val
 {
     json_t *v = json_loads(value, JSON_DECODE_ANY, NULL);
     REQUIRE(v != NULL);
-    REQUIRE(job_set(e->j, job, key, v) == 0);
+    REQUIRE(jobs_set_key(e->j, job, key, v) == 0);
 }
 
 /* Every object under the dataset in bucket: a JSON object key -> body. */
@@ -225,7 +225,7 @@ static char *load(struct env *e, const char *name, int *rc)
     *rc = jobs_get(e->j, name, 0, &job);
     char *t = *rc == 0 ? state_text(job) : strdup("");
     REQUIRE(t != NULL);
-    job_unref(e->j, job);
+    jobs_unref(e->j, job);
     return t;
 }
 
@@ -234,7 +234,7 @@ static const char *loaded_key(struct env *e, const char *name)
     struct job *job = jobs_find_loaded(e->j, name);
     REQUIRE(job != NULL);
     const char *k = json_string_value(json_object_get(job->loaded, "key"));
-    job_unref(e->j, job);
+    jobs_unref(e->j, job);
     return k ? k : "";
 }
 
@@ -356,14 +356,14 @@ static void test_selection_edges(void)
         CHECK(text_is(t, "{}"));
         free(t);
     }
-    job_unref(e.j, job);
+    jobs_unref(e.j, job);
     job = NULL;
     CHECK(jobs_get(e.j, "r", 1, &job) == -EEXIST);
-    job_unref(e.j, job);
+    jobs_unref(e.j, job);
     job = NULL;
     CHECK(jobs_get(e.j, "none", 0, &job) == -ENOENT && job == NULL);
     CHECK(jobs_get(e.j, "none", 1, &job) == 0 && job != NULL);
-    job_unref(e.j, job);
+    jobs_unref(e.j, job);
     env_close(&e);
 
     /* A newest object that is not a JSON object: EIO, not an empty job;
@@ -464,8 +464,8 @@ static void test_concurrent_loads(void)
         CHECK(text_is(t, "{\"v\":1}"));
         free(t);
     }
-    job_unref(e.j, la[0].job);
-    job_unref(e.j, la[1].job);
+    jobs_unref(e.j, la[0].job);
+    jobs_unref(e.j, la[1].job);
     env_close(&e);
 }
 
@@ -481,7 +481,7 @@ struct upload_arg {
 static void *upload_thread(void *p)
 {
     struct upload_arg *a = p;
-    a->rc = job_upload(a->e->j, a->job, a->kind);
+    a->rc = jobs_upload(a->e->j, a->job, a->kind);
     return NULL;
 }
 
@@ -518,9 +518,9 @@ static void test_upload_compacts(void)
     REQUIRE(jobs_get(e.j, "j", 0, &job) == 0);
     set(&e, job, "a", "1");
     set(&e, job, "b", "2");
-    CHECK(job_rename(e.j, job, "b", "c") == 0);
-    CHECK(job_remove(e.j, job, "a") == 0);
-    CHECK(job_remove(e.j, job, "old") == 0);
+    CHECK(jobs_rename_key(e.j, job, "b", "c") == 0);
+    CHECK(jobs_remove_key(e.j, job, "a") == 0);
+    CHECK(jobs_remove_key(e.j, job, "old") == 0);
     set(&e, job, "d", "{\"x\":[3]}");
     const char *want = "{\"c\":2,\"d\":{\"x\":[3]}}";
     char *t = state_text(job);
@@ -562,7 +562,7 @@ static void test_upload_compacts(void)
     t = state_text(job);
     CHECK(text_is(t, want2));
     free(t);
-    job_unref(e.j, job);
+    jobs_unref(e.j, job);
     env_close(&e);
 
     /* The next mount, whose store cannot be read at first: the job stays
@@ -584,14 +584,14 @@ static void test_upload_compacts(void)
 
     /* An upload with no change since its snapshot: the job's records go
      * (the next mount loads the upload back). */
-    CHECK(job_upload(e.j, job, UPLOAD_COMPLETED) == 0);
+    CHECK(jobs_upload(e.j, job, UPLOAD_COMPLETED) == 0);
     CHECK(faulty_calls(e.st, FAULTY_PUT) == 1);
     CHECK(journal_count(e.jn, "j") == 0);
     objs = objects(&e, LZ);
     body = json_string_value(json_object_get(objs, last_key(job, UPLOAD_COMPLETED)));
     CHECK(body && text_is(body, want2));
     json_decref(objs);
-    job_unref(e.j, job);
+    jobs_unref(e.j, job);
     env_close(&e);
 
     env_open(&e, "commit", 0);
@@ -644,20 +644,20 @@ static int run_step(struct env *e, struct job *job, const struct step *s)
     switch (s->op) {
     case S_SET: {
         json_t *v = json_loads(s->arg, JSON_DECODE_ANY, NULL);
-        return v ? job_set(e->j, job, s->key, v) : -ENOMEM;
+        return v ? jobs_set_key(e->j, job, s->key, v) : -ENOMEM;
     }
     case S_REMOVE:
-        return job_remove(e->j, job, s->key);
+        return jobs_remove_key(e->j, job, s->key);
     case S_RENAME:
-        return job_rename(e->j, job, s->key, s->arg);
+        return jobs_rename_key(e->j, job, s->key, s->arg);
     case S_REPLACE:
-        return job_replace(e->j, job, s->arg, strlen(s->arg), NULL, 0);
+        return jobs_replace_state(e->j, job, s->arg, strlen(s->arg), NULL, 0);
     case S_CREATE:
-        return job_create(e->j, job, s->key, &made);
+        return jobs_create_key(e->j, job, s->key, &made);
     case S_UPLOAD_RUNNING:
-        return job_upload(e->j, job, UPLOAD_RUNNING);
+        return jobs_upload(e->j, job, UPLOAD_RUNNING);
     case S_UPLOAD_COMPLETED:
-        return job_upload(e->j, job, UPLOAD_COMPLETED);
+        return jobs_upload(e->j, job, UPLOAD_COMPLETED);
     }
     return -EINVAL;
 }
@@ -732,7 +732,7 @@ static int check_after_crash(const char *name, size_t acked, const char *what)
         fprintf(stderr, "replay after %s (%zu steps acknowledged): rc %d, state %s\n"
                         "  want: %s or %s\n", what, acked, rc, got, before, after);
     free(got);
-    job_unref(e.j, job);
+    jobs_unref(e.j, job);
     env_close(&e);
     return ok;
 }
@@ -789,7 +789,7 @@ static void test_upload_failure(void)
     REQUIRE(jobs_get(e.j, "j", 1, &job) == 0);
     set(&e, job, "a", "1");
     set(&e, job, "b", "{\"c\":[1,2]}");
-    CHECK(job_rename(e.j, job, "a", "x") == 0);
+    CHECK(jobs_rename_key(e.j, job, "a", "x") == 0);
     char *want = state_text(job);
     json_t *recs = records(&e, "j");
     CHECK(json_array_size(recs) == 4);
@@ -801,7 +801,7 @@ static void test_upload_failure(void)
     uint64_t puts = 0;
     for (size_t i = 0; i < sizeof faults / sizeof *faults; i++) {
         faulty_fail(e.st, FAULTY_PUT, 1, 0, faults[i].err);
-        CHECK(job_upload(e.j, job, i % 2 ? UPLOAD_COMPLETED : UPLOAD_RUNNING) ==
+        CHECK(jobs_upload(e.j, job, i % 2 ? UPLOAD_COMPLETED : UPLOAD_RUNNING) ==
               faults[i].rc);
         puts++;
         CHECK(faulty_calls(e.st, FAULTY_PUT) == puts);
@@ -826,7 +826,7 @@ static void test_upload_failure(void)
      * failed upload all the same; the journal keeps the changes, as the
      * mount cannot know the object holds them. */
     faulty_lose(e.st, 1, 1, -ETIMEDOUT);
-    CHECK(job_upload(e.j, job, UPLOAD_COMPLETED) == -ETIMEDOUT);
+    CHECK(jobs_upload(e.j, job, UPLOAD_COMPLETED) == -ETIMEDOUT);
     json_t *objs = objects(&e, LZ);
     CHECK(json_object_size(objs) == 1); /* it landed */
     json_decref(objs);
@@ -841,7 +841,7 @@ static void test_upload_failure(void)
     set(&e, job, "after", "true");
     free(want);
     want = state_text(job);
-    job_unref(e.j, job);
+    jobs_unref(e.j, job);
     env_close(&e);
 
     /* The next mount has it all back from the journal... */
@@ -853,7 +853,7 @@ static void test_upload_failure(void)
     CHECK(text_is(t, want));
     free(t);
     /* ...and a retry the store takes uploads it and compacts the journal. */
-    CHECK(job_upload(e.j, job, UPLOAD_COMPLETED) == 0);
+    CHECK(jobs_upload(e.j, job, UPLOAD_COMPLETED) == 0);
     objs = objects(&e, LZ);
     CHECK(json_object_size(objs) >= 1); /* with the one whose answer was lost */
     const char *body = json_string_value(json_object_get(objs, last_key(job, UPLOAD_COMPLETED)));
@@ -863,7 +863,7 @@ static void test_upload_failure(void)
     pthread_mutex_lock(&e.j->lock);
     CHECK(e.j->stats.uploads_ok == 1);
     pthread_mutex_unlock(&e.j->lock);
-    job_unref(e.j, job);
+    jobs_unref(e.j, job);
     env_close(&e);
 
     /* The next mount loads the upload back, with no journal left. */
@@ -920,10 +920,10 @@ static void *writer_thread(void *p)
         }
         char key[32];
         snprintf(key, sizeof key, "k%d_%d", w->id, n);
-        if (job_set(w->e->j, w->job, key, json_integer(n)) != 0)
+        if (jobs_set_key(w->e->j, w->job, key, json_integer(n)) != 0)
             break;
         snprintf(key, sizeof key, "w%d", w->id);
-        if (job_set(w->e->j, w->job, key, json_integer(n)) != 0)
+        if (jobs_set_key(w->e->j, w->job, key, json_integer(n)) != 0)
             break;
         atomic_store(&w->acked, n + 1);
     }
@@ -1067,7 +1067,7 @@ static void check_image(struct committer *c)
         }
     }
     json_decref(doc);
-    job_unref(img.j, job);
+    jobs_unref(img.j, job);
     env_close(&img);
 }
 
@@ -1080,7 +1080,7 @@ static void *committer_thread(void *p)
         pthread_mutex_unlock(&c->race->lock);
         if (stop)
             break;
-        int rc = job_upload(c->e->j, c->job, UPLOAD_RUNNING);
+        int rc = jobs_upload(c->e->j, c->job, UPLOAD_RUNNING);
         if (rc == 0 && c->images < IMAGES)
             check_image(c);
         pthread_mutex_lock(&c->race->lock);
@@ -1138,7 +1138,7 @@ static void test_concurrent_writers(void)
     for (int i = 0; i < WRITERS; i++)
         CHECK(writer_prefix(doc, i) == w[i].acked);
     json_decref(doc);
-    job_unref(e.j, job);
+    jobs_unref(e.j, job);
     env_close(&e);
 
     /* Nothing acknowledged is lost: the next mount, from the last upload
@@ -1152,9 +1152,9 @@ static void test_concurrent_writers(void)
     char *t = state_text(job);
     CHECK(text_is(t, want));
     free(t);
-    CHECK(job_upload(e.j, job, UPLOAD_COMPLETED) == 0);
+    CHECK(jobs_upload(e.j, job, UPLOAD_COMPLETED) == 0);
     CHECK(journal_count(e.jn, "j") == 0);
-    job_unref(e.j, job);
+    jobs_unref(e.j, job);
     env_close(&e);
     env_open(&e, "race", 1);
     int rc = 0;

@@ -160,13 +160,13 @@ static struct candidate cand(const char *bucket, const char *key,
 /* a > b, a < b both checked, so the order is antisymmetric. */
 static void check_newer(struct candidate a, struct candidate b, int line)
 {
-    if (!(candidate_cmp(&a, &b) > 0 && candidate_cmp(&b, &a) < 0)) {
+    if (!(layout_candidate_cmp(&a, &b) > 0 && layout_candidate_cmp(&b, &a) < 0)) {
         fprintf(stderr, "line %d: %s/%s should be newer than %s/%s\n", line,
                 a.upload_date, a.key, b.upload_date, b.key);
         failures++;
     }
-    candidate_clear(&a);
-    candidate_clear(&b);
+    layout_candidate_clear(&a);
+    layout_candidate_clear(&b);
 }
 #define NEWER(a, b) check_newer(a, b, __LINE__)
 
@@ -195,16 +195,16 @@ static void test_cmp(void)
 
     /* Numerically equal dates, all else equal: equal. */
     struct candidate a = cand("b", "k", "007", 3, C), b = cand("b", "k", "7", 3, C);
-    CHECK(candidate_cmp(&a, &b) == 0);
-    candidate_clear(&a);
-    candidate_clear(&b);
+    CHECK(layout_candidate_cmp(&a, &b) == 0);
+    layout_candidate_clear(&a);
+    layout_candidate_clear(&b);
     a = cand("b", "k", "7", 3, C);
     b = cand("b", "k", "7", 3, C);
-    CHECK(candidate_cmp(&a, &b) == 0);
-    candidate_clear(&a);
-    candidate_clear(&b);
+    CHECK(layout_candidate_cmp(&a, &b) == 0);
+    layout_candidate_clear(&a);
+    layout_candidate_clear(&b);
     CHECK(a.key == NULL && a.bucket == NULL && a.upload_date == NULL);
-    candidate_clear(NULL);
+    layout_candidate_clear(NULL);
 }
 
 /* ---- selection over a shuffled listing, against brute force ---- */
@@ -287,7 +287,7 @@ static void selection_round(int resume_running)
             expect = i;
     }
 
-    /* Actual: what a loader does with layout_match and candidate_cmp. */
+    /* Actual: what a loader does with layout_match and layout_candidate_cmp. */
     struct layout l = L;
     l.resume_running = resume_running;
     struct candidate best = {0};
@@ -315,15 +315,15 @@ static void selection_round(int resume_running)
         c.last_modified_ms = objs[i].lm;
         c.kind = kind;
         CHECK((kind == UPLOAD_COMPLETED) == objs[i].completed);
-        if (got < 0 || candidate_cmp(&c, &best) > 0) {
-            candidate_clear(&best);
+        if (got < 0 || layout_candidate_cmp(&c, &best) > 0) {
+            layout_candidate_clear(&best);
             best = c;
             got = i;
         } else {
-            candidate_clear(&c);
+            layout_candidate_clear(&c);
         }
     }
-    candidate_clear(&best);
+    layout_candidate_clear(&best);
     CHECK(matched == want_matched);
     if (got != expect) {
         fprintf(stderr, "selection (resume_running=%d): got %s, expected %s\n",
