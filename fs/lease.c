@@ -954,8 +954,9 @@ static void *race(void *arg)
     return NULL;
 }
 
-int leases_probe(struct leases *ls, char *msg, size_t msglen)
+int leases_probe(struct leases *ls, int *honoured, char *msg, size_t msglen)
 {
+    *honoured = 0;
     char token[TOKEN_LEN + 1], *key = NULL;
     new_token(token);
     if (asprintf(&key, "%s.probe-%s", ls->prefix, token) < 0)
@@ -1051,7 +1052,10 @@ int leases_probe(struct leases *ls, char *msg, size_t msglen)
     if (d < 0)
         log_warn("could not remove the probe object %s: %s", w, why_text(&err, why));
     free(key);
-    return result;
+    if (result < 0)
+        return result;
+    *honoured = result == 1;
+    return 0;
 }
 
 /* ---- life cycle */

@@ -37,9 +37,9 @@ void leases_free(struct leases *ls);
 
 /* Whether the store honours conditional writes: two racing conditional
  * creates of a probe object must give exactly one winner, and a wrong
- * If-Match must fail. 1 honoured, 0 not (msg says how), negative errno when
- * the store could not be asked. */
-int leases_probe(struct leases *ls, char *msg, size_t msglen);
+ * If-Match must fail. 0 with *honoured 1 or 0 (msg then says how), or a
+ * negative errno when the store could not be asked. */
+int leases_probe(struct leases *ls, int *honoured, char *msg, size_t msglen);
 
 /* Starts the background renewals. 0 or a negative errno. */
 int leases_start(struct leases *ls);

@@ -140,14 +140,15 @@ static int set_up_leases(const struct options *o, struct store *st, struct journ
         return -ENOMEM;
     }
     char msg[512] = "";
-    int rc = leases_probe(ls, msg, sizeof msg);
+    int honoured = 0;
+    int rc = leases_probe(ls, &honoured, msg, sizeof msg);
     if (rc < 0) {
         /* Not known whether the store honours them: never guessed. */
         fprintf(stderr, "bookmarkfs: %s.\n", msg[0] ? msg : strerror(-rc));
         leases_free(ls);
         return rc;
     }
-    if (rc <= 0) {
+    if (!honoured) {
         if (o->lease_mode == LEASE_ON) {
             fprintf(stderr, "bookmarkfs: --lease=on: %s; this store cannot hold job "
                     "leases (use --lease=off to mount without them).\n", msg);
