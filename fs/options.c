@@ -165,11 +165,11 @@ static int parse_ms(const char *name, const char *value, long *out, long min, lo
     if (errno || end == value || *end || v < min) {
         snprintf(err, errlen, "invalid --%s '%s': expected a whole number >= %ld", name,
                  value, min);
-        return -1;
+        return -EINVAL;
     }
     if (v > max) {
         snprintf(err, errlen, "invalid --%s '%s': at most %ld", name, value, max);
-        return -1;
+        return -EINVAL;
     }
     *out = v;
     return 0;
@@ -181,7 +181,7 @@ static int bad_segment(const char *name, const char *value, char *err, size_t er
     if (!*value || strchr(value, '/') || strcmp(value, ".") == 0 ||
         strcmp(value, "..") == 0) {
         snprintf(err, errlen, "invalid --%s '%s': must be one path segment", name, value);
-        return -1;
+        return -EINVAL;
     }
     return 0;
 }
@@ -190,7 +190,7 @@ static int bad_bucket(const char *name, const char *value, char *err, size_t err
 {
     if (!*value || strchr(value, '/') || value[0] == '.' || strlen(value) > 255) {
         snprintf(err, errlen, "invalid --%s '%s': not a bucket name", name, value);
-        return -1;
+        return -EINVAL;
     }
     return 0;
 }
@@ -217,7 +217,7 @@ static int empty_value(const struct options *o, char *err, size_t errlen)
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         if (v[i].value && !v[i].value[0]) {
             snprintf(err, errlen, "invalid --%s '': the value is empty", v[i].name);
-            return -1;
+            return -EINVAL;
         }
     }
     return 0;
@@ -234,7 +234,7 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
             snprintf(err, errlen, "cannot parse the command line");
         for (int i = 0; i < ps.nnonopts; i++)
             free(ps.nonopts[i]);
-        return -1;
+        return -EINVAL;
     }
     /* mount(8) runs "bookmarkfs SOURCE MOUNTPOINT -o ...": keep the last. */
     int rc = 0;
@@ -250,11 +250,11 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
     for (int i = 0; i < ps.nnonopts; i++)
         free(ps.nonopts[i]);
     if (ps.failed || rc)
-        return -1;
+        return -EINVAL;
     if (o->show_help || o->show_version)
         return 0;
     if (empty_value(o, err, errlen))
-        return -1;
+        return -EINVAL;
 
     /* Which store. */
     if (!o->store)
@@ -265,7 +265,7 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
         o->is_s3 = 0;
     else {
         snprintf(err, errlen, "invalid --store '%s': expected s3 or dir:PATH", o->store);
-        return -1;
+        return -EINVAL;
     }
 
     if (o->is_s3) {
@@ -276,7 +276,7 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
                                             : NULL;
         if (missing) {
             snprintf(err, errlen, "missing %s (required with --store=s3)", missing);
-            return -1;
+            return -EINVAL;
         }
     } else {
         const char *s3only = o->endpoint  ? "--endpoint"
@@ -287,11 +287,11 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
                                              : NULL;
         if (s3only) {
             snprintf(err, errlen, "%s applies to --store=s3 only", s3only);
-            return -1;
+            return -EINVAL;
         }
         if (o->store && !o->store[4]) {
             snprintf(err, errlen, "invalid --store 'dir:': missing PATH");
-            return -1;
+            return -EINVAL;
         }
         o->dir_root = o->store ? strdup(o->store + 4) : xdg_dir("XDG_DATA_HOME", ".local/share");
         struct passwd *pw = getpwuid(geteuid());
@@ -299,13 +299,13 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
             !dup_default(&o->domain, "state") || !dup_default(&o->dataset, "bookmarks") ||
             !dup_default(&o->user, pw ? pw->pw_name : "user")) {
             snprintf(err, errlen, "out of memory");
-            return -1;
+            return -EINVAL;
         }
     }
     if (!dup_default(&o->dlz_bucket, o->lz_bucket) || !dup_default(&o->file_type, "others") ||
         !dup_default(&o->resume_from, "completed")) {
         snprintf(err, errlen, "out of memory");
-        return -1;
+        return -ENOMEM;
     }
     if (strcmp(o->resume_from, "completed") == 0)
         o->resume_running = 0;
@@ -314,7 +314,7 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
     else {
         snprintf(err, errlen, "invalid --resume-from '%s': expected completed or running",
                  o->resume_from);
-        return -1;
+        return -EINVAL;
     }
     if (bad_bucket("lz-bucket", o->lz_bucket, err, errlen) ||
         bad_bucket("dlz-bucket", o->dlz_bucket, err, errlen) ||
@@ -322,7 +322,7 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
         bad_segment("dataset", o->dataset, err, errlen) ||
         bad_segment("user", o->user, err, errlen) ||
         bad_segment("file-type", o->file_type, err, errlen))
-        return -1;
+        return -EINVAL;
     o->connect_timeout_ms = S3_DEFAULT_CONNECT_TIMEOUT_MS;
     o->timeout_ms = S3_DEFAULT_TIMEOUT_MS;
     o->max_attempts = S3_DEFAULT_MAX_ATTEMPTS;
@@ -335,10 +335,10 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
         parse_ms("retries", o->retries, &o->max_attempts, 1, 100, err, errlen) ||
         parse_ms("retry-time", o->retry_time, &o->max_retry_ms, 1, OPTIONS_MS_MAX, err,
                  errlen))
-        return -1;
+        return -EINVAL;
     o->spin_time_us = 20;
     if (parse_ms("spin-us", o->spin_us, &o->spin_time_us, 0, 1000, err, errlen))
-        return -1;
+        return -EINVAL;
     /* --scratch=LIST replaces the default patterns, +LIST adds to them. */
     const char *sc = o->scratch ? o->scratch : SCRATCH_DEFAULT;
     int n = sc[0] == '+' ? asprintf(&o->scratch_list, "%s/%s", SCRATCH_DEFAULT, sc + 1)
@@ -346,12 +346,12 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
     if (n < 0) {
         o->scratch_list = NULL;
         snprintf(err, errlen, "out of memory");
-        return -1;
+        return -ENOMEM;
     }
     o->relist_window_s = 900;
     if (parse_ms("relist-window", o->relist_window, &o->relist_window_s, 0, 30L * 86400,
                  err, errlen))
-        return -1;
+        return -EINVAL;
     /* Leases (README, "Leases"). */
     o->lease_mode = LEASE_AUTO;
     if (o->lease && strcmp(o->lease, "on") == 0)
@@ -360,12 +360,12 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
         o->lease_mode = LEASE_OFF;
     else if (o->lease && strcmp(o->lease, "auto") != 0) {
         snprintf(err, errlen, "invalid --lease '%s': expected auto, on or off", o->lease);
-        return -1;
+        return -EINVAL;
     }
     long ttl = 30, idle = 300;
     if (parse_ms("lease-ttl", o->lease_ttl, &ttl, 1, 86400, err, errlen) ||
         parse_ms("lease-idle", o->lease_idle, &idle, 1, 7 * 86400, err, errlen))
-        return -1;
+        return -EINVAL;
     o->lease_ttl_ms = ttl * 1000;
     o->lease_idle_ms = idle * 1000;
     if (o->lease_prefix) {
@@ -381,7 +381,7 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
         if (bad) {
             snprintf(err, errlen, "invalid --lease-prefix '%s': a relative key prefix "
                      "without an upload_date= segment, '.' or '..'", p);
-            return -1;
+            return -EINVAL;
         }
         size_t n = strlen(p);
         if (asprintf(&o->lease_prefix_resolved, "%s%s", p,
@@ -393,11 +393,11 @@ int options_parse(struct fuse_args *args, struct options *o, char *err, size_t e
     }
     if (!o->lease_prefix_resolved) {
         snprintf(err, errlen, "out of memory");
-        return -1;
+        return -ENOMEM;
     }
     if (!o->cache_dir && !(o->cache_dir = xdg_dir("XDG_STATE_HOME", ".local/state"))) {
         snprintf(err, errlen, "out of memory");
-        return -1;
+        return -ENOMEM;
     }
     return 0;
 }

@@ -38,8 +38,8 @@ struct options {
 };
 
 /* Parses our options out of args (leaving FUSE's own), applies defaults and
- * checks them. 0 on success; on a missing or contradictory option returns
- * -1 with one line in err. */
+ * checks them. 0, or -EINVAL on a missing or contradictory option (-ENOMEM
+ * when memory ran out), with one line in err. */
 /* The names tools give their temp, backup and probe files (README,
  * "Scratch files"): sed -i, perl -pi, Python's tempfile (also with a
  * suffix), mktemp, vim's write probe, backups and swap files, emacs'
