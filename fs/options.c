@@ -10,11 +10,12 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { KEY_HELP, KEY_VERSION, KEY_PATH_STYLE, KEY_SUCCESS_TRIGGER, KEY_FUSE_LOOP };
-
 #define OPT(dashed, underscored, field)                                     \
     {dashed "=%s", offsetof(struct options, field), 0},                     \
     {underscored "=%s", offsetof(struct options, field), 0}
+
+/* A flag: libfuse sets the int field to 1. */
+#define FLAG(name, field) {name, offsetof(struct options, field), 1}
 
 static const struct fuse_opt opt_spec[] = {
     OPT("--store", "store", store),
@@ -43,12 +44,12 @@ static const struct fuse_opt opt_spec[] = {
     OPT("--lease-ttl", "lease_ttl", lease_ttl),
     OPT("--lease-idle", "lease_idle", lease_idle),
     OPT("--lease-prefix", "lease_prefix", lease_prefix),
-    FUSE_OPT_KEY("--path-style", KEY_PATH_STYLE),
-    FUSE_OPT_KEY("path_style", KEY_PATH_STYLE),
-    FUSE_OPT_KEY("--success-trigger", KEY_SUCCESS_TRIGGER),
-    FUSE_OPT_KEY("success_trigger", KEY_SUCCESS_TRIGGER),
-    FUSE_OPT_KEY("--fuse-loop", KEY_FUSE_LOOP),
-    FUSE_OPT_KEY("fuse_loop", KEY_FUSE_LOOP),
+    FLAG("--path-style", path_style),
+    FLAG("path_style", path_style),
+    FLAG("--success-trigger", success_trigger),
+    FLAG("success_trigger", success_trigger),
+    FLAG("--fuse-loop", fuse_loop),
+    FLAG("fuse_loop", fuse_loop),
     /* fstab-only options that mount.fuse3 may pass through: not ours, not
      * libfuse's. */
     FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
@@ -59,10 +60,10 @@ static const struct fuse_opt opt_spec[] = {
     FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_KEY("comment=", FUSE_OPT_KEY_DISCARD),
-    FUSE_OPT_KEY("-h", KEY_HELP),
-    FUSE_OPT_KEY("--help", KEY_HELP),
-    FUSE_OPT_KEY("-V", KEY_VERSION),
-    FUSE_OPT_KEY("--version", KEY_VERSION),
+    FLAG("-h", show_help),
+    FLAG("--help", show_help),
+    FLAG("-V", show_version),
+    FLAG("--version", show_version),
     FUSE_OPT_END,
 };
 
@@ -83,21 +84,6 @@ static int proc(void *data, const char *arg, int key, struct fuse_args *out)
     (void)out;
     struct parse_state *ps = data;
     switch (key) {
-    case KEY_HELP:
-        ps->opts.show_help = 1;
-        return 0;
-    case KEY_VERSION:
-        ps->opts.show_version = 1;
-        return 0;
-    case KEY_PATH_STYLE:
-        ps->opts.path_style = 1;
-        return 0;
-    case KEY_SUCCESS_TRIGGER:
-        ps->opts.success_trigger = 1;
-        return 0;
-    case KEY_FUSE_LOOP:
-        ps->opts.fuse_loop = 1;
-        return 0;
     case FUSE_OPT_KEY_NONOPT:
         if (ps->nnonopts >= 2) {
             if (!ps->failed)
