@@ -9,6 +9,7 @@
  * credentials as long as they have not expired. */
 #include "s3/cred_internal.h"
 #include "s3/defaults.h"
+#include "util/files.h"
 #include "util/iso8601.h"
 #include "util/log.h"
 
@@ -138,52 +139,7 @@ int cred_read_file(const char *path, size_t max, char **buf, size_t *len,
         goto out;
     }
     /* The size may change under us: read until EOF, at most max bytes. */
-    size_t cap = (size_t)st->st_size + 1, used = 0;
-    char *b = malloc(cap + 1);
-    if (!b) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    for (;;) {
-        if (used == cap) {
-            if (cap > max) {
-                cred_free_buf(b, cap + 1);
-                rc = -EFBIG;
-                goto out;
-            }
-            size_t ncap = cap * 2 > max + 1 ? max + 1 : cap * 2;
-            char *nb = malloc(ncap + 1);
-            if (!nb) {
-                cred_free_buf(b, cap + 1);
-                rc = -ENOMEM;
-                goto out;
-            }
-            memcpy(nb, b, used);
-            cred_free_buf(b, cap + 1);
-            b = nb;
-            cap = ncap;
-        }
-        ssize_t n = read(fd, b + used, cap - used);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            rc = -errno;
-            cred_free_buf(b, cap + 1);
-            goto out;
-        }
-        if (n == 0)
-            break;
-        used += (size_t)n;
-    }
-    if (used > max) {
-        cred_free_buf(b, cap + 1);
-        rc = -EFBIG;
-        goto out;
-    }
-    /* Zero the slack so that wiping the first len + 1 bytes wipes it all. */
-    memset(b + used, 0, cap + 1 - used);
-    *buf = b;
-    *len = used;
+    rc = files_read_fd(fd, max, 1, buf, len);
 out:
     close(fd);
     return rc;

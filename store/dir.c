@@ -175,40 +175,6 @@ static int missing(struct dir_store *d, const char *bucket)
 
 /* ---- get ---- */
 
-static int read_all(int fd, char **data, size_t *len)
-{
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    if (!buf)
-        return -ENOMEM;
-    for (;;) {
-        if (cap - n < 2) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                return -ENOMEM;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        ssize_t r = read(fd, buf + n, cap - n - 1);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            int e = errno;
-            free(buf);
-            return -e;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-    }
-    buf[n] = '\0';
-    *data = buf;
-    *len = n;
-    return 0;
-}
-
 static int dir_get(struct store *st, const char *bucket, const char *key,
                    char **data, size_t *len, struct store_error *err)
 {
@@ -241,7 +207,7 @@ static int dir_get(struct store *st, const char *bucket, const char *key,
     } else if (!S_ISREG(sb.st_mode)) {
         rc = -ENOENT; /* a directory is a key prefix, not an object */
     } else {
-        rc = read_all(fd, data, len);
+        rc = files_read_fd(fd, SIZE_MAX, 0, data, len);
         if (rc < 0 && rc != -ENOMEM)
             rc = store_fail(err, -EIO, "cannot read %s: %s", path, strerror(-rc));
     }

@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/textbuf.h"
+
 int files_fsync_dir(const char *path)
 {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -63,6 +65,45 @@ int files_write_all(int fd, const void *buf, size_t n, off_t off)
 int files_read_all(int fd, void *buf, size_t n, off_t off)
 {
     return transfer(fd, buf, n, off, 0);
+}
+
+int files_read_fd(int fd, size_t max, int secret, char **data, size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    struct textbuf b;
+    if (secret)
+        textbuf_init_secret(&b);
+    else
+        textbuf_init(&b);
+    int rc = 0;
+    for (;;) {
+        if ((rc = textbuf_reserve(&b, 4096)) < 0)
+            break;
+        ssize_t r = read(fd, b.p + b.len, b.cap - b.len - 1);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -errno;
+            break;
+        }
+        if (r == 0)
+            break;
+        if ((size_t)r > max - b.len) {
+            rc = -EFBIG;
+            break;
+        }
+        b.len += (size_t)r;
+    }
+    if (rc < 0) {
+        textbuf_free(&b);
+        return rc;
+    }
+    size_t n = b.len;
+    rc = textbuf_take(&b, 0, data);
+    if (rc == 0)
+        *len = n;
+    return rc;
 }
 
 int files_mkdir_p(const char *path, mode_t mode, int durable)

@@ -25,4 +25,10 @@ int files_write_all(int fd, const void *buf, size_t n, off_t off);
  * -EIO at the end of the file, or a negative errno. */
 int files_read_all(int fd, void *buf, size_t n, off_t off);
 
+/* Reads fd to its end into *data (malloc'd, NUL-terminated, exactly
+ * *len + 1 bytes). With secret, every block the reading gives up is
+ * wiped (util/textbuf.h). 0, or -EFBIG past max bytes, or a negative
+ * errno (*data NULL). */
+int files_read_fd(int fd, size_t max, int secret, char **data, size_t *len);
+
 #endif

@@ -97,6 +97,18 @@ static void test_read_write_all(void)
     CHECK(files_write_all(fd, out + 1000, sizeof out - 1000, 1000) == 0); /* at 1000 */
     CHECK(files_read_all(fd, in, sizeof in, 0) == 0 && memcmp(in, out, sizeof in) == 0);
     CHECK(files_read_all(fd, in, 10, (off_t)sizeof out - 5) == -EIO); /* past the end */
+    /* The whole file, for each kind of buffer; a bound below its size. */
+    for (int secret = 0; secret <= 1; secret++) {
+        char *all;
+        size_t len;
+        CHECK(lseek(fd, 0, SEEK_SET) == 0);
+        CHECK(files_read_fd(fd, sizeof out, secret, &all, &len) == 0);
+        CHECK(len == sizeof out && memcmp(all, out, len) == 0 && all[len] == '\0');
+        free(all);
+        CHECK(lseek(fd, 0, SEEK_SET) == 0);
+        CHECK(files_read_fd(fd, sizeof out - 1, secret, &all, &len) == -EFBIG);
+        CHECK(all == NULL && len == 0);
+    }
     CHECK(lseek(fd, 500, SEEK_SET) == 500);
     CHECK(files_read_all(fd, in, 100, -1) == 0 && memcmp(in, out + 500, 100) == 0);
     close(fd);
