@@ -20,6 +20,7 @@
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/strmap.h"
+#include "util/vec.h"
 
 #define TOKEN_LEN 32
 #define WHO_MAX 512
@@ -847,24 +848,12 @@ struct due {
     size_t n, cap;
     int64_t mono;
     struct leases *ls;
-    int lapse; /* collect idle ones instead */
+    enum { DUE_RENEW, DUE_LAPSE, DUE_HELD } what; /* held leases: due for a
+                                  renewal, idle, or all of them */
 };
 
-/* Appends e to d's list, growing it: 0 or -ENOMEM. */
-static int due_push(struct due *d, struct lentry *e)
-{
-    if (d->n == d->cap) {
-        size_t cap = d->cap ? d->cap * 2 : 8;
-        struct lentry **v = realloc(d->v, cap * sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        d->v = v;
-        d->cap = cap;
-    }
-    d->v[d->n++] = e;
-    return 0;
-}
-
+/* strmap_each: appends the held leases d asks for to d's list. 0 or
+ * -ENOMEM. */
 static int collect(const char *job, void *value, void *arg)
 {
     (void)job;
@@ -872,11 +861,15 @@ static int collect(const char *job, void *value, void *arg)
     struct due *d = arg;
     if (e->state != L_HELD)
         return 0;
-    int want = d->lapse ? d->mono - e->last_use_mono > d->ls->idle_ms
-                        : d->mono - e->renewed_mono >= d->ls->ttl_ms / 3;
+    int want = d->what == DUE_HELD ||
+               (d->what == DUE_LAPSE ? d->mono - e->last_use_mono > d->ls->idle_ms
+                                     : d->mono - e->renewed_mono >= d->ls->ttl_ms / 3);
     if (!want)
         return 0;
-    return due_push(d, e);
+    int rc = vec_reserve(&d->v, &d->cap, d->n + 1, sizeof *d->v, 8);
+    if (rc == 0)
+        d->v[d->n++] = e;
+    return rc;
 }
 
 static void *renewer(void *arg)
@@ -901,7 +894,8 @@ static void *renewer(void *arg)
         if (ls->stop)
             break;
         for (int lapse = 1; lapse >= 0; lapse--) {
-            struct due d = {.mono = clock_mono_ms(), .ls = ls, .lapse = lapse};
+            struct due d = {.mono = clock_mono_ms(), .ls = ls,
+                            .what = lapse ? DUE_LAPSE : DUE_RENEW};
             strmap_each(ls->map, collect, &d);
             pthread_mutex_unlock(&ls->lock);
             for (size_t i = 0; i < d.n; i++) {
@@ -1101,16 +1095,6 @@ struct leases *leases_new(const struct lease_config *cfg)
     return ls;
 }
 
-static int collect_held(const char *job, void *value, void *arg)
-{
-    (void)job;
-    struct lentry *e = value;
-    struct due *d = arg;
-    if (e->state != L_HELD)
-        return 0;
-    return due_push(d, e);
-}
-
 void leases_free(struct leases *ls)
 {
     if (!ls)
@@ -1122,9 +1106,9 @@ void leases_free(struct leases *ls)
         pthread_mutex_unlock(&ls->lock);
         pthread_join(ls->thread, NULL);
     }
-    struct due d = {0};
+    struct due d = {.ls = ls, .what = DUE_HELD};
     pthread_mutex_lock(&ls->lock);
-    strmap_each(ls->map, collect_held, &d);
+    strmap_each(ls->map, collect, &d);
     pthread_mutex_unlock(&ls->lock);
     for (size_t i = 0; i < d.n; i++)
         release_entry(ls, d.v[i], "unmount");
