@@ -1054,11 +1054,28 @@ int leases_probe(struct leases *ls, int *honoured, char *msg, size_t msglen)
 
 /* ---- life cycle */
 
-struct leases *leases_new(const struct lease_config *cfg)
+/* Frees what leases_new made; its lock and condition only when made. */
+static void destroy(struct leases *ls, int locks, int cond)
 {
+    strmap_free(ls->map, entry_free);
+    if (cond)
+        pthread_cond_destroy(&ls->wake);
+    if (locks)
+        pthread_mutex_destroy(&ls->lock);
+    free(ls->bucket);
+    free(ls->prefix);
+    free(ls->mount);
+    free(ls->host);
+    free(ls->state_path);
+    free(ls);
+}
+
+int leases_new(const struct lease_config *cfg, struct leases **out)
+{
+    *out = NULL;
     struct leases *ls = calloc(1, sizeof *ls);
     if (!ls)
-        return NULL;
+        return -ENOMEM;
     ls->store = cfg->store;
     ls->ttl_ms = cfg->ttl_ms > 0 ? cfg->ttl_ms : 30000;
     ls->idle_ms = cfg->idle_ms > 0 ? cfg->idle_ms : 600000;
@@ -1078,21 +1095,12 @@ struct leases *leases_new(const struct lease_config *cfg)
     int cond = locks && pthread_cond_init(&ls->wake, NULL) == 0;
     if (made < 0 || !ls->bucket || !ls->prefix || !ls->mount || !ls->host ||
         (cfg->state_dir && !ls->state_path) || !cond) {
-        if (cond)
-            pthread_cond_destroy(&ls->wake);
-        if (locks)
-            pthread_mutex_destroy(&ls->lock);
-        strmap_free(ls->map, entry_free);
-        free(ls->bucket);
-        free(ls->prefix);
-        free(ls->mount);
-        free(ls->host);
-        free(ls->state_path);
-        free(ls);
-        return NULL;
+        destroy(ls, locks, cond);
+        return -ENOMEM;
     }
     load_state(ls);
-    return ls;
+    *out = ls;
+    return 0;
 }
 
 void leases_free(struct leases *ls)
@@ -1113,13 +1121,5 @@ void leases_free(struct leases *ls)
     for (size_t i = 0; i < d.n; i++)
         release_entry(ls, d.v[i], "unmount");
     free(d.v);
-    strmap_free(ls->map, entry_free);
-    pthread_cond_destroy(&ls->wake);
-    pthread_mutex_destroy(&ls->lock);
-    free(ls->bucket);
-    free(ls->prefix);
-    free(ls->mount);
-    free(ls->host);
-    free(ls->state_path);
-    free(ls);
+    destroy(ls, 1, 1);
 }

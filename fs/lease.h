@@ -30,8 +30,8 @@ struct lease_config {
 
 struct leases;
 
-/* NULL on allocation failure. Copies what it keeps. */
-struct leases *leases_new(const struct lease_config *cfg);
+/* 0 with *out set, or -ENOMEM. Copies what it keeps. */
+int leases_new(const struct lease_config *cfg, struct leases **out);
 /* Releases every held lease and stops the renewals. */
 void leases_free(struct leases *ls);
 

@@ -132,10 +132,11 @@ static int set_up_leases(const struct options *o, struct store *st, struct journ
         .mount = where ? where : mountpoint,
         .state_dir = slash ? jdir : NULL,
     };
-    struct leases *ls = jdir ? leases_new(&lc) : NULL;
+    struct leases *ls = NULL;
+    int made = jdir ? leases_new(&lc, &ls) : -ENOMEM;
     free(jdir);
     free(where);
-    if (!ls) {
+    if (made < 0) {
         fprintf(stderr, "bookmarkfs: out of memory\n");
         return -ENOMEM;
     }

@@ -1319,8 +1319,8 @@ static struct leases *leases_on(struct env *e, const char *mount)
     struct lease_config lc = {.store = e->st, .bucket = LZ,
                               .prefix = "dom/ds/_bookmarkfs_leases/", .ttl_ms = 60000,
                               .idle_ms = 300000, .mount = mount, .state_dir = dir};
-    struct leases *ls = leases_new(&lc);
-    REQUIRE(ls != NULL);
+    struct leases *ls = NULL;
+    REQUIRE(leases_new(&lc, &ls) == 0);
     e->j->leases = ls;
     e->j->lease_mode = "on";
     return ls;
