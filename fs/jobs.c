@@ -9,6 +9,7 @@
 
 #include "fs/blocking.h"
 #include "fs/metrics.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 /* Parsing more than this takes a millisecond or more. */
@@ -49,13 +50,6 @@ static const char *why_text(const struct store_error *e, char *buf)
 {
     store_error_text(e, buf, WHY_MAX);
     return buf;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 struct jobs *jobs_new(struct store *store, const struct layout *layout,
@@ -1070,7 +1064,7 @@ int jobs_key_moved(struct job *job, const char *key)
     int64_t *until = malloc(sizeof *until);
     if (!until)
         return -ENOMEM;
-    *until = mono_ms() + MOVED_WAIT_MS;
+    *until = clock_mono_ms() + MOVED_WAIT_MS;
     void *old = NULL;
     pthread_mutex_lock(&job->lock);
     int rc = strmap_put(job->moved, key, until, &old);
@@ -1118,7 +1112,7 @@ static uint64_t wait_moved(struct job *job)
 {
     pthread_mutex_lock(&job->lock);
     while (strmap_count(job->moved) > 0) {
-        struct moved_scan ms = {.now = mono_ms()};
+        struct moved_scan ms = {.now = clock_mono_ms()};
         if (strmap_each(job->moved, scan_moved, &ms)) {
             free(strmap_remove(job->moved, ms.expired));
             continue;
@@ -1600,7 +1594,7 @@ again:;
     if (claimed < 0)
         return claimed;
     pthread_mutex_lock(&job->upload_lock);
-    int64_t started = mono_ms();
+    int64_t started = clock_mono_ms();
     int64_t wall = 0;
     char *key = NULL, *body = NULL;
     size_t len = 0;
@@ -1675,8 +1669,8 @@ again:;
     struct store_put_result res = {0};
     struct store_error e;
     rc = store_put(j->store, j->lz_bucket, key, body, len, &res, &e);
-    long ms = (long)(mono_ms() - started);
-    metrics_upload(job->name, kind, rc, (double)(mono_ms() - started) / 1000.0,
+    long ms = (long)(clock_mono_ms() - started);
+    metrics_upload(job->name, kind, rc, (double)(clock_mono_ms() - started) / 1000.0,
                    res.attempts, wall / 1000, len);
     if (rc == 0)
         rc = upload_done(j, job, kind, key, len, wall, ms, &res, upto);

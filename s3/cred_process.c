@@ -6,6 +6,7 @@
  * stdin from /dev/null and stderr passed through; its output is read
  * through a pipe for at most PROCESS_TIMEOUT_MS and parsed with jansson. */
 #include "s3/cred_internal.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -27,13 +28,6 @@
 #define PROCESS_TIMEOUT_MS 60000L
 
 extern char **environ;
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int spawn(const char *command, int out_fd, pid_t *pid)
 {
@@ -86,10 +80,10 @@ static int read_output(int fd, char **buf, size_t *len)
     if (!b)
         return -ENOMEM;
     size_t used = 0;
-    long long deadline = now_ms() + PROCESS_TIMEOUT_MS;
+    long long deadline = clock_mono_ms() + PROCESS_TIMEOUT_MS;
     int rc = 0;
     for (;;) {
-        long long left = deadline - now_ms();
+        long long left = deadline - clock_mono_ms();
         if (left <= 0) {
             rc = -ETIMEDOUT;
             break;

@@ -15,6 +15,7 @@
 #include <openssl/rand.h>
 
 #include "s3/xml.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #define POOL_MAX 32
@@ -168,13 +169,6 @@ long s3_http_backoff_ms(long base_ms, long cap_ms, int retry)
     if (ceiling > cap_ms)
         ceiling = cap_ms;
     return (long)(random_u64() % ((uint64_t)ceiling + 1));
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void sleep_ms(long ms)
@@ -489,7 +483,7 @@ int s3_http_perform(struct s3_http *h, const struct s3_http_request *req,
 {
     memset(resp, 0, sizeof *resp);
     const char *what = req->what ? req->what : req->method;
-    int64_t start = now_ms();
+    int64_t start = clock_mono_ms();
     int refreshed = 0, force = 0;
     for (int attempt = 1;; attempt++) {
         s3_http_response_free(resp);
@@ -534,7 +528,7 @@ int s3_http_perform(struct s3_http *h, const struct s3_http_request *req,
             break;
         }
         long delay = s3_http_backoff_ms(h->o.backoff_base_ms, h->o.backoff_cap_ms, attempt);
-        int64_t elapsed = now_ms() - start;
+        int64_t elapsed = clock_mono_ms() - start;
         if (elapsed + delay > h->o.max_retry_ms) {
             log_warn("%s: %s; giving up after %d attempts (%lld ms)", what, reason,
                      attempt, (long long)elapsed);

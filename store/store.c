@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "util/clock.h"
 
 void store_page_free(struct store_page *page)
 {
@@ -136,13 +137,6 @@ void store_locate(struct store *st, const char *bucket, const char *key, char *b
         snprintf(buf, len, "%s/%s", bucket, key ? key : "");
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int store_list_all(struct store *st, const char *bucket, const char *prefix,
                    int (*cb)(const struct store_object *obj, void *arg),
                    void *arg, struct store_error *err)
@@ -162,7 +156,7 @@ int store_list_from(struct store *st, const char *bucket, const char *prefix,
     if (start_after && !*start_after)
         start_after = NULL;
     char *token = NULL, *last_key = NULL;
-    int64_t deadline = st->list_bound_ms > 0 ? mono_ms() + st->list_bound_ms : 0;
+    int64_t deadline = st->list_bound_ms > 0 ? clock_mono_ms() + st->list_bound_ms : 0;
     size_t pages = 0;
     int rc = 0;
     do {
@@ -180,7 +174,7 @@ int store_list_from(struct store *st, const char *bucket, const char *prefix,
         else if (last_key && page.count && strcmp(page.objects[0].key, last_key) <= 0)
             rc = store_fail(err, -EIO, "listing %s: page %zu starts at or before the end "
                             "of the previous page; stopping", where, pages);
-        else if (page.next_token && deadline && mono_ms() > deadline)
+        else if (page.next_token && deadline && clock_mono_ms() > deadline)
             rc = store_fail(err, -EIO, "listing %s: not finished after %zu pages and %ld "
                             "ms; stopping", where, pages, st->list_bound_ms);
         free(token);
