@@ -7,11 +7,11 @@
  * through a pipe for at most PROCESS_TIMEOUT_MS and parsed with jansson. */
 #include "s3/cred_internal.h"
 #include "util/clock.h"
+#include "util/files.h"
 #include "util/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -70,64 +70,12 @@ static int spawn(const char *command, int out_fd, pid_t *pid)
 }
 
 /* Reads the child's output until EOF or the deadline. Returns 0, -EFBIG,
- * -ETIMEDOUT, -ENOMEM or -errno; *buf holds what was read. */
+ * -ETIMEDOUT, -ENOMEM or -errno; *buf (NULL on an error) holds what was
+ * read, in a buffer of exactly *len + 1 bytes. */
 static int read_output(int fd, char **buf, size_t *len)
 {
-    size_t cap = 4096;
-    char *b = malloc(cap + 1);
-    *buf = NULL;
-    *len = 0;
-    if (!b)
-        return -ENOMEM;
-    size_t used = 0;
-    long long deadline = clock_mono_ms() + PROCESS_TIMEOUT_MS;
-    int rc = 0;
-    for (;;) {
-        long long left = deadline - clock_mono_ms();
-        if (left <= 0) {
-            rc = -ETIMEDOUT;
-            break;
-        }
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int n = poll(&pfd, 1, (int)left);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            rc = -errno;
-            break;
-        }
-        if (n == 0)
-            continue;
-        if (used == cap) {
-            if (cap >= PROCESS_OUTPUT_MAX) {
-                rc = -EFBIG;
-                break;
-            }
-            char *nb = malloc(cap * 2 + 1);
-            if (!nb) {
-                rc = -ENOMEM;
-                break;
-            }
-            memcpy(nb, b, used);
-            cred_free_buf(b, cap + 1);
-            b = nb;
-            cap *= 2;
-        }
-        ssize_t r = read(fd, b + used, cap - used);
-        if (r < 0) {
-            if (errno == EINTR || errno == EAGAIN)
-                continue;
-            rc = -errno;
-            break;
-        }
-        if (r == 0)
-            break;
-        used += (size_t)r;
-    }
-    memset(b + used, 0, cap + 1 - used);
-    *buf = b;
-    *len = used;
-    return rc;
+    return files_read_fd_until(fd, PROCESS_OUTPUT_MAX, 1,
+                               clock_mono_ms() + PROCESS_TIMEOUT_MS, buf, len);
 }
 
 static void wipe_json_string(json_t *v)
@@ -239,7 +187,7 @@ int cred_process_get(const struct cred_options *o, const char *command,
     } else {
         rc = parse_output(buf, len, profile, out, note, notelen);
     }
-    /* read_output leaves the buffer's slack zeroed: wipe what was read. */
+    /* what was read is wiped */
     if (buf)
         cred_free_buf(buf, bufsize);
     return rc;

@@ -2,11 +2,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/clock.h"
 #include "util/textbuf.h"
 
 int files_fsync_dir(const char *path)
@@ -69,6 +72,12 @@ int files_read_all(int fd, void *buf, size_t n, off_t off)
 
 int files_read_fd(int fd, size_t max, int secret, char **data, size_t *len)
 {
+    return files_read_fd_until(fd, max, secret, -1, data, len);
+}
+
+int files_read_fd_until(int fd, size_t max, int secret, int64_t deadline_ms, char **data,
+                        size_t *len)
+{
     *data = NULL;
     *len = 0;
     struct textbuf b;
@@ -78,11 +87,26 @@ int files_read_fd(int fd, size_t max, int secret, char **data, size_t *len)
         textbuf_init(&b);
     int rc = 0;
     for (;;) {
+        if (deadline_ms >= 0) {
+            int64_t left = deadline_ms - clock_mono_ms();
+            if (left <= 0) {
+                rc = -ETIMEDOUT;
+                break;
+            }
+            struct pollfd pfd = {.fd = fd, .events = POLLIN};
+            int n = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
+            if (n < 0 && errno != EINTR) {
+                rc = -errno;
+                break;
+            }
+            if (n <= 0)
+                continue;
+        }
         if ((rc = textbuf_reserve(&b, 4096)) < 0)
             break;
         ssize_t r = read(fd, b.p + b.len, b.cap - b.len - 1);
         if (r < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR || errno == EAGAIN)
                 continue;
             rc = -errno;
             break;

@@ -3,6 +3,7 @@
 #ifndef BOOKMARKFS_UTIL_FILES_H
 #define BOOKMARKFS_UTIL_FILES_H
 
+#include <stdint.h>
 #include <sys/types.h>
 
 /* fsync(2) of the directory at path. 0 or a negative errno. */
@@ -30,5 +31,9 @@ int files_read_all(int fd, void *buf, size_t n, off_t off);
  * wiped (util/textbuf.h). 0, or -EFBIG past max bytes, or a negative
  * errno (*data NULL). */
 int files_read_fd(int fd, size_t max, int secret, char **data, size_t *len);
+/* The same, reading no later than deadline_ms (util/clock.h's
+ * clock_mono_ms; negative: no deadline): -ETIMEDOUT past it. */
+int files_read_fd_until(int fd, size_t max, int secret, int64_t deadline_ms, char **data,
+                        size_t *len);
 
 #endif

@@ -846,6 +846,7 @@ def test_credential_process_refreshed_before_expiry(cli, env, tmp_path):
     ({"status": 3}, "exited with status 3"),
     ({"version": 2}, "Version"),
     ({"args": "; echo trailing"}, "not print a JSON object"),
+    ({"args": "; head -c 70000 /dev/zero | tr '\\0' x"}, "printed more than 64 KiB"),
 ])
 def test_credential_process_errors(cli, env, tmp_path, kw, why):
     process_profile(env, tmp_path, **kw)

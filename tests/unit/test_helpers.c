@@ -12,6 +12,7 @@
 
 #include "tests/unit/check.h"
 #include "util/env.h"
+#include "util/clock.h"
 #include "util/files.h"
 #include "util/hash.h"
 #include "util/hex.h"
@@ -109,6 +110,25 @@ static void test_read_write_all(void)
         CHECK(files_read_fd(fd, sizeof out - 1, secret, &all, &len) == -EFBIG);
         CHECK(all == NULL && len == 0);
     }
+    /* With a deadline: a pipe read to its end in time, then one whose
+     * writer never closes it. */
+    int pp[2];
+    REQUIRE(pipe(pp) == 0);
+    CHECK(files_write_all(pp[1], out, 100, -1) == 0);
+    close(pp[1]);
+    char *got;
+    size_t got_len;
+    CHECK(files_read_fd_until(pp[0], 1000, 1, clock_mono_ms() + 5000, &got, &got_len) == 0);
+    CHECK(got && got_len == 100 && memcmp(got, out, 100) == 0);
+    free(got);
+    close(pp[0]);
+    REQUIRE(pipe(pp) == 0);
+    CHECK(files_write_all(pp[1], out, 10, -1) == 0);
+    int64_t t0 = clock_mono_ms();
+    CHECK(files_read_fd_until(pp[0], 1000, 0, t0 + 200, &got, &got_len) == -ETIMEDOUT);
+    CHECK(got == NULL && clock_mono_ms() - t0 >= 200);
+    close(pp[0]);
+    close(pp[1]);
     CHECK(lseek(fd, 500, SEEK_SET) == 500);
     CHECK(files_read_all(fd, in, 100, -1) == 0 && memcmp(in, out + 500, 100) == 0);
     close(fd);
