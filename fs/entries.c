@@ -493,11 +493,11 @@ static int commit_key(struct entries *e, struct job *job, const char *key,
         v = json_null(); /* closed with no content */
     } else {
         char why[160];
-        v = state_parse_value(buf, len, why, sizeof why);
-        if (!v) {
+        int rc = state_parse_value(buf, len, &v, why, sizeof why);
+        if (rc == -EINVAL)
             refused(e, job, key, why);
-            return -EINVAL;
-        }
+        if (rc < 0)
+            return rc;
     }
     int rc = jobs_set_key(e->jobs, job, key, v); /* journaled, then applied */
     if (rc == 0)
@@ -929,9 +929,9 @@ static int list_dir(struct entries *e, const struct fspath *p, struct strlist *n
         if (!is_hidden(job, fixed_type[i]))
             rc = strlist_add(names, fixed[i]);
     size_t n = 0;
-    char **keys = rc == 0 ? state_keys(job->state, &n) : NULL;
-    if (rc == 0 && !keys && n)
-        rc = -ENOMEM;
+    char **keys = NULL;
+    if (rc == 0)
+        rc = state_keys(job->state, &keys, &n);
     for (size_t i = 0; i < n; i++) {
         if (rc == 0)
             rc = strlist_take(names, keys[i]); /* taken, or freed */
@@ -1104,9 +1104,9 @@ static int open_state(struct entries_handle *h, int trunc)
     if (state_count(job->state) > LARGE_STATE)
         blocking_may_block(); /* a long serialization */
     size_t len = 0;
-    h->buf = state_to_bytes(job->state, &len);
-    if (!h->buf)
-        return -ENOMEM;
+    int rc = state_to_bytes(job->state, &h->buf, &len);
+    if (rc < 0)
+        return rc;
     h->cap = len + 1;
     h->buf[len] = '\n';
     h->len = len + 1;
@@ -1496,8 +1496,8 @@ static int truncate_entry(struct entries *e, struct job *job, const char *name,
     size_t len = 0;
     char *text = NULL;
     int rc = 0;
-    if (type == E_STATE && !(text = state_to_bytes(job->state, &len)))
-        return -ENOMEM;
+    if (type == E_STATE && (rc = state_to_bytes(job->state, &text, &len)) < 0)
+        return rc;
     if (type != E_STATE && (rc = state_value_text(job->state, name, &text, &len)) < 0)
         return rc;
     if (type == E_STATE)

@@ -654,7 +654,8 @@ int jobs_set_key(struct jobs *j, struct job *job, const char *key, json_t *value
     if (!value)
         return -ENOMEM;
     size_t len = 0;
-    char *text = state_value_compact(value, &len);
+    char *text = NULL;
+    (void)state_value_compact(value, &text, &len); /* NULL text: -ENOMEM below */
     json_decref(value);
     return jobs_set_key_text(j, job, key, text, len);
 }
@@ -1607,7 +1608,7 @@ again:;
         /* The snapshot and the journal position it includes, taken together. */
         if (j->journal)
             lock_journal(j);
-        body = state_to_bytes(job->state, &len);
+        (void)state_to_bytes(job->state, &body, &len); /* NULL body: ENOMEM */
         if (j->journal) {
             /* The upload goes to the very object the job's records stand on
              * (a second upload of its kind in one second): once it is

@@ -544,7 +544,7 @@ size_t state_count(struct state *st)
     return n;
 }
 
-char *state_to_bytes(struct state *st, size_t *len)
+int state_to_bytes(struct state *st, char **out, size_t *len)
 {
     char *buf = NULL;
     lock(st);
@@ -559,8 +559,9 @@ char *state_to_bytes(struct state *st, size_t *len)
     }
     unlock(st);
     if (!buf)
-        errno = ENOMEM;
-    return buf;
+        return -ENOMEM;
+    *out = buf;
+    return 0;
 }
 
 size_t state_bytes_len(struct state *st)
@@ -669,7 +670,7 @@ ssize_t state_value_size(struct state *st, const char *key)
     return n;
 }
 
-char **state_keys(struct state *st, size_t *count)
+int state_keys(struct state *st, char ***out, size_t *count)
 {
     lock(st);
     size_t n = st->ix.count;
@@ -689,12 +690,11 @@ char **state_keys(struct state *st, size_t *count)
         }
     }
     unlock(st);
-    if (!keys) {
-        errno = ENOMEM;
-        return NULL;
-    }
+    if (!keys)
+        return -ENOMEM;
+    *out = keys;
     *count = i;
-    return keys;
+    return 0;
 }
 
 void state_keys_free(char **keys, size_t count)
@@ -789,7 +789,8 @@ int state_check_prefix(const char *buf, size_t len, int object, json_t **value,
     return 0;
 }
 
-json_t *state_parse_value(const char *buf, size_t len, char *err, size_t errlen)
+int state_parse_value(const char *buf, size_t len, json_t **value, char *err,
+                      size_t errlen)
 {
     size_t i = 0;
     /* JSON's own whitespace (RFC 8259), not isspace()'s wider set. */
@@ -798,13 +799,13 @@ json_t *state_parse_value(const char *buf, size_t len, char *err, size_t errlen)
         i++;
     if (i == len) {
         set_err(err, errlen, "empty input: expected one JSON value");
-        return NULL;
+        return -EINVAL;
     }
     json_error_t jerr;
     json_t *v = json_loadb(buf, len, JSON_DECODE_ANY | LOAD_FLAGS, &jerr);
     if (!v) {
         set_err(err, errlen, jerr.text);
-        return NULL;
+        return json_error_code(&jerr) == json_error_out_of_memory ? -ENOMEM : -EINVAL;
     }
     /* The whole state is one level deeper than a value, and the parser stops
      * at STATE_VALUE_DEPTH_MAX + 1 levels: a deeper value would be accepted
@@ -812,38 +813,34 @@ json_t *state_parse_value(const char *buf, size_t len, char *err, size_t errlen)
     if (depth_of(v, STATE_VALUE_DEPTH_MAX) > STATE_VALUE_DEPTH_MAX) {
         json_decref(v);
         set_err(err, errlen, "nested deeper than 2047 levels");
-        return NULL;
+        return -EINVAL;
     }
-    return v;
+    *value = v;
+    return 0;
 }
 
-/* dump_text, with errno ENOMEM when it fails. */
-static char *dump_or_enomem(const json_t *value, size_t extra, size_t *n)
-{
-    char *buf = dump_text(value, extra, n);
-    if (!buf)
-        errno = ENOMEM;
-    return buf;
-}
-
-char *state_value_compact(const json_t *value, size_t *len)
+int state_value_compact(const json_t *value, char **out, size_t *len)
 {
     size_t n;
-    char *buf = dump_or_enomem(value, 0, &n);
-    if (buf && len)
+    char *buf = dump_text(value, 0, &n);
+    if (!buf)
+        return -ENOMEM;
+    if (len)
         *len = n;
-    return buf;
+    *out = buf;
+    return 0;
 }
 
-char *state_dump_value(const json_t *value, size_t *len)
+int state_dump_value(const json_t *value, char **out, size_t *len)
 {
     size_t n;
-    char *buf = dump_or_enomem(value, 1, &n);
+    char *buf = dump_text(value, 1, &n);
     if (!buf)
-        return NULL;
+        return -ENOMEM;
     buf[n++] = '\n';
     buf[n] = '\0';
     if (len)
         *len = n;
-    return buf;
+    *out = buf;
+    return 0;
 }

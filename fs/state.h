@@ -55,9 +55,10 @@ void state_reset(struct state *st);
 
 size_t state_count(struct state *st);
 
-/* to_bytes: the whole state as one compact JSON object, malloc'd, with its
- * length in *len (no trailing newline, NUL-terminated). NULL on ENOMEM. */
-char *state_to_bytes(struct state *st, size_t *len);
+/* to_bytes: the whole state as one compact JSON object, malloc'd into *out,
+ * with its length in *len (no trailing newline, NUL-terminated; len may be
+ * NULL). 0 or -ENOMEM. */
+int state_to_bytes(struct state *st, char **out, size_t *len);
 
 /* Length of state_to_bytes' text without building it (O(1)). */
 size_t state_bytes_len(struct state *st);
@@ -77,8 +78,10 @@ int state_value_text(struct state *st, const char *key, char **text, size_t *len
  * -ENOENT. */
 ssize_t state_value_size(struct state *st, const char *key);
 
-/* Snapshot of the keys in order: a malloc'd array of malloc'd strings. */
-char **state_keys(struct state *st, size_t *count);
+/* Snapshot of the keys in order: a malloc'd array of malloc'd strings in
+ * *keys (non-NULL even for an empty state), their number in *count. 0 or
+ * -ENOMEM. */
+int state_keys(struct state *st, char ***keys, size_t *count);
 void state_keys_free(char **keys, size_t count);
 
 /* The reason given for a whole state that is JSON but not an object (the
@@ -91,9 +94,11 @@ void state_keys_free(char **keys, size_t count);
 
 /* Parses one JSON value (any type, surrounding whitespace allowed) from buf.
  * Values nested deeper than STATE_VALUE_DEPTH_MAX are refused.
- * Empty or all-whitespace input is NOT valid here (callers decide). Returns
- * a new reference, or NULL with jansson's reason in err. */
-json_t *state_parse_value(const char *buf, size_t len, char *err, size_t errlen);
+ * Empty or all-whitespace input is NOT valid here (callers decide). 0 with
+ * a new reference in *value; -EINVAL with jansson's reason in err (may be
+ * NULL); -ENOMEM. */
+int state_parse_value(const char *buf, size_t len, json_t **value, char *err,
+                      size_t errlen);
 
 /* What the first len bytes of a value (or, with object, of a .state.json
  * document) written so far allow: 1 when they are one complete value, which
@@ -106,11 +111,12 @@ int state_check_prefix(const char *buf, size_t len, int object, json_t **value,
                        char *err, size_t errlen);
 
 /* Serializes value as compact JSON plus "\n" (same format as
- * state_value_text). */
-char *state_dump_value(const json_t *value, size_t *len);
+ * state_value_text), malloc'd into *out, length in *len (may be NULL).
+ * 0 or -ENOMEM. */
+int state_dump_value(const json_t *value, char **out, size_t *len);
 
 /* The compact JSON text of value, as the state keeps it (no newline),
- * malloc'd, length in *len. NULL on ENOMEM. */
-char *state_value_compact(const json_t *value, size_t *len);
+ * malloc'd into *out, length in *len (may be NULL). 0 or -ENOMEM. */
+int state_value_compact(const json_t *value, char **out, size_t *len);
 
 #endif

@@ -39,7 +39,8 @@ static void check_consistent(struct state *st, const char *bytes, size_t len)
     FUZZ_CHECK(json_object_size(obj) == state_count(st));
 
     size_t nkeys = 0;
-    char **keys = state_keys(st, &nkeys);
+    char **keys = NULL;
+    FUZZ_CHECK(state_keys(st, &keys, &nkeys) == 0);
     FUZZ_CHECK(keys != NULL);
     FUZZ_CHECK(nkeys == json_object_size(obj));
     size_t i = 0;
@@ -51,7 +52,8 @@ static void check_consistent(struct state *st, const char *bytes, size_t len)
         char *text = NULL;
         FUZZ_CHECK(state_value_text(st, k, &text, &tlen) == 0 && strlen(text) == tlen);
         FUZZ_CHECK(state_value_size(st, k) == (ssize_t)tlen);
-        json_t *back = state_parse_value(text, tlen, NULL, 0);
+        json_t *back = NULL;
+        FUZZ_CHECK(state_parse_value(text, tlen, &back, NULL, 0) == 0);
         FUZZ_CHECK(back != NULL && json_equal(back, v));
         json_decref(back);
         free(text);
@@ -69,14 +71,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(state_from_bytes(st, initial, sizeof initial - 1, err,
                                 sizeof err) == 0);
     size_t before_len = 0;
-    char *before = state_to_bytes(st, &before_len);
+    char *before = NULL;
+    FUZZ_CHECK(state_to_bytes(st, &before, &before_len) == 0);
     FUZZ_CHECK(before != NULL);
 
     err[0] = '\0';
     int rc = state_from_bytes(st, (const char *)data, size, err, sizeof err);
     FUZZ_CHECK(rc == 0 || rc == -EINVAL);
     size_t after_len = 0;
-    char *after = state_to_bytes(st, &after_len);
+    char *after = NULL;
+    FUZZ_CHECK(state_to_bytes(st, &after, &after_len) == 0);
     FUZZ_CHECK(after != NULL && strlen(after) == after_len);
 
     if (rc == -EINVAL) {
@@ -95,7 +99,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         FUZZ_CHECK(state_from_bytes(st, after, after_len, NULL, 0) == 0);
         size_t again_len = 0;
-        char *again = state_to_bytes(st, &again_len);
+        char *again = NULL;
+        FUZZ_CHECK(state_to_bytes(st, &again, &again_len) == 0);
         FUZZ_CHECK(again != NULL && again_len == after_len &&
                    memcmp(again, after, after_len) == 0);
         free(again);

@@ -79,11 +79,13 @@ static void check_text(struct state *st, const char *key, const json_t *want)
     FUZZ_CHECK(text[len - 2] != '\n');
 
     char err[JSON_ERROR_TEXT_LENGTH];
-    json_t *back = state_parse_value(text, len, err, sizeof err);
+    json_t *back = NULL;
+    FUZZ_CHECK(state_parse_value(text, len, &back, err, sizeof err) == 0);
     FUZZ_CHECK(back != NULL);
     FUZZ_CHECK(json_equal(back, want));
     size_t len2 = 0;
-    char *again = state_dump_value(back, &len2);
+    char *again = NULL;
+    FUZZ_CHECK(state_dump_value(back, &again, &len2) == 0);
     FUZZ_CHECK(again != NULL);
     FUZZ_CHECK(len2 == len && memcmp(again, text, len) == 0);
     free(again);
@@ -96,13 +98,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct state *st = state_new();
     FUZZ_CHECK(st != NULL);
     char err[JSON_ERROR_TEXT_LENGTH];
-    json_t *old = state_parse_value(OLD_TEXT, strlen(OLD_TEXT), err, sizeof err);
+    json_t *old = NULL;
+    FUZZ_CHECK(state_parse_value(OLD_TEXT, strlen(OLD_TEXT), &old, err, sizeof err) == 0);
     FUZZ_CHECK(old != NULL);
     FUZZ_CHECK(state_set(st, "k", json_incref(old)) == 0);
 
     /* The commit: write(data), close(). */
     err[0] = '\0';
-    json_t *v = state_parse_value((const char *)data, size, err, sizeof err);
+    json_t *v = NULL;
+    int v_rc = state_parse_value((const char *)data, size, &v, err, sizeof err);
+    FUZZ_CHECK(v_rc == 0 ? v != NULL : v_rc == -EINVAL && v == NULL);
     size_t ws = 0;
     while (ws < size && (data[ws] == ' ' || data[ws] == '\t' ||
                          data[ws] == '\n' || data[ws] == '\r'))
@@ -141,7 +146,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(state_value_text(st, name, &text, &len) == 0 && len == 5 &&
                    strcmp(text, "null\n") == 0);
         free(text);
-        char *all = state_to_bytes(st, &len);
+        char *all = NULL;
+        FUZZ_CHECK(state_to_bytes(st, &all, &len) == 0);
         FUZZ_CHECK(all != NULL && strlen(all) == len);
         free(all);
     } else {

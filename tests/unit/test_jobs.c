@@ -141,7 +141,8 @@ static void put_upload(struct env *e, const char *bucket, const char *user,
 static char *state_text(struct job *job)
 {
     size_t len = 0;
-    char *t = state_to_bytes(job->state, &len);
+    char *t = NULL;
+    REQUIRE(state_to_bytes(job->state, &t, &len) == 0);
     REQUIRE(t != NULL);
     return t;
 }

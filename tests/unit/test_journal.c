@@ -52,7 +52,8 @@ static void append_set(struct journal *jn, const char *job, const char *key,
 {
     json_t *v = parse(value);
     size_t len = 0;
-    char *text = state_value_compact(v, &len);
+    char *text = NULL;
+    REQUIRE(state_value_compact(v, &text, &len) == 0);
     REQUIRE(text != NULL);
     json_decref(v);
     append(jn, (struct journal_record){.op = JOURNAL_SET, .job = job, .key = key,
@@ -424,7 +425,8 @@ static void test_deepest_value(void)
     CHECK(json_array_size(recs) == 1);
     json_t *v = json_object_get(json_array_get(recs, 0), "value");
     size_t len = 0;
-    char *back = v ? state_dump_value(v, &len) : NULL;
+    char *back = NULL;
+    CHECK(v && state_dump_value(v, &back, &len) == 0);
     CHECK(back && len == 2 * depth + 1 && memcmp(back, text, 2 * depth) == 0);
     free(back);
     json_decref(recs);

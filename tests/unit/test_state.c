@@ -23,7 +23,8 @@ static json_t *parse(const char *text)
 static void check_bytes(struct state *st, const char *expect, int line)
 {
     size_t len = 0;
-    char *b = state_to_bytes(st, &len);
+    char *b = NULL;
+    REQUIRE(state_to_bytes(st, &b, &len) == 0);
     REQUIRE(b != NULL);
     if (strcmp(b, expect) != 0 || len != strlen(expect)) {
         fprintf(stderr, "line %d: to_bytes %s (len %zu), expected %s\n", line,
@@ -38,7 +39,8 @@ static void check_keys(struct state *st, const char *const *expect, size_t n,
                        int line)
 {
     size_t count = 0;
-    char **keys = state_keys(st, &count);
+    char **keys = NULL;
+    REQUIRE(state_keys(st, &keys, &count) == 0);
     REQUIRE(keys != NULL);
     int ok = count == n;
     for (size_t i = 0; ok && i < n; i++)
@@ -103,7 +105,8 @@ static void test_order(void)
     CHECK(state_count(st) == 0);
     CHECK_BYTES(st, "{}");
     size_t n = 99;
-    char **keys = state_keys(st, &n);
+    char **keys = NULL;
+    REQUIRE(state_keys(st, &keys, &n) == 0);
     CHECK(keys != NULL && n == 0);
     state_keys_free(keys, n);
     state_free(st);
@@ -156,7 +159,8 @@ static void test_from_bytes(void)
     CHECK_KEYS(st, "y", "x");
     /* Round trip: the bytes of one state load into another unchanged. */
     size_t len;
-    char *b = state_to_bytes(st, &len);
+    char *b = NULL;
+    REQUIRE(state_to_bytes(st, &b, &len) == 0);
     REQUIRE(b);
     struct state *st2 = state_new();
     REQUIRE(st2);
@@ -195,11 +199,12 @@ static void test_value_text(void)
     REQUIRE(st);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char err[200];
-        json_t *v = state_parse_value(cases[i].in, strlen(cases[i].in), err,
-                                      sizeof err);
+        json_t *v = NULL;
+        REQUIRE(state_parse_value(cases[i].in, strlen(cases[i].in), &v, err, sizeof err) == 0);
         REQUIRE(v);
         size_t dlen = 0;
-        char *d = state_dump_value(v, &dlen);
+        char *d = NULL;
+        REQUIRE(state_dump_value(v, &d, &dlen) == 0);
         REQUIRE(d);
         CHECK(strcmp(d, cases[i].out) == 0 && dlen == strlen(cases[i].out));
         free(d);
@@ -227,17 +232,20 @@ static void test_parse_value(void)
                                       "nul", "'x'", "[1,]"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char err[200] = "";
-        json_t *v = state_parse_value(bad[i], strlen(bad[i]), err, sizeof err);
+        json_t *v = NULL;
+        CHECK(state_parse_value(bad[i], strlen(bad[i]), &v, err, sizeof err) == -EINVAL);
         CHECK(v == NULL);
         CHECK(err[0] != '\0');
         json_decref(v);
     }
     /* Length-bounded: bytes past len are not read. */
-    json_t *v = state_parse_value("12garbage", 2, NULL, 0);
+    json_t *v = NULL;
+    CHECK(state_parse_value("12garbage", 2, &v, NULL, 0) == 0);
     CHECK(v && json_integer_value(v) == 12);
     json_decref(v);
     /* Surrounding whitespace is allowed. */
-    v = state_parse_value("\n [true] \n", 10, NULL, 0);
+    v = NULL;
+    CHECK(state_parse_value("\n [true] \n", 10, &v, NULL, 0) == 0);
     CHECK(v && json_is_array(v) && json_array_size(v) == 1);
     json_decref(v);
 }
@@ -330,7 +338,8 @@ static void check_mirror(struct state *st, const json_t *mirror, int full,
     char *want = json_dumps(mirror, JFLAGS);
     REQUIRE(want);
     size_t len = 0;
-    char *got = state_to_bytes(st, &len);
+    char *got = NULL;
+    REQUIRE(state_to_bytes(st, &got, &len) == 0);
     REQUIRE(got);
     if (strcmp(got, want) != 0 || len != strlen(want)) {
         fprintf(stderr, "line %d: to_bytes\n  got  %s\n  want %s\n", line, got,
@@ -344,7 +353,8 @@ static void check_mirror(struct state *st, const json_t *mirror, int full,
     if (!full)
         return;
     size_t n = 0;
-    char **keys = state_keys(st, &n);
+    char **keys = NULL;
+    REQUIRE(state_keys(st, &keys, &n) == 0);
     REQUIRE(keys);
     CHECK(n == json_object_size(mirror));
     size_t i = 0;
@@ -429,7 +439,8 @@ static void test_random_vs_jansson(void)
         CHECK_MIRROR(st, mirror, 1);
         /* The output loads back into a state unchanged. */
         size_t len;
-        char *b = state_to_bytes(st, &len);
+        char *b = NULL;
+        REQUIRE(state_to_bytes(st, &b, &len) == 0);
         REQUIRE(b);
         struct state *st2 = state_new();
         REQUIRE(st2);
@@ -563,7 +574,8 @@ static void test_race_new_keys(void)
             REQUIRE(pthread_join(t[i], NULL) == 0);
         CHECK(state_count(race) == RACE_KEYS);
         size_t n;
-        char **keys = state_keys(race, &n);
+        char **keys = NULL;
+        REQUIRE(state_keys(race, &keys, &n) == 0);
         REQUIRE(keys);
         for (size_t i = 0; i < n; i++) {
             char key[32];
@@ -572,7 +584,8 @@ static void test_race_new_keys(void)
         }
         state_keys_free(keys, n);
         size_t len;
-        char *b = state_to_bytes(race, &len);
+        char *b = NULL;
+        REQUIRE(state_to_bytes(race, &b, &len) == 0);
         REQUIRE(b);
         CHECK(len == state_bytes_len(race));
         free(b);
@@ -646,7 +659,8 @@ static void *reader(void *arg)
         int done = writers_done == WRITERS;
         pthread_mutex_unlock(&done_lock);
         size_t len;
-        char *b = state_to_bytes(shared, &len);
+        char *b = NULL;
+        REQUIRE(state_to_bytes(shared, &b, &len) == 0);
         REQUIRE(b);
         if (!snapshot_ok(b, len))
             (*bad)++;
@@ -655,7 +669,8 @@ static void *reader(void *arg)
             (*bad)++;
         /* state_value_size and state_keys also run alongside the writers. */
         size_t n;
-        char **keys = state_keys(shared, &n);
+        char **keys = NULL;
+        REQUIRE(state_keys(shared, &keys, &n) == 0);
         REQUIRE(keys);
         for (size_t i = 0; i < n; i += 50)
             if (state_value_size(shared, keys[i]) <= 0)
@@ -683,13 +698,15 @@ static void test_threads(void)
     CHECK(bad == 0);
     CHECK(state_count(shared) == WRITERS * PER_WRITER);
     size_t len;
-    char *b = state_to_bytes(shared, &len);
+    char *b = NULL;
+    REQUIRE(state_to_bytes(shared, &b, &len) == 0);
     REQUIRE(b);
     CHECK(snapshot_ok(b, len));
     free(b);
     /* Each writer's keys appear in the order that writer added them. */
     size_t n;
-    char **keys = state_keys(shared, &n);
+    char **keys = NULL;
+    REQUIRE(state_keys(shared, &keys, &n) == 0);
     REQUIRE(keys);
     int next[WRITERS] = {0};
     for (size_t i = 0; i < n; i++) {
