@@ -555,25 +555,25 @@ static int open_file(struct journal *jn, off_t *size, char *err, size_t errlen)
     return rc;
 }
 
-struct journal *journal_open(const char *cache_dir, const char *identity, char *err,
-                             size_t errlen)
+int journal_open(const char *cache_dir, const char *identity, struct journal **out,
+                 char *err, size_t errlen)
 {
     struct journal *jn = calloc(1, sizeof *jn);
     if (!jn) {
         snprintf(err, errlen, "out of memory");
-        return NULL;
+        return -ENOMEM;
     }
     jn->fd = jn->dirfd = jn->lockfd = -1;
     if (pthread_mutex_init(&jn->lock, NULL) != 0) {
         free(jn);
         snprintf(err, errlen, "out of memory");
-        return NULL;
+        return -ENOMEM;
     }
     if (pthread_mutex_init(&jn->compact_lock, NULL) != 0) {
         pthread_mutex_destroy(&jn->lock);
         free(jn);
         snprintf(err, errlen, "out of memory");
-        return NULL;
+        return -ENOMEM;
     }
     char hex[65];
     journal_identity_hash(identity, hex);
@@ -588,6 +588,7 @@ struct journal *journal_open(const char *cache_dir, const char *identity, char *
     /* Never through a symbolic link, and only a directory of our own. */
     cachefd = open(cache_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (cachefd < 0) {
+        rc = -errno;
         if (errno == ELOOP || errno == ENOTDIR)
             snprintf(err, errlen, "the cache dir %s is a symbolic link or not a "
                      "directory; refusing to follow it", cache_dir);
@@ -596,11 +597,12 @@ struct journal *journal_open(const char *cache_dir, const char *identity, char *
                      strerror(errno));
         goto fail;
     }
-    if (check_owner(cachefd, "cache dir", cache_dir, err, errlen) < 0)
+    if ((rc = check_owner(cachefd, "cache dir", cache_dir, err, errlen)) < 0)
         goto fail;
     /* Absolute: the daemon changes to / when it goes to the background. */
     char *abs = realpath(cache_dir, NULL);
     if (!abs) {
+        rc = -errno;
         snprintf(err, errlen, "cannot resolve the cache dir %s: %s", cache_dir,
                  strerror(errno));
         goto fail;
@@ -613,30 +615,35 @@ struct journal *journal_open(const char *cache_dir, const char *identity, char *
         lockp = path_join(jn->dir, "lock");
     }
     if (!jn->dir || !jn->path || !jn->tmp_path || !lockp) {
+        rc = -ENOMEM;
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
     if (mkdirat(cachefd, hex, 0700) != 0 && errno != EEXIST) {
+        rc = -errno;
         snprintf(err, errlen, "cannot create %s: %s", jn->dir, strerror(errno));
         goto fail;
     }
     jn->dirfd = openat(cachefd, hex, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (jn->dirfd < 0) {
+        rc = -errno;
         snprintf(err, errlen, "cannot open %s: %s", jn->dir,
                  errno == ELOOP || errno == ENOTDIR ? "a symbolic link or not a directory"
                                                     : strerror(errno));
         goto fail;
     }
-    if (check_owner(jn->dirfd, "journal directory", jn->dir, err, errlen) < 0)
+    if ((rc = check_owner(jn->dirfd, "journal directory", jn->dir, err, errlen)) < 0)
         goto fail;
     jn->lockfd = open_private(jn->dirfd, "lock");
     if (jn->lockfd < 0) {
+        rc = -errno;
         snprintf(err, errlen, "cannot open %s: %s", lockp, strerror(errno));
         goto fail;
     }
-    if (check_owner(jn->lockfd, "lock file", lockp, err, errlen) < 0)
+    if ((rc = check_owner(jn->lockfd, "lock file", lockp, err, errlen)) < 0)
         goto fail;
     if (flock(jn->lockfd, LOCK_EX | LOCK_NB) != 0) {
+        rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
         if (errno == EWOULDBLOCK)
             snprintf(err, errlen,
                      "the journal %s is in use by another bookmarkfs mount of the "
@@ -665,13 +672,14 @@ struct journal *journal_open(const char *cache_dir, const char *identity, char *
     if (jn->n)
         log_info("journal %s: %zu change%s not yet uploaded", jn->path, jn->n,
                  jn->n == 1 ? "" : "s");
-    return jn;
+    *out = jn;
+    return 0;
 fail:
     free(lockp);
     if (cachefd >= 0)
         close(cachefd);
     journal_close(jn);
-    return NULL;
+    return rc < 0 ? rc : -EIO;
 }
 
 void journal_close(struct journal *jn)

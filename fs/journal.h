@@ -64,11 +64,12 @@ struct journal_record {
 void journal_identity_hash(const char *identity, char out[65]);
 
 /* Opens (creating as needed) the journal of `identity` under cache_dir, and
- * reads it; a torn or corrupt tail is cut off and logged. NULL with one
- * sentence in err (cache dir not creatable, journal used by another mount,
- * I/O error). */
-struct journal *journal_open(const char *cache_dir, const char *identity, char *err,
-                             size_t errlen);
+ * reads it; a torn or corrupt tail is cut off and logged. 0 with the
+ * journal in *out, or a negative errno with one sentence in err: the
+ * cause's errno (cache dir not creatable, not ours: -EPERM; journal used by
+ * another mount: -EBUSY; I/O error: -EIO; -ENOMEM). */
+int journal_open(const char *cache_dir, const char *identity, struct journal **out,
+                 char *err, size_t errlen);
 void journal_close(struct journal *jn);
 
 /* Path of the journal file (for messages and tests). */

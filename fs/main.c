@@ -347,9 +347,9 @@ int main(int argc, char *argv[])
         fprintf(stderr, "bookmarkfs: out of memory\n");
         goto out;
     }
-    journal = journal_open(o.cache_dir, identity, err, sizeof err);
+    int jrc = journal_open(o.cache_dir, identity, &journal, err, sizeof err);
     free(identity);
-    if (!journal) {
+    if (jrc < 0) {
         fprintf(stderr, "bookmarkfs: %s\n", err);
         goto out;
     }

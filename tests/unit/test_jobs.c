@@ -64,8 +64,8 @@ static void env_open_at(struct env *e, const char *store, const char *cache,
     /* the buckets, as at mount */
     REQUIRE(store_check_bucket(e->st, LZ, err, sizeof err) == 0);
     REQUIRE(store_check_bucket(e->st, DLZ, err, sizeof err) == 0);
-    e->jn = journal_open(e->cache_dir, IDENTITY, err, sizeof err);
-    if (!e->jn)
+    e->jn = NULL;
+    if (journal_open(e->cache_dir, IDENTITY, &e->jn, err, sizeof err) < 0)
         fprintf(stderr, "journal_open: %s\n", err);
     REQUIRE(e->jn != NULL);
     e->layout = (struct layout){.domain = "dom", .dataset = "ds", .user = "u",
@@ -1044,7 +1044,7 @@ static void check_image(struct committer *c)
     struct store *dir = NULL;
     REQUIRE(store_dir_new(c->e->store_dir, &dir, err, sizeof err) == 0 && dir != NULL);
     REQUIRE(faulty_new(dir, &img.st) == 0);
-    img.jn = journal_open(img.cache_dir, IDENTITY, err, sizeof err);
+    REQUIRE(journal_open(img.cache_dir, IDENTITY, &img.jn, err, sizeof err) == 0);
     REQUIRE(img.jn != NULL);
     img.layout = c->e->layout;
     img.j = jobs_new(img.st, &img.layout, LZ, DLZ);

@@ -25,8 +25,8 @@ static char cache[64];
 static struct journal *open_id(const char *identity)
 {
     char err[512] = "";
-    struct journal *jn = journal_open(cache, identity, err, sizeof err);
-    if (!jn)
+    struct journal *jn = NULL;
+    if (journal_open(cache, identity, &jn, err, sizeof err) < 0)
         fprintf(stderr, "journal_open: %s\n", err);
     REQUIRE(jn != NULL);
     return jn;
@@ -258,7 +258,8 @@ static void test_identities_and_lock(void)
     CHECK(journal_count(b, "j") == 0);
     CHECK(strcmp(journal_path(a), journal_path(b)) != 0);
     char err[512] = "";
-    struct journal *again = journal_open(cache, "identity-a", err, sizeof err);
+    struct journal *again = NULL;
+    CHECK(journal_open(cache, "identity-a", &again, err, sizeof err) == -EBUSY);
     CHECK(again == NULL);
     CHECK(strstr(err, "in use by another bookmarkfs mount") != NULL);
     journal_close(again);
