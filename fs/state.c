@@ -356,6 +356,16 @@ void state_free(struct state *st)
     free(st);
 }
 
+/* Takes the state's lock and finds key's entry (NULL when absent); the
+ * caller unlocks. */
+static struct entry *lock_lookup(struct state *st, const char *key)
+{
+    size_t key_len = strlen(key);
+    uint64_t h = hash_key(key, key_len);
+    lock(st);
+    return ix_lookup(&st->ix, key, key_len, h);
+}
+
 /* Sets key to text (owned). The key's entry is made outside the lock when
  * the key turns out to be new; a second look then settles a race. */
 static int put_text(struct state *st, const char *key, char *text,
@@ -427,11 +437,8 @@ int state_set_text(struct state *st, const char *key, char *text, size_t len)
 
 json_t *state_get(struct state *st, const char *key)
 {
-    size_t key_len = strlen(key);
-    uint64_t h = hash_key(key, key_len);
     json_t *v = NULL;
-    lock(st);
-    struct entry *e = ix_lookup(&st->ix, key, key_len, h);
+    struct entry *e = lock_lookup(st, key);
     if (e) {
         json_error_t jerr;
         v = json_loadb(e->text, e->text_len, JSON_DECODE_ANY | LOAD_FLAGS,
@@ -443,10 +450,7 @@ json_t *state_get(struct state *st, const char *key)
 
 int state_mtime(struct state *st, const char *key, struct timespec *t, int set)
 {
-    size_t key_len = strlen(key);
-    uint64_t h = hash_key(key, key_len);
-    lock(st);
-    struct entry *e = ix_lookup(&st->ix, key, key_len, h);
+    struct entry *e = lock_lookup(st, key);
     if (e && set)
         e->mtime = *t;
     else if (e)
@@ -457,20 +461,14 @@ int state_mtime(struct state *st, const char *key, struct timespec *t, int set)
 
 int state_has(struct state *st, const char *key)
 {
-    size_t key_len = strlen(key);
-    uint64_t h = hash_key(key, key_len);
-    lock(st);
-    int has = ix_lookup(&st->ix, key, key_len, h) != NULL;
+    int has = lock_lookup(st, key) != NULL;
     unlock(st);
     return has;
 }
 
 int state_remove(struct state *st, const char *key)
 {
-    size_t key_len = strlen(key);
-    uint64_t h = hash_key(key, key_len);
-    lock(st);
-    struct entry *e = ix_lookup(&st->ix, key, key_len, h);
+    struct entry *e = lock_lookup(st, key);
     if (e) {
         ix_unlink(&st->ix, e);
         st->body_ok = 0;
@@ -633,12 +631,9 @@ int state_from_bytes(struct state *st, const char *buf, size_t len, char *err,
 
 int state_value_text(struct state *st, const char *key, char **text, size_t *len)
 {
-    size_t key_len = strlen(key);
-    uint64_t h = hash_key(key, key_len);
     char *buf = NULL;
     int rc = -ENOENT;
-    lock(st);
-    struct entry *e = ix_lookup(&st->ix, key, key_len, h);
+    struct entry *e = lock_lookup(st, key);
     if (e) {
         buf = malloc(e->text_len + 2);
         if (buf) {
@@ -659,11 +654,8 @@ int state_value_text(struct state *st, const char *key, char **text, size_t *len
 
 ssize_t state_value_size(struct state *st, const char *key)
 {
-    size_t key_len = strlen(key);
-    uint64_t h = hash_key(key, key_len);
     ssize_t n = -ENOENT;
-    lock(st);
-    struct entry *e = ix_lookup(&st->ix, key, key_len, h);
+    struct entry *e = lock_lookup(st, key);
     if (e)
         n = (ssize_t)e->text_len + 1;
     unlock(st);
