@@ -811,28 +811,29 @@ int state_parse_value(const char *buf, size_t len, json_t **value, char *err,
     return 0;
 }
 
-int state_value_compact(const json_t *value, char **out, size_t *len)
+/* value's compact text, with a "\n" after it when newline is set. */
+static int dump_value(const json_t *value, int newline, char **out, size_t *len)
 {
     size_t n;
-    char *buf = dump_text(value, 0, &n);
+    char *buf = dump_text(value, newline ? 1 : 0, &n);
     if (!buf)
         return -ENOMEM;
+    if (newline) {
+        buf[n++] = '\n';
+        buf[n] = '\0';
+    }
     if (len)
         *len = n;
     *out = buf;
     return 0;
 }
 
+int state_value_compact(const json_t *value, char **out, size_t *len)
+{
+    return dump_value(value, 0, out, len);
+}
+
 int state_dump_value(const json_t *value, char **out, size_t *len)
 {
-    size_t n;
-    char *buf = dump_text(value, 1, &n);
-    if (!buf)
-        return -ENOMEM;
-    buf[n++] = '\n';
-    buf[n] = '\0';
-    if (len)
-        *len = n;
-    *out = buf;
-    return 0;
+    return dump_value(value, 1, out, len);
 }
