@@ -52,35 +52,27 @@ static const char *why_text(const struct store_error *e, char *buf)
     return buf;
 }
 
-struct jobs *jobs_new(struct store *store, const struct layout *layout,
-                      const char *lz_bucket, const char *dlz_bucket)
+int jobs_new(struct store *store, const struct layout *layout, const char *lz_bucket,
+             const char *dlz_bucket, struct jobs **out)
 {
+    *out = NULL;
     struct jobs *j = calloc(1, sizeof *j);
     if (!j)
-        return NULL;
+        return -ENOMEM;
+    /* Default mutexes: their static initializer cannot fail. */
+    j->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    j->load_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
     j->store = store;
     j->layout = *layout;
     j->lz_bucket = strdup(lz_bucket);
     j->dlz_bucket = strdup(dlz_bucket);
-    if (strmap_new(&j->table) < 0 || !j->lz_bucket || !j->dlz_bucket ||
-        pthread_mutex_init(&j->lock, NULL) != 0) {
-        free(j->lz_bucket);
-        free(j->dlz_bucket);
-        strmap_free(j->table, NULL);
-        free(j);
-        return NULL;
+    if (!j->lz_bucket || !j->dlz_bucket || strmap_new(&j->table) < 0 ||
+        !(j->index = index_new(store, &j->layout, j->lz_bucket, j->dlz_bucket))) {
+        jobs_free(j);
+        return -ENOMEM;
     }
-    j->index = index_new(store, &j->layout, j->lz_bucket, j->dlz_bucket);
-    if (!j->index || pthread_mutex_init(&j->load_lock, NULL) != 0) {
-        index_free(j->index);
-        pthread_mutex_destroy(&j->lock);
-        free(j->lz_bucket);
-        free(j->dlz_bucket);
-        strmap_free(j->table, NULL);
-        free(j);
-        return NULL;
-    }
-    return j;
+    *out = j;
+    return 0;
 }
 
 static void job_destroy(struct job *job)
@@ -125,22 +117,10 @@ static struct job *job_new(const char *name)
     struct job *job = calloc(1, sizeof *job);
     if (!job)
         return NULL;
-    if (pthread_mutex_init(&job->lock, NULL) != 0) {
-        free(job);
-        return NULL;
-    }
-    if (pthread_mutex_init(&job->upload_lock, NULL) != 0) {
-        pthread_mutex_destroy(&job->lock);
-        free(job);
-        return NULL;
-    }
-    if (pthread_mutex_init(&job->claim_lock, NULL) != 0) {
-        pthread_mutex_destroy(&job->upload_lock);
-        pthread_mutex_destroy(&job->lock);
-        free(job);
-        return NULL;
-    }
-    pthread_condattr_t ca;
+    job->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    job->upload_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    job->claim_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    pthread_condattr_t ca; /* the moved keys' wait runs on the monotonic clock */
     int crc = pthread_condattr_init(&ca);
     if (crc == 0) {
         crc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -149,9 +129,6 @@ static struct job *job_new(const char *name)
         pthread_condattr_destroy(&ca);
     }
     if (crc != 0) {
-        pthread_mutex_destroy(&job->claim_lock);
-        pthread_mutex_destroy(&job->upload_lock);
-        pthread_mutex_destroy(&job->lock);
         free(job);
         return NULL;
     }

@@ -83,9 +83,10 @@ struct jobs {
     struct timespec mounted;
 };
 
-/* Takes ownership of nothing; copies what it keeps. */
-struct jobs *jobs_new(struct store *store, const struct layout *layout,
-                      const char *lz_bucket, const char *dlz_bucket);
+/* 0 with *out set, or -ENOMEM. Takes ownership of nothing; copies what it
+ * keeps. */
+int jobs_new(struct store *store, const struct layout *layout, const char *lz_bucket,
+             const char *dlz_bucket, struct jobs **out);
 void jobs_free(struct jobs *j);
 
 /* Attaches the journal (not owned; outlives j). Set before the first

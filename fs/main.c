@@ -189,8 +189,7 @@ static int set_up_jobs(const struct options *o, struct store **st, struct jobs *
         .file_type = o->file_type,
         .resume_running = o->resume_running,
     };
-    *jobs = jobs_new(*st, &layout, o->lz_bucket, o->dlz_bucket);
-    if (!*jobs) {
+    if (jobs_new(*st, &layout, o->lz_bucket, o->dlz_bucket, jobs) < 0) {
         fprintf(stderr, "bookmarkfs: out of memory\n");
         return -ENOMEM;
     }

@@ -279,8 +279,7 @@ int main(void)
     REQUIRE(store_check_bucket(st, "dlz", err, sizeof err) == 0);
     struct layout layout = {.domain = "d", .dataset = "ds", .user = "u",
                             .file_type = "others"};
-    jobs = jobs_new(st, &layout, "lz", "dlz");
-    REQUIRE(jobs != NULL);
+    REQUIRE(jobs_new(st, &layout, "lz", "dlz", &jobs) == 0);
     REQUIRE(entries_new(jobs, OWNER, 77, "*.swp/*~", &fs) == 0);
 
     test_owner_only();

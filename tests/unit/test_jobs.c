@@ -70,8 +70,7 @@ static void env_open_at(struct env *e, const char *store, const char *cache,
     REQUIRE(e->jn != NULL);
     e->layout = (struct layout){.domain = "dom", .dataset = "ds", .user = "u",
                                 .file_type = "json", .resume_running = resume_running};
-    e->j = jobs_new(e->st, &e->layout, LZ, DLZ);
-    REQUIRE(e->j != NULL);
+    REQUIRE(jobs_new(e->st, &e->layout, LZ, DLZ, &e->j) == 0);
     jobs_set_journal(e->j, e->jn);
 }
 
@@ -1047,8 +1046,7 @@ static void check_image(struct committer *c)
     REQUIRE(journal_open(img.cache_dir, IDENTITY, &img.jn, err, sizeof err) == 0);
     REQUIRE(img.jn != NULL);
     img.layout = c->e->layout;
-    img.j = jobs_new(img.st, &img.layout, LZ, DLZ);
-    REQUIRE(img.j != NULL);
+    REQUIRE(jobs_new(img.st, &img.layout, LZ, DLZ, &img.j) == 0);
     jobs_set_journal(img.j, img.jn);
     struct job *job = NULL;
     int rc = jobs_get(img.j, "j", 0, &job);
