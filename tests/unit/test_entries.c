@@ -18,42 +18,22 @@
 #include <unistd.h>
 
 #include "tests/unit/check.h"
+#include "tests/unit/entries_io.h"
 
 static const uid_t OWNER = 4242, OTHER = 4343;
 
 static struct entries *fs;
 static struct jobs *jobs;
 
-/* Opens path (creating it with create), writes text, closes it: the
- * close's result. */
+/* entries_io.h's put and get, as the job's owner. */
 static int put(const char *path, int create, const char *text)
 {
-    struct entries_handle *h = NULL;
-    int noflush = 0;
-    int flags = O_WRONLY | O_TRUNC;
-    int rc = create ? entries_create(fs, OWNER, path, flags | O_CREAT, &h, &noflush)
-                    : entries_open(fs, OWNER, path, flags, &h, &noflush);
-    if (rc < 0)
-        return rc;
-    int w = entries_write(h, text, strlen(text), 0);
-    rc = entries_commit(h);
-    entries_close(h);
-    return w < 0 ? w : rc;
+    return entries_io_put(fs, OWNER, path, create, text);
 }
 
-/* What a read of path gives, in buf (NUL-terminated): its length or a
- * negative errno. */
 static int get(const char *path, char *buf, size_t size)
 {
-    struct entries_handle *h = NULL;
-    int noflush = 0;
-    int rc = entries_open(fs, OWNER, path, O_RDONLY, &h, &noflush);
-    if (rc < 0)
-        return rc;
-    int n = entries_read(h, buf, size - 1, 0);
-    buf[n < 0 ? 0 : n] = '\0';
-    entries_close(h);
-    return n;
+    return entries_io_get(fs, OWNER, path, buf, size);
 }
 
 static int listed(const char *dir, const char *name)

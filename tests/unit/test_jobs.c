@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "tests/unit/check.h"
+#include "tests/unit/entries_io.h"
 
 #define LZ "lz-bucket"
 #define DLZ "dlz-bucket"
@@ -1166,35 +1167,16 @@ static void test_concurrent_writers(void)
 
 /* ---- the filesystem core (fs/entries.c) over the faulty store */
 
-/* Opens path (creating it with create), writes text, closes it: the
- * write's error, else the close's result. */
 static int fs_put(struct entries *fs, const char *path, int create, const char *text)
 {
-    struct entries_handle *h = NULL;
-    int noflush = 0;
-    int flags = O_WRONLY | O_TRUNC;
-    int rc = create ? entries_create(fs, getuid(), path, flags | O_CREAT, &h, &noflush)
-                    : entries_open(fs, getuid(), path, flags, &h, &noflush);
-    if (rc < 0)
-        return rc;
-    int w = entries_write(h, text, strlen(text), 0);
-    rc = entries_commit(h);
-    entries_close(h);
-    return w < 0 ? w : rc;
+    return entries_io_put(fs, getuid(), path, create, text);
 }
 
-/* What a read of path gives (malloc'd, NUL-terminated), "" on an error. */
+/* What a read of path gives (malloc'd), "" on an error. */
 static char *fs_get(struct entries *fs, const char *path)
 {
-    struct entries_handle *h = NULL;
-    int noflush = 0;
     char buf[4096];
-    int n = entries_open(fs, getuid(), path, O_RDONLY, &h, &noflush);
-    if (n == 0) {
-        n = entries_read(h, buf, sizeof buf - 1, 0);
-        entries_close(h);
-    }
-    buf[n < 0 ? 0 : n] = '\0';
+    entries_io_get(fs, getuid(), path, buf, sizeof buf);
     char *t = strdup(buf);
     REQUIRE(t != NULL);
     return t;
