@@ -374,16 +374,6 @@ int index_has_job(struct index *ix, const char *job)
     return has;
 }
 
-int index_rebuild(struct index *ix, struct store_error *err)
-{
-    untold(err);
-    pthread_mutex_lock(&ix->lock);
-    reset_locked(ix);
-    int rc = build_locked(ix, err);
-    pthread_mutex_unlock(&ix->lock);
-    return told(rc, err);
-}
-
 int index_rebuild_gone(struct index *ix, const char *bucket, const char *key,
                        struct store_error *err)
 {

@@ -39,12 +39,9 @@ int index_newest(struct index *ix, const char *job, struct candidate *best,
  * last update (index_newest, index_job_names). */
 int index_has_job(struct index *ix, const char *job);
 
-/* Forgets everything and lists each bucket in full again: for when an
- * object the index holds is gone (moved or deleted). */
-int index_rebuild(struct index *ix, struct store_error *err);
-
-/* index_rebuild because s3://bucket/key, which the index holds, is gone;
- * -EALREADY (and no listing) when that very object made the last rebuild
+/* bucket/key, which the index holds, is gone (moved or deleted): forgets
+ * everything and lists each bucket in full again; -EALREADY (and no
+ * listing) when that very object made the last rebuild
  * (a store whose listing keeps showing what it cannot GET costs one full
  * listing, not one per access). */
 int index_rebuild_gone(struct index *ix, const char *bucket, const char *key,
