@@ -153,15 +153,18 @@ void cred_http_resp_free(struct cred_http_resp *rs)
 /* ------------------------------------------------------------------ */
 /* the JSON answer                                                     */
 
-static void wipe_json_string(json_t *v)
+void cred_wipe_json_string(json_t *v)
 {
     if (json_is_string(v))
         OPENSSL_cleanse((char *)json_string_value(v), json_string_length(v));
 }
 
-int cred_parse_json(const char *body, size_t len, const char *source,
-                    const char *where, struct cred_keys *out,
-                    char *note, size_t notelen)
+/* Parses the JSON document served by the container and IMDS endpoints
+ * (AccessKeyId, SecretAccessKey, Token, Expiration). Returns 0, -EIO (note
+ * says what is wrong, where names the endpoint) or -ENOMEM. */
+static int cred_parse_json(const char *body, size_t len, const char *source,
+                           const char *where, struct cred_keys *out, char *note,
+                           size_t notelen)
 {
     json_error_t jerr;
     json_t *doc = json_loadb(body, len, 0, &jerr);
@@ -212,8 +215,8 @@ int cred_parse_json(const char *body, size_t len, const char *source,
     if (rc < 0)
         snprintf(note, notelen, "Out of memory.");
 out:
-    wipe_json_string(sk);
-    wipe_json_string(tok);
+    cred_wipe_json_string(sk);
+    cred_wipe_json_string(tok);
     json_decref(doc);
     return rc;
 }

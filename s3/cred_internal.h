@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include <jansson.h>
+
 #define CRED_ABSENT (-ENODATA)
 
 /* ---- providers ---- */
@@ -118,12 +120,9 @@ void cred_http_req_init(struct cred_http_req *rq, const struct cred_options *o,
                         const char *method, const char *url,
                         const char *const *headers);
 
-/* Parses the JSON document served by the container and IMDS endpoints
- * (AccessKeyId, SecretAccessKey, Token, Expiration). Returns 0, -EIO (note
- * says what is wrong, where names the endpoint) or -ENOMEM. */
-int cred_parse_json(const char *body, size_t len, const char *source,
-                    const char *where, struct cred_keys *out,
-                    char *note, size_t notelen);
+/* Wipes a JSON string's bytes in place (a secret parsed from an answer),
+ * before its document is freed. Anything else is left alone. */
+void cred_wipe_json_string(json_t *v);
 
 /* Per-request time-out from the options. */
 long cred_timeout_ms(const struct cred_options *o);

@@ -22,7 +22,6 @@
 #include <unistd.h>
 
 #include <jansson.h>
-#include <openssl/crypto.h>
 
 #define PROCESS_OUTPUT_MAX (64 * 1024)
 #define PROCESS_TIMEOUT_MS 60000L
@@ -78,12 +77,6 @@ static int read_output(int fd, char **buf, size_t *len)
                                clock_mono_ms() + PROCESS_TIMEOUT_MS, buf, len);
 }
 
-static void wipe_json_string(json_t *v)
-{
-    if (json_is_string(v))
-        OPENSSL_cleanse((char *)json_string_value(v), json_string_length(v));
-}
-
 static int parse_output(const char *body, size_t len, const char *profile,
                         struct cred_keys *out, char *note, size_t notelen)
 {
@@ -125,8 +118,8 @@ static int parse_output(const char *body, size_t len, const char *profile,
         if (rc < 0)
             snprintf(note, notelen, "Out of memory.");
     }
-    wipe_json_string(sk);
-    wipe_json_string(tok);
+    cred_wipe_json_string(sk);
+    cred_wipe_json_string(tok);
     json_decref(doc);
     return rc;
 }

@@ -48,7 +48,6 @@ int log_syslog_available(void)
 }
 
 void log_set_level(enum log_level level) { current_level = level; }
-enum log_level log_get_level(void) { return current_level; }
 
 void log_use_syslog(int on)
 {
